@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import TypeVar
 
 from tiervault.errors import UsageError
+
+T = TypeVar("T")
 
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 _SIMPLE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -133,9 +136,19 @@ class Backend(ABC):
     def remove(self, h: Handle) -> None:
         """Remove ``h``; raise ``NotFoundError`` if it is not there."""
 
+    def load_verified(self, h: Handle, decode: Callable[[bytes], T], offset: int = 0,
+                      length: int | None = None) -> T:
+        """Load and decode; ``decode`` raises ``IntegrityError`` on bad data.
+
+        A single backend just applies it; the tier set overrides this to fall
+        through to the next tier when a copy fails authentication.
+        """
+        return decode(self.load(h, offset, length))
+
     def probe(self) -> None:
         """Raise ``TransientError`` unless the location is reachable now."""
         self.stat(Handle(FileType.CONFIG))
 
     def close(self) -> None:
         """Release connections; the backend may be used again afterwards."""
+        return None

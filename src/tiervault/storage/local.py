@@ -8,8 +8,13 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from tiervault.errors import BackendError, IntegrityError, NotFoundError, PermanentError
-from tiervault.errors import TransientError
+from tiervault.errors import (
+    BackendError,
+    IntegrityError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
 from tiervault.storage.base import SINGLETONS, Backend, FileInfo, FileType, Handle
 
 _TMP_SUFFIX = ".tmp"

@@ -1,0 +1,402 @@
+"""``tiervault`` command line: parses, asks the service layer, prints.
+
+Exit codes: 0 ok; 1 error; 2 usage; 3 second installation detected;
+4 wrong passphrase or key; 5 no tier came online within --wait-timeout;
+6 backup completed but some source files could not be read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tiervault import __version__
+from tiervault.cli.output import TextProgress, emit_json, human_bytes
+from tiervault.engine import browse
+from tiervault.engine.backup import BackupOptions
+from tiervault.engine.policy import Policy
+from tiervault.errors import EXIT_INCOMPLETE, TierVaultError, UsageError
+from tiervault.service import ops
+from tiervault.service.installation import Installation, RunOptions
+from tiervault.service.session import VaultSession
+from tiervault.state.home import resolve_home
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Ctx:
+    """Global options, read once."""
+
+    home: Path
+    json: bool
+    opts: RunOptions
+    password_file: str | None
+
+    def progress(self) -> TextProgress:
+        """A progress printer fitting the output mode."""
+        return TextProgress(self.json)
+
+    def passphrase(self, confirm: bool = False) -> str:
+        """From --password-file, TIERVAULT_PASSWORD, or a prompt on a terminal."""
+        if self.password_file:
+            try:
+                with open(self.password_file, encoding="utf-8") as f:
+                    pw = f.readline().rstrip("\r\n")
+            except OSError as e:
+                raise UsageError(f"cannot read --password-file: {e.strerror}") from None
+            if not pw:
+                raise UsageError("the --password-file is empty")
+            return pw
+        env = self.opts.env.get("TIERVAULT_PASSWORD")
+        if env:
+            return env
+        if not sys.stdin.isatty():
+            raise UsageError("no passphrase: set TIERVAULT_PASSWORD, use --password-file, "
+                             "or run on a terminal")
+        pw = click.prompt("passphrase", hide_input=True, confirmation_prompt=confirm,
+                          err=True)
+        if not pw:
+            raise UsageError("an empty passphrase is not allowed")
+        return str(pw)
+
+    def installation(self) -> Installation:
+        """The configured installation."""
+        return Installation.load(self.home, self.opts)
+
+
+def _set_json(c: click.Context, _p: click.Parameter, value: bool) -> None:
+    if value and isinstance(c.obj, Ctx):
+        c.obj.json = True
+
+
+def json_option(fn: F) -> F:
+    """``--json`` after the command name too (``tiervault snapshots --json``)."""
+    return click.option("--json", "json_", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_set_json, help="Machine-readable output.")(fn)  # type: ignore[return-value]
+
+
+def with_session(lock: bool = False, load_index: bool = True) -> Callable[[F], F]:
+    """Give a command an opened vault session (and the write lock if asked)."""
+
+    def deco(fn: F) -> F:
+        @click.pass_obj
+        def wrapper(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
+            inst = ctx.installation()
+            try:
+                if lock:
+                    inst.lock()
+                progress = ctx.progress()
+                sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index)
+                try:
+                    return fn(ctx, sess, *args, **kwargs)
+                finally:
+                    progress.close()
+                    sess.close()
+            finally:
+                inst.close()
+
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", metavar="DIR", help="Installation directory (env TIERVAULT_HOME).")
+@click.option("--json", "json_", is_flag=True, help="Machine-readable output.")
+@click.option("--retry-attempts", type=click.IntRange(1, 1000), metavar="N",
+              help="Reconnect attempts per operation (default 10).")
+@click.option("--retry-delay", type=click.FloatRange(0), metavar="SECONDS",
+              help="First backoff delay between attempts (default 1).")
+@click.option("--password-file", metavar="FILE", help="Read the passphrase from FILE.")
+@click.version_option(__version__, prog_name="tiervault")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, json_: bool, retry_attempts: int | None,
+        retry_delay: float | None, password_file: str | None) -> None:
+    """tiervault: two-tier backup, a local speed vault and a server."""
+    env = dict(os.environ)
+    ctx.obj = Ctx(resolve_home(home, env), json_,
+                  RunOptions(retry_attempts, retry_delay, None, env), password_file)
+
+
+@cli.command()
+@json_option
+@click.argument("tier_urls", nargs=-1, required=True)
+@click.pass_obj
+def init(ctx: Ctx, tier_urls: tuple[str, ...]) -> None:
+    """Create a new vault on TIER_URL(s); the first is read first."""
+    pw = ctx.passphrase(confirm=True)
+    res = ops.init_vault(ctx.home, list(tier_urls), pw, ctx.opts)
+    if ctx.json:
+        emit_json(res)
+    else:
+        click.echo(f"created vault {res['vault_id'][:8]} on {', '.join(res['tiers'])}")
+        click.echo(f"installation home: {res['home']}")
+        click.echo("keep the passphrase safe: without it the backups cannot be read")
+
+
+@cli.command()
+@json_option
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--exclude", "-e", multiple=True, metavar="PATTERN", help="Skip matching paths.")
+@click.option("--exclude-file", multiple=True, type=click.Path(dir_okay=False),
+              help="Read exclude patterns from a file (one per line).")
+@click.option("--tag", multiple=True, help="Tag the snapshot.")
+@click.option("--no-cache", is_flag=True, help="Read every file even if unchanged.")
+@click.option("--one-file-system", "-x", is_flag=True, help="Stay on the file systems given.")
+@with_session(lock=True)
+def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[str, ...],
+           exclude_file: tuple[str, ...], tag: tuple[str, ...], no_cache: bool,
+           one_file_system: bool) -> None:
+    """Back up PATHS into a new snapshot."""
+    patterns = list(exclude)
+    for ef in exclude_file:
+        try:
+            with open(ef, encoding="utf-8") as f:
+                patterns += [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+        except OSError as e:
+            raise UsageError(f"cannot read {ef}: {e.strerror}") from None
+    opts = BackupOptions(list(paths), patterns, list(tag), workers=sess.inst.workers(),
+                         use_cache=not no_cache, one_file_system=one_file_system)
+    snap, summary = ops.backup(sess, opts)
+    if ctx.json:
+        emit_json(summary)
+    else:
+        click.echo(f"snapshot {snap.id[:8]} saved: {summary['total_files_processed']} files "
+                   f"({summary['files_new']} new, {summary['files_changed']} changed, "
+                   f"{summary['files_unmodified']} unchanged), "
+                   f"{human_bytes(summary['total_bytes_processed'])} processed, "
+                   f"{human_bytes(summary['data_stored'])} stored, "
+                   f"{summary['duration_ms'] / 1000:.1f} s")
+    if not snap.complete:
+        click.echo(f"warning: {len(summary['warnings'])} item(s) could not be read; "
+                   "the snapshot is incomplete", err=True)
+        sys.exit(EXIT_INCOMPLETE)
+
+
+@cli.command()
+@json_option
+@click.option("--tag", multiple=True, help="Only snapshots with this tag.")
+@click.option("--host", help="Only snapshots from this host.")
+@with_session()
+def snapshots(ctx: Ctx, sess: VaultSession, tag: tuple[str, ...], host: str | None) -> None:
+    """List snapshots."""
+    snaps = [s for s in sess.repo.snapshots()
+             if (not tag or set(tag) & set(s.tags)) and (not host or s.hostname == host)]
+    if ctx.json:
+        emit_json([ops.snapshot_json(s) for s in snaps])
+        return
+    click.echo(f"{'ID':8}  {'Time':25}  {'Host':15}  {'Tags':12}  Paths")
+    for s in snaps:
+        flags = "" if s.complete else " (partial)"
+        click.echo(f"{s.id[:8]}  {s.time[:25]:25}  {s.hostname[:15]:15}  "
+                   f"{','.join(s.tags)[:12]:12}  {', '.join(s.paths)}{flags}")
+    click.echo(f"{len(snaps)} snapshot(s)")
+
+
+@cli.command(name="ls")
+@json_option
+@click.argument("snapshot")
+@click.argument("path", required=False)
+@click.option("--recursive/--no-recursive", "-r", default=True, show_default=True)
+@with_session()
+def ls_cmd(ctx: Ctx, sess: VaultSession, snapshot: str, path: str | None,
+           recursive: bool) -> None:
+    """List the entries of SNAPSHOT (below PATH)."""
+    snap = sess.repo.find_snapshot(snapshot)
+    entries = browse.ls(sess.repo, snap, path, recursive)
+    if ctx.json:
+        emit_json(list(entries))
+        return
+    for e in entries:
+        size = e.get("size", "")
+        suffix = f" -> {e['target']}" if "target" in e else ""
+        click.echo(f"{_mode_str(e['type'], e['mode'])} {e.get('user') or e['uid']!s:8} "
+                   f"{size!s:>12} {(e['mtime'] or '')[:19]} {e['path']}{suffix}")
+
+
+def _mode_str(kind: str, mode: int) -> str:
+    import stat as st
+
+    ch = {"dir": "d", "symlink": "l", "fifo": "p", "chardev": "c", "blockdev": "b",
+          "socket": "s"}.get(kind, "-")
+    return ch + st.filemode(mode)[1:]
+
+
+@cli.command()
+@json_option
+@click.argument("snapshot_a")
+@click.argument("snapshot_b")
+@with_session()
+def diff(ctx: Ctx, sess: VaultSession, snapshot_a: str, snapshot_b: str) -> None:
+    """Show what changed between two snapshots."""
+    a, b = sess.repo.find_snapshot(snapshot_a), sess.repo.find_snapshot(snapshot_b)
+    d = browse.diff(sess.repo, a, b)
+    if ctx.json:
+        emit_json({"snapshot_a": a.id, "snapshot_b": b.id, **d})
+        return
+    for key, sign in (("added", "+"), ("removed", "-"), ("modified", "M")):
+        for p in d[key]:
+            click.echo(f"{sign} {p}")
+    click.echo(f"{len(d['added'])} added, {len(d['removed'])} removed, "
+               f"{len(d['modified'])} modified")
+
+
+@cli.command()
+@json_option
+@click.argument("pattern")
+@click.option("--snapshot", "-s", "refs", multiple=True, help="Search only these snapshots.")
+@with_session()
+def find(ctx: Ctx, sess: VaultSession, pattern: str, refs: tuple[str, ...]) -> None:
+    """Find files whose name (or path, if PATTERN has a '/') matches PATTERN."""
+    hits = list(browse.find(sess.repo, ops.find_snapshots(sess, list(refs)), pattern))
+    if ctx.json:
+        emit_json(hits)
+        return
+    for h in hits:
+        click.echo(f"{h['snapshot'][:8]}  {h['type']:7} {h.get('size', ''):>12}  {h['path']}")
+    click.echo(f"{len(hits)} match(es)")
+
+
+@cli.command()
+@json_option
+@click.argument("snapshot")
+@click.argument("target_dir")
+@click.option("--include", "-i", multiple=True, metavar="PATH",
+              help="Restore only this path (as shown by ls); repeatable.")
+@with_session()
+def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
+            include: tuple[str, ...]) -> None:
+    """Restore SNAPSHOT into TARGET_DIR, recreating full original paths."""
+    res = ops.restore(sess, snapshot, target_dir, list(include))
+    if ctx.json:
+        emit_json(res)
+    else:
+        click.echo(f"restored {res['files_restored']} files, {res['dirs_restored']} dirs, "
+                   f"{human_bytes(res['bytes_restored'])} from {res['snapshot_id'][:8]} "
+                   f"to {target_dir}")
+    if res["errors"]:
+        click.echo(f"error: {res['errors']} item(s) could not be restored", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@json_option
+@click.option("--keep-last", type=click.IntRange(0), default=0, metavar="N")
+@click.option("--keep-hourly", type=click.IntRange(0), default=0, metavar="N")
+@click.option("--keep-daily", type=click.IntRange(0), default=0, metavar="N")
+@click.option("--keep-weekly", type=click.IntRange(0), default=0, metavar="N")
+@click.option("--keep-monthly", type=click.IntRange(0), default=0, metavar="N")
+@click.option("--keep-yearly", type=click.IntRange(0), default=0, metavar="N")
+@click.option("--keep-tag", multiple=True, metavar="TAG")
+@click.option("--prune", "do_prune", is_flag=True, help="Prune unreferenced data afterwards.")
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
+@with_session(lock=True)
+def forget(ctx: Ctx, sess: VaultSession, keep_last: int, keep_hourly: int, keep_daily: int,
+           keep_weekly: int, keep_monthly: int, keep_yearly: int, keep_tag: tuple[str, ...],
+           do_prune: bool, dry_run: bool) -> None:
+    """Remove snapshots not kept by the --keep-* policy."""
+    pol = Policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly,
+                 tuple(keep_tag))
+    res = ops.forget(sess, pol, dry_run)
+    if do_prune:
+        res["prune"] = ops.prune(sess, dry_run)
+    if ctx.json:
+        emit_json(res)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for s in res["remove"]:
+        click.echo(f"{verb} snapshot {s['short_id']}  {s['time']}  {', '.join(s['paths'])}")
+    click.echo(f"{len(res['keep'])} kept, {len(res['remove'])} {verb}")
+    if "prune" in res:
+        _print_prune(res["prune"])
+
+
+def _print_prune(p: dict[str, Any]) -> None:
+    verb = "would" if p.get("dry_run") else "did"
+    click.echo(f"prune ({verb}): delete {p['packs_deleted']} packs, repack "
+               f"{p['packs_repacked']}, remove {p['orphan_packs_deleted']} orphan packs, "
+               f"free about {human_bytes(p['bytes_freed_estimate'])}")
+
+
+@cli.command()
+@json_option
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
+@with_session(lock=True)
+def prune(ctx: Ctx, sess: VaultSession, dry_run: bool) -> None:
+    """Remove data no snapshot uses; repack mostly-empty packs."""
+    res = ops.prune(sess, dry_run)
+    if ctx.json:
+        emit_json(res)
+    else:
+        _print_prune(res)
+
+
+@cli.command()
+@json_option
+@click.option("--read-data", is_flag=True, help="Read, decrypt and verify every byte.")
+@click.option("--read-data-subset", metavar="N/M|P%", help="Read only a part of the data.")
+@with_session()
+def check(ctx: Ctx, sess: VaultSession, read_data: bool, read_data_subset: str | None) -> None:
+    """Check the vault's structure (and with --read-data, every byte)."""
+    subset = _parse_subset(read_data_subset) if read_data_subset else None
+    rep = ops.check_vault(sess, read_data or subset is not None, subset)
+    if ctx.json:
+        emit_json(rep.to_json())
+    else:
+        for w in rep.warnings:
+            click.echo(f"warning: {w}", err=True)
+        for e in rep.errors:
+            snaps = f" (affects snapshots {', '.join(s[:8] for s in e['snapshots'])})" \
+                if e["snapshots"] else ""
+            click.echo(f"error: {e['file']}: {e['message']}{snaps}")
+        c = rep.counts
+        click.echo(f"checked {c.get('snapshots', 0)} snapshots, {c.get('packs', 0)} packs, "
+                   f"{c.get('blobs', 0)} blobs: " + ("no errors" if rep.ok else
+                                                    f"{len(rep.errors)} error(s)"))
+    if not rep.ok:
+        sys.exit(1)
+
+
+def _parse_subset(text: str) -> float:
+    try:
+        if text.endswith("%"):
+            v = float(text[:-1]) / 100
+        elif "/" in text:
+            n, m = text.split("/", 1)
+            v = int(n) / int(m)
+        else:
+            v = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--read-data-subset {text!r}: use N/M or P%") from None
+    if not 0 < v <= 1:
+        raise UsageError(f"--read-data-subset {text!r} must be between 0 and 100%")
+    return v
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: map errors to one line and an exit code, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="tiervault", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("tiervault: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
+    except TierVaultError as e:
+        click.echo(f"tiervault: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("tiervault: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""The snapshot engine: backup, restore, listing, retention, prune and check."""

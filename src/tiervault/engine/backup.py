@@ -1,0 +1,390 @@
+"""Backup: walk paths, skip unchanged files, chunk and store the rest, write trees.
+
+The main thread walks and builds trees; worker threads read, chunk, hash,
+compress and encrypt file contents (the libraries release the GIL); the blob
+writer uploads packs in its own threads. A bounded window of files in flight
+keeps memory flat however big the tree.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import stat
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tiervault.engine.excludes import Excluder
+from tiervault.engine.metadata import kind_of, node_from_stat
+from tiervault.engine.progress import Progress
+from tiervault.state.db import CachedFile, StateDB
+from tiervault.vault.pack import BlobType
+from tiervault.vault.repository import BlobWriter, Repository
+from tiervault.vault.snapshot import Snapshot
+from tiervault.vault.tree import Node, encode_tree
+
+_SMALL = 8 * 1024 * 1024  # files up to this size are read in one go
+_CACHE_SAFETY_NS = 2_000_000_000  # don't trust mtimes this close to the backup start
+
+
+@dataclass
+class BackupOptions:
+    """What to back up and how."""
+
+    paths: list[str]
+    excludes: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    workers: int = 4
+    use_cache: bool = True
+    one_file_system: bool = False
+
+
+@dataclass
+class FileResult:
+    """What reading one file produced."""
+
+    content: list[bytes]
+    size: int
+    changed: bool = False
+    error: str | None = None
+
+
+class _PendingDir:
+    """A directory whose entries may still be waiting for file workers."""
+
+    __slots__ = ("cache_drop", "cache_new", "items", "node", "path", "tree_id")
+
+    def __init__(self, path: bytes, node: Node) -> None:
+        self.path = path
+        self.node = node
+        self.items: list[Node | _PendingDir | tuple[Node, Future[FileResult]]] = []
+        self.tree_id: bytes | None = None
+        self.cache_new: dict[bytes, CachedFile] = {}
+        self.cache_drop: list[bytes] = []
+
+    def ready(self) -> bool:
+        return all(it[1].done() for it in self.items if isinstance(it, tuple))
+
+
+class Archiver:
+    """Runs one backup session against an open repository."""
+
+    def __init__(self, repo: Repository, writer: BlobWriter, db: StateDB | None,
+                 progress: Progress, opts: BackupOptions) -> None:
+        self.repo = repo
+        self.writer = writer
+        self.db = db if opts.use_cache else None
+        self.progress = progress
+        self.opts = opts
+        self.excluder = Excluder(opts.excludes)
+        self.pool = ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="read")
+        self._chunkers: dict[int, object] = {}
+        self._inflight: deque[Future[FileResult]] = deque()
+        self._ready: deque[_PendingDir] = deque()
+        self._hardlinks: dict[tuple[int, int], Future[FileResult]] = {}
+        self._start_ns = time.time_ns()
+        self.stats = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
+                      "files_read": 0, "bytes_read": 0, "bytes_total": 0, "errors": 0}
+        self._dev: int | None = None
+
+    # -- walking -----------------------------------------------------------------------
+
+    def run(self) -> Snapshot:
+        """Back up every path and store the snapshot; returns it."""
+        started = datetime.now().astimezone()
+        paths = _normalise(self.opts.paths)
+        try:
+            root = self._build_root(paths)
+            self._drain(block=True)
+            assert root.tree_id is not None
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        wstats = self.writer.flush()
+        stats = dict(self.stats)
+        stats.update({"blobs_new": wstats["blobs_new"], "bytes_added": wstats["bytes_raw_new"],
+                      "bytes_stored": wstats["bytes_stored"], "packs": wstats["packs"]})
+        stats["duration_ms"] = int((time.time_ns() - self._start_ns) / 1e6)
+        snap = Snapshot(
+            time=started.isoformat(), hostname=socket.gethostname(), username=_user(),
+            paths=[os.fsdecode(p) for p in paths], tree=root.tree_id.hex(),
+            tags=sorted(set(self.opts.tags)), excludes=self.opts.excludes, stats=stats,
+            complete=not self.progress.warnings)
+        self.repo.save_snapshot(snap)
+        return snap
+
+    def _build_root(self, paths: list[bytes]) -> _PendingDir:
+        """Wrap the backed-up paths in their ancestor directories, up to '/'."""
+        tree: dict[bytes, dict] = {}  # type: ignore[type-arg]
+        for p in paths:
+            d = tree
+            for comp in p.strip(b"/").split(b"/"):
+                d = d.setdefault(comp, {})
+            d[b""] = {}  # marks a backed-up path
+        return self._ancestor(b"/", b"", tree)
+
+    def _ancestor(self, path: bytes, name: bytes,
+                  children: dict) -> _PendingDir:  # type: ignore[type-arg]
+        st = os.lstat(path)
+        pd = _PendingDir(path, node_from_stat(name, path, st, "dir"))
+        for name, sub in sorted(children.items()):
+            if name == b"":
+                continue
+            child = os.path.join(path, name)
+            if b"" in sub:
+                item = self._entry(path, name, child)
+                if item is not None:
+                    pd.items.append(item)
+            else:
+                try:
+                    pd.items.append(self._ancestor(child, name, sub))
+                except OSError as e:
+                    self._warn(child, e)
+        self._ready.append(pd)
+        return pd
+
+    def _entry(self, parent: bytes, name: bytes, path: bytes,
+               cached: dict[bytes, CachedFile] | None = None,
+               pd: _PendingDir | None = None
+               ) -> Node | _PendingDir | tuple[Node, Future[FileResult]] | None:
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            self._warn(path, e)
+            return None
+        kind = kind_of(st.st_mode)
+        if kind is None:
+            self.progress.warn(os.fsdecode(path), "unsupported file type, skipped")
+            return None
+        try:
+            node = node_from_stat(name, path, st, kind)
+        except OSError as e:
+            self._warn(path, e)
+            return None
+        if kind == "dir":
+            if self.opts.one_file_system and self._dev is not None and st.st_dev != self._dev:
+                node["subtree"] = self._empty_tree()
+                return node
+            return self._walk_dir(path, node)
+        if kind != "file":
+            return node
+        self.stats["bytes_total"] += st.st_size
+        c = cached.get(name) if cached else None
+        if c is not None and pd is not None and self._unchanged(c, st):
+            node["content"] = c.content
+            pd.cache_new[name] = c
+            self.stats["files_unmodified"] += 1
+            self.progress.add(1, st.st_size)
+            return node
+        if c is not None:
+            self.stats["files_changed"] += 1
+        else:
+            self.stats["files_new"] += 1
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in self._hardlinks:
+            fut = self._hardlinks[key]
+        else:
+            fut = self.pool.submit(self._read_file, path, st)
+            self._inflight.append(fut)
+            if st.st_nlink > 1:
+                self._hardlinks[key] = fut
+            self._throttle()
+        return (node, fut)
+
+    def _walk_dir(self, path: bytes, node: Node) -> _PendingDir | None:
+        pd = _PendingDir(path, node)
+        try:
+            with os.scandir(path) as it:
+                names = sorted(e.name for e in it)
+        except OSError as e:
+            self._warn(path, e)
+            return None
+        self.stats["dirs"] += 1
+        cached = self.db.cached_dir(path) if self.db is not None else None
+        for name in names:
+            child = os.path.join(path, name)
+            if self.excluder.excluded(child, name):
+                continue
+            item = self._entry(path, name, child, cached, pd)
+            if item is not None:
+                pd.items.append(item)
+        if cached:
+            pd.cache_drop = [n for n in cached if n not in pd.cache_new]
+        self._ready.append(pd)
+        self._drain(block=False)
+        return pd
+
+    def _unchanged(self, c: CachedFile, st: os.stat_result) -> bool:
+        if (c.size, c.mtime, c.ctime, c.inode) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                                    st.st_ino):
+            return False
+        return all(self.writer.has(b) for b in c.content)
+
+    def _throttle(self) -> None:
+        limit = max(16, self.opts.workers * 8)
+        while len(self._inflight) > limit:
+            self._inflight.popleft().exception()
+            self._drain(block=False)
+        while self._inflight and self._inflight[0].done():
+            self._inflight.popleft()
+
+    def _drain(self, block: bool) -> None:
+        """Finish directories whose files are all done (post-order)."""
+        while self._ready and (block or self._ready[0].ready()):
+            self._finish_dir(self._ready.popleft())
+
+    def _finish_dir(self, pd: _PendingDir) -> None:
+        nodes: list[Node] = []
+        for it in pd.items:
+            if isinstance(it, _PendingDir):
+                if it.tree_id is None:
+                    self._finish_dir(it)
+                assert it.tree_id is not None
+                it.node["subtree"] = it.tree_id
+                nodes.append(it.node)
+            elif isinstance(it, tuple):
+                node, fut = it
+                res = fut.result()
+                if res.error is not None:
+                    self.progress.warn(os.fsdecode(os.path.join(pd.path, node.name)), res.error)
+                    self.stats["errors"] += 1
+                    continue
+                node["content"] = res.content
+                node["size"] = res.size
+                self.stats["files_read"] += 1
+                self.stats["bytes_read"] += res.size
+                nodes.append(node)
+                self._remember(pd, node, res)
+            else:
+                nodes.append(it)
+        tid, _ = self.writer.save_blob(BlobType.TREE, encode_tree(nodes))
+        pd.tree_id = tid
+        if self.db is not None and (pd.cache_new or pd.cache_drop):
+            self.db.update_dir(pd.path, pd.cache_new, pd.cache_drop)
+
+    def _remember(self, pd: _PendingDir, node: Node, res: FileResult) -> None:
+        # Files modified within the clock's granularity of the backup start may
+        # change again unnoticed with the same mtime: don't cache them.
+        if res.changed or node["mtime"] >= self._start_ns - _CACHE_SAFETY_NS:
+            return
+        pd.cache_new[node.name] = CachedFile(res.size, node["mtime"], node["ctime"],
+                                             node.get("inode") or self._ino(pd, node),
+                                             res.content)
+
+    @staticmethod
+    def _ino(pd: _PendingDir, node: Node) -> int:
+        try:
+            return os.lstat(os.path.join(pd.path, node.name)).st_ino
+        except OSError:
+            return -1
+
+    def _empty_tree(self) -> bytes:
+        return self.writer.save_blob(BlobType.TREE, encode_tree([]))[0]
+
+    def _warn(self, path: bytes, e: OSError) -> None:
+        self.stats["errors"] += 1
+        self.progress.warn(os.fsdecode(path), e.strerror or str(e))
+
+    # -- reading files (worker threads) --------------------------------------------------
+
+    def _read_file(self, path: bytes, st: os.stat_result) -> FileResult:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOATIME
+                         if _can_noatime(st) else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as e:
+            return FileResult([], 0, error=e.strerror or str(e))
+        try:
+            fst = os.fstat(fd)
+            if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
+                return FileResult([], 0, error="file was replaced during the backup, skipped")
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                content, size = self._chunk(f, st.st_size)
+            after = os.fstat(fd)
+            changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size) or \
+                size != st.st_size
+            self.progress.add(1, size)
+            if changed:
+                self.progress.warn(os.fsdecode(path), "file changed while it was read")
+            return FileResult(content, size, changed)
+        except OSError as e:
+            return FileResult([], 0, error=e.strerror or str(e))
+        finally:
+            os.close(fd)
+
+    def _chunk(self, f: object, expected: int) -> tuple[list[bytes], int]:
+        import io
+
+        assert isinstance(f, io.RawIOBase)
+        chunker = self.repo.chunker()
+        content: list[bytes] = []
+        size = 0
+        if expected <= _SMALL:
+            data = f.read(_SMALL + 1) or b""
+            if len(data) <= _SMALL:
+                for c in chunker.chunks_of(data):
+                    content.append(self._store(c))
+                return content, len(data)
+            # The file grew past what stat said: stream the rest.
+            f = io.BufferedReader(_Prefixed(data, f))  # type: ignore[arg-type, type-var]
+        for c in chunker.chunks(f):  # type: ignore[arg-type]
+            size += len(c)
+            content.append(self._store(c))
+        return content, size
+
+    def _store(self, chunk: memoryview) -> bytes:
+        bid = self.repo.key.blob_id(chunk)
+        if not self.writer.has(bid):
+            self.writer.save_blob(BlobType.DATA, chunk, bid)
+        return bid
+
+
+class _Prefixed:
+    """A raw reader yielding ``prefix`` and then the rest of ``f``."""
+
+    def __init__(self, prefix: bytes, f: object) -> None:
+        self._prefix = memoryview(prefix)
+        self._f = f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return self._f.readinto(b)  # type: ignore[attr-defined, no-any-return]
+
+    def read(self, n: int = -1) -> bytes:
+        buf = bytearray(n if n > 0 else 1 << 20)
+        got = self.readinto(memoryview(buf))
+        return bytes(buf[:got])
+
+
+def _can_noatime(st: os.stat_result) -> bool:
+    # O_NOATIME is only allowed for the file's owner (or root).
+    return hasattr(os, "O_NOATIME") and (os.geteuid() == 0 or os.geteuid() == st.st_uid)
+
+
+def _normalise(paths: list[str]) -> list[bytes]:
+    """Absolute paths without symlink resolution; nested ones dropped."""
+    out: list[bytes] = []
+    for p in sorted({os.path.abspath(os.fsencode(p)) for p in paths}):
+        if not any(p == q or p.startswith(q.rstrip(b"/") + b"/") for q in out):
+            out.append(p)
+    return out
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+ProgressFactory = Callable[[], Progress]

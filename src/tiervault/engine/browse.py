@@ -1,0 +1,124 @@
+"""Read-only views of snapshots: ls, find and diff."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from tiervault.engine.trees import TreeReader, split_path
+from tiervault.errors import UsageError
+from tiervault.vault.repository import Repository
+from tiervault.vault.snapshot import Snapshot
+from tiervault.vault.tree import Node
+
+
+def describe(path: tuple[bytes, ...], node: Node) -> dict[str, Any]:
+    """A JSON-friendly description of one entry."""
+    d: dict[str, Any] = {
+        "path": os.fsdecode(b"/" + b"/".join(path)),
+        "name": os.fsdecode(node.name),
+        "type": node.kind,
+        "mode": node.get("mode", 0),
+        "uid": node.get("uid"),
+        "gid": node.get("gid"),
+        "user": node.get("user"),
+        "group": node.get("group"),
+        "mtime": _iso(node.get("mtime")),
+    }
+    if node.kind == "file":
+        d["size"] = node.get("size", 0)
+    if node.kind == "symlink":
+        d["target"] = os.fsdecode(node.get("target", b""))
+    return d
+
+
+def _iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9).astimezone().isoformat()
+
+
+def ls(repo: Repository, snap: Snapshot, path: str | None,
+       recursive: bool = True) -> Iterator[dict[str, Any]]:
+    """Entries of a snapshot (below ``path`` if given)."""
+    trees = TreeReader(repo)
+    root = bytes.fromhex(snap.tree)
+    prefix: tuple[bytes, ...] = ()
+    if path and path != "/":
+        try:
+            prefix = split_path(path)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        node = trees.lookup(root, prefix)
+        if node is None:
+            raise UsageError(f"{path} is not in snapshot {snap.id[:8]}")
+        yield describe(prefix, node)
+        if node.kind != "dir":
+            return
+        root = node["subtree"]
+    if recursive:
+        for p, n in trees.walk(root, prefix):
+            yield describe(p, n)
+    else:
+        for n in trees.load(root):
+            yield describe((*prefix, n.name), n)
+
+
+def find(repo: Repository, snaps: list[Snapshot], pattern: str) -> Iterator[dict[str, Any]]:
+    """Entries whose name (or, with a '/', whole path) matches ``pattern``."""
+    trees = TreeReader(repo, cache_size=4096)
+    whole = "/" in pattern
+    for s in snaps:
+        for p, n in trees.walk(bytes.fromhex(s.tree)):
+            subject = os.fsdecode(b"/" + b"/".join(p)) if whole else os.fsdecode(n.name)
+            if fnmatch.fnmatchcase(subject, pattern):
+                d = describe(p, n)
+                d["snapshot"] = s.id
+                d["snapshot_time"] = s.time
+                yield d
+
+
+def diff(repo: Repository, a: Snapshot, b: Snapshot) -> dict[str, list[str]]:
+    """Paths added, removed and modified from ``a`` to ``b``; equal subtrees skipped."""
+    trees = TreeReader(repo, cache_size=1024)
+    out: dict[str, list[str]] = {"added": [], "removed": [], "modified": []}
+
+    def name(p: tuple[bytes, ...]) -> str:
+        return os.fsdecode(b"/" + b"/".join(p))
+
+    def all_below(tid: bytes, prefix: tuple[bytes, ...], key: str) -> None:
+        for p, _ in trees.walk(tid, prefix):
+            out[key].append(name(p))
+
+    def walk(ta: bytes, tb: bytes, prefix: tuple[bytes, ...]) -> None:
+        if ta == tb:
+            return
+        na = {n.name: n for n in trees.load(ta)}
+        nb = {n.name: n for n in trees.load(tb)}
+        for nm in sorted(set(na) | set(nb)):
+            p = (*prefix, nm)
+            x, y = na.get(nm), nb.get(nm)
+            if x is None and y is not None:
+                out["added"].append(name(p))
+                if y.kind == "dir":
+                    all_below(y["subtree"], p, "added")
+            elif y is None and x is not None:
+                out["removed"].append(name(p))
+                if x.kind == "dir":
+                    all_below(x["subtree"], p, "removed")
+            elif x is not None and y is not None:
+                if x.kind == "dir" and y.kind == "dir":
+                    walk(x["subtree"], y["subtree"], p)
+                elif _changed(x, y):
+                    out["modified"].append(name(p))
+
+    walk(bytes.fromhex(a.tree), bytes.fromhex(b.tree), ())
+    return out
+
+
+def _changed(x: Node, y: Node) -> bool:
+    keys = ("type", "content", "target", "mode", "uid", "gid", "size", "mtime")
+    return any(x.get(k) != y.get(k) for k in keys)

@@ -1,0 +1,70 @@
+"""The engine reports to a Progress object and never prints.
+
+The CLI supplies a terminal printer (rich), a JSON-lines printer or a silent
+one; the daemon its own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Counters:
+    """Work done and (when known) work to do."""
+
+    files_done: int = 0
+    bytes_done: int = 0
+    files_total: int | None = None
+    bytes_total: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Progress:
+    """Silent base: thread-safe counters, a warning list and no output."""
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.warnings: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def phase(self, name: str) -> None:
+        """A new phase of work begins (e.g. 'scan', 'backup', 'index')."""
+        self.counters = Counters()
+        self.on_phase(name)
+
+    def set_total(self, files: int | None, nbytes: int | None) -> None:
+        """Announce how much work there is (may come late, or never)."""
+        self.counters.files_total = files
+        self.counters.bytes_total = nbytes
+
+    def add(self, files: int = 0, nbytes: int = 0) -> None:
+        """Count finished work."""
+        with self._lock:
+            self.counters.files_done += files
+            self.counters.bytes_done += nbytes
+
+    def warn(self, path: str, message: str) -> None:
+        """A non-fatal problem with one item (the run goes on)."""
+        with self._lock:
+            self.warnings.append((path, message))
+        self.on_warning(path, message)
+
+    def info(self, message: str) -> None:
+        """A line worth telling the user."""
+        self.on_info(message)
+
+    # Hooks for printers.
+    def on_phase(self, name: str) -> None:
+        """Called when a phase starts."""
+
+    def on_warning(self, path: str, message: str) -> None:
+        """Called for each warning."""
+
+    def on_info(self, message: str) -> None:
+        """Called for informational lines."""
+
+    def close(self) -> None:
+        """Stop any display."""

@@ -1,0 +1,329 @@
+"""Restore: recreate a snapshot (or parts of it) under a target directory.
+
+Safety: every name is vetted (no '..', '/', NUL; duplicates skipped), each
+directory on the way is checked to be a real directory (never a symlink),
+files are opened with O_NOFOLLOW, and symlinks are created only at the very
+end, so nothing a snapshot says can make us write outside the target.
+Content is read pack by pack (one ranged read serves many blobs) in parallel.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tiervault.engine.progress import Progress
+from tiervault.engine.trees import TreeReader, split_path
+from tiervault.errors import TierVaultError, UsageError
+from tiervault.vault.pack import PackEntry
+from tiervault.vault.repository import Repository
+from tiervault.vault.snapshot import Snapshot
+from tiervault.vault.tree import Node
+
+_GAP = 1024 * 1024  # read through gaps smaller than this instead of seeking
+
+
+@dataclass
+class _File:
+    path: bytes
+    node: Node
+    link_to: bytes | None = None  # hard link to an earlier restored file
+
+
+@dataclass
+class RestorePlan:
+    """What a restore will create."""
+
+    dirs: list[tuple[bytes, Node]] = field(default_factory=list)
+    files: list[_File] = field(default_factory=list)
+    links: list[tuple[bytes, Node]] = field(default_factory=list)
+    specials: list[tuple[bytes, Node]] = field(default_factory=list)
+
+
+class Restorer:
+    """Restores one snapshot into ``target``."""
+
+    def __init__(self, repo: Repository, snap: Snapshot, target: str, progress: Progress,
+                 includes: list[str] | None = None, workers: int = 4) -> None:
+        self.repo = repo
+        self.snap = snap
+        self.target = os.path.abspath(os.fsencode(target))
+        self.progress = progress
+        try:
+            self.includes = [split_path(p) for p in includes or []]
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        self.workers = workers
+        self.trees = TreeReader(repo)
+        self.is_root = os.geteuid() == 0
+        self.stats = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "errors": 0}
+
+    def _selected(self, path: tuple[bytes, ...]) -> bool:
+        if not self.includes:
+            return True
+        return any(path[:len(i)] == i or i[:len(path)] == path for i in self.includes)
+
+    def plan(self) -> RestorePlan:
+        """Walk the snapshot's tree and decide what to create."""
+        plan = RestorePlan()
+        first_link: dict[tuple[int, int], bytes] = {}
+        matched: set[tuple[bytes, ...]] = set()
+        for path, node in self.trees.walk(bytes.fromhex(self.snap.tree)):
+            if not self._selected(path):
+                continue
+            for inc in self.includes:
+                if path[:len(inc)] == inc:
+                    matched.add(inc)
+            full = os.path.join(self.target, *path)
+            kind = node.kind
+            if kind == "dir":
+                plan.dirs.append((full, node))
+            elif kind == "file":
+                key = (node.get("dev"), node.get("inode"))
+                if node.get("nlink", 1) > 1 and key in first_link:
+                    plan.files.append(_File(full, node, link_to=first_link[key]))  # type: ignore[index]
+                    continue
+                if node.get("nlink", 1) > 1:
+                    first_link[key] = full  # type: ignore[index]
+                plan.files.append(_File(full, node))
+            elif kind == "symlink":
+                plan.links.append((full, node))
+            else:
+                plan.specials.append((full, node))
+        missing = [i for i in self.includes if i not in matched]
+        if missing:
+            raise UsageError(f"{os.fsdecode(b'/' + b'/'.join(missing[0]))} is not in snapshot "
+                             f"{self.snap.id[:8]}")
+        return plan
+
+    def run(self) -> dict[str, int]:
+        """Restore; returns counters. Per-item problems become warnings."""
+        plan = self.plan()
+        total = sum(f.node.get("size", 0) for f in plan.files if f.link_to is None)
+        self.progress.set_total(len(plan.files), total)
+        self._mkdir(self.target, top=True)
+        for path, _node in plan.dirs:
+            self._mkdir(path)
+        created = self._create_files(plan.files)
+        self._write_content(created)
+        for f in created:
+            self._set_meta(f.path, f.node)
+        for f in plan.files:
+            if f.link_to is not None:
+                self._hardlink(f)
+        for path, node in plan.specials:
+            self._special(path, node)
+        for path, node in plan.links:
+            self._symlink(path, node)
+        # Directories last, deepest first, so their mtimes survive.
+        for path, node in reversed(plan.dirs):
+            self._set_meta(path, node)
+        self.stats["dirs"] = len(plan.dirs)
+        return self.stats
+
+    # -- creating things ------------------------------------------------------------
+
+    def _warn(self, path: bytes, msg: str) -> None:
+        self.stats["errors"] += 1
+        self.progress.warn(os.fsdecode(path), msg)
+
+    def _mkdir(self, path: bytes, top: bool = False) -> bool:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            try:
+                if top:
+                    os.makedirs(path, mode=0o700, exist_ok=True)
+                else:
+                    os.mkdir(path, 0o700)
+                return True
+            except OSError as e:
+                if top:
+                    raise TierVaultError(f"cannot create {os.fsdecode(path)}: {e.strerror}") \
+                        from None
+                self._warn(path, e.strerror or str(e))
+                return False
+        if not stat.S_ISDIR(st.st_mode):
+            if top:
+                raise UsageError(f"{os.fsdecode(path)} exists and is not a directory")
+            self._warn(path, "exists and is not a directory; not restoring beneath it")
+            return False
+        return True
+
+    def _parent_ok(self, path: bytes) -> bool:
+        parent = os.path.dirname(path)
+        try:
+            return stat.S_ISDIR(os.lstat(parent).st_mode)
+        except OSError:
+            return False
+
+    def _create_files(self, files: list[_File]) -> list[_File]:
+        created = []
+        for f in files:
+            if f.link_to is not None:
+                continue
+            if not self._parent_ok(f.path):
+                self._warn(f.path, "parent directory could not be restored")
+                continue
+            try:
+                _remove_if_file(f.path)
+                fd = os.open(f.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                try:
+                    size = f.node.get("size", 0)
+                    if size:
+                        os.ftruncate(fd, size)
+                finally:
+                    os.close(fd)
+                created.append(f)
+            except OSError as e:
+                self._warn(f.path, e.strerror or str(e))
+        return created
+
+    def _write_content(self, files: list[_File]) -> None:
+        # blob -> [(file, offset)] and pack -> its needed blobs
+        targets: dict[bytes, list[tuple[_File, int]]] = defaultdict(list)
+        for f in files:
+            off = 0
+            sparse = bool(f.node.get("sparse"))
+            for bid in f.node.get("content") or []:
+                targets[bid].append((f, off))
+                loc = self.repo.index.lookup(bid)
+                if loc is None:
+                    self._warn(f.path, f"data blob {bid.hex()[:16]} is missing from the vault")
+                    break
+                off += loc[1].raw_length
+            f.node["_sparse"] = sparse
+        by_pack: dict[bytes, list[PackEntry]] = defaultdict(list)
+        for bid in targets:
+            loc = self.repo.index.lookup(bid)
+            if loc is not None:
+                by_pack[loc[0]].append(loc[1])
+        jobs = []
+        for pid, entries in by_pack.items():
+            entries.sort(key=lambda e: e.offset)
+            run: list[PackEntry] = []
+            for e in entries:
+                if run and e.offset - (run[-1].offset + run[-1].length) > _GAP:
+                    jobs.append((pid, run))
+                    run = []
+                run.append(e)
+            jobs.append((pid, run))
+        failed: set[bytes] = set()
+
+        def job(pid: bytes, run: list[PackEntry]) -> None:
+            try:
+                blobs = self.repo.load_blobs_from_pack(pid, run)
+            except TierVaultError as e:
+                for ent in run:
+                    for f, _ in targets[ent.id]:
+                        if f.path not in failed:
+                            failed.add(f.path)
+                            self._warn(f.path, str(e))
+                return
+            for ent, data in blobs:
+                for f, off in targets[ent.id]:
+                    self._pwrite(f, off, data)
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as ex:
+            for fut in [ex.submit(job, pid, run) for pid, run in jobs]:
+                fut.result()
+        self.stats["files"] += len(files)
+
+    def _pwrite(self, f: _File, off: int, data: bytes) -> None:
+        if f.node.get("_sparse") and data.count(0) == len(data):
+            self.progress.add(0, len(data))
+            return  # a hole: ftruncate already made it
+        try:
+            fd = os.open(f.path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                view = memoryview(data)
+                pos = off
+                while view:
+                    n = os.pwrite(fd, view, pos)
+                    view, pos = view[n:], pos + n
+            finally:
+                os.close(fd)
+            self.progress.add(0, len(data))
+            self.stats["bytes"] += len(data)
+        except OSError as e:
+            self._warn(f.path, e.strerror or str(e))
+
+    def _hardlink(self, f: _File) -> None:
+        assert f.link_to is not None
+        try:
+            _remove_if_file(f.path)
+            os.link(f.link_to, f.path, follow_symlinks=False)
+            self.stats["files"] += 1
+        except OSError as e:
+            self._warn(f.path, f"hard link: {e.strerror}")
+
+    def _symlink(self, path: bytes, node: Node) -> None:
+        if not self._parent_ok(path):
+            self._warn(path, "parent directory could not be restored")
+            return
+        try:
+            _remove_if_file(path)
+            os.symlink(node.get("target", b""), path)
+            self.stats["symlinks"] += 1
+            self._set_meta(path, node)
+        except OSError as e:
+            self._warn(path, e.strerror or str(e))
+
+    def _special(self, path: bytes, node: Node) -> None:
+        if not self._parent_ok(path):
+            return
+        kind = node.kind
+        try:
+            _remove_if_file(path)
+            if kind == "fifo":
+                os.mkfifo(path, 0o600)
+            elif kind in ("chardev", "blockdev"):
+                if not self.is_root:
+                    self._warn(path, "device nodes can only be restored by root; skipped")
+                    return
+                mode = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
+                os.mknod(path, mode | 0o600, node.get("rdev", 0))
+            else:
+                return  # sockets belong to the process that made them
+            self._set_meta(path, node)
+        except OSError as e:
+            self._warn(path, e.strerror or str(e))
+
+    def _set_meta(self, path: bytes, node: Node) -> None:
+        link = node.kind == "symlink"
+        try:
+            if self.is_root or node.get("uid") == os.geteuid():
+                uid, gid = node.get("uid", -1), node.get("gid", -1)
+                try:
+                    os.chown(path, uid, gid, follow_symlinks=False)
+                except OSError as e:
+                    if not link:
+                        self._warn(path, f"owner: {e.strerror}")
+            for name, value in node.get("xattrs") or []:
+                try:
+                    os.setxattr(path, name, value, follow_symlinks=False)
+                except OSError as e:
+                    if e.errno not in (errno.EPERM, errno.ENOTSUP) or not link:
+                        self._warn(path, f"xattr {os.fsdecode(name)}: {e.strerror}")
+            if not link:
+                os.chmod(path, node.get("mode", 0o600) & 0o7777)
+            if "mtime" in node:
+                os.utime(path, ns=(node.get("atime", node["mtime"]), node["mtime"]),
+                         follow_symlinks=False)
+        except OSError as e:
+            self._warn(path, e.strerror or str(e))
+
+
+def _remove_if_file(path: bytes) -> None:
+    """Make room for a restored entry; never removes a directory."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.EISDIR, "a directory is in the way")
+    os.unlink(path)

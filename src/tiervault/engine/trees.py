@@ -1,0 +1,69 @@
+"""Walking snapshot trees safely: every name is vetted before it is used."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+
+from tiervault.errors import IntegrityError
+from tiervault.vault.repository import Repository
+from tiervault.vault.tree import Node, decode_tree
+
+
+def safe_name(name: bytes) -> bool:
+    """True if ``name`` is one harmless path component."""
+    return bool(name) and name not in (b".", b"..") and b"/" not in name and b"\0" not in name
+
+
+class TreeReader:
+    """Loads tree blobs (with a small cache) and walks them."""
+
+    def __init__(self, repo: Repository, cache_size: int = 256) -> None:
+        self.repo = repo
+        self.load = lru_cache(maxsize=cache_size)(self._load)
+
+    def _load(self, tree_id: bytes) -> list[Node]:
+        data = self.repo.load_blob(tree_id)
+        nodes = decode_tree(data, f"tree {tree_id.hex()[:16]}")
+        seen: set[bytes] = set()
+        out = []
+        for n in nodes:
+            # Hostile or damaged trees: skip unsafe and duplicate names outright.
+            if not safe_name(n.name) or n.name in seen:
+                continue
+            seen.add(n.name)
+            out.append(n)
+        return out
+
+    def walk(self, tree_id: bytes, prefix: tuple[bytes, ...] = (),
+             depth: int = 0) -> Iterator[tuple[tuple[bytes, ...], Node]]:
+        """Yield (path components, node) for every entry, parents before children."""
+        if depth > 4096:
+            raise IntegrityError("tree nesting is too deep (a loop?)")
+        for n in self.load(tree_id):
+            path = (*prefix, n.name)
+            yield path, n
+            if n.kind == "dir":
+                yield from self.walk(n["subtree"], path, depth + 1)
+
+    def lookup(self, tree_id: bytes, path: tuple[bytes, ...]) -> Node | None:
+        """The node at ``path`` (components) below ``tree_id``, or None."""
+        node: Node | None = None
+        cur = tree_id
+        for comp in path:
+            node = next((n for n in self.load(cur) if n.name == comp), None)
+            if node is None:
+                return None
+            if node.kind == "dir":
+                cur = node["subtree"]
+        return node
+
+
+def split_path(path: str) -> tuple[bytes, ...]:
+    """'/a/b/' -> (b'a', b'b'); rejects '..' components."""
+    import os
+
+    comps = tuple(c for c in os.fsencode(path).split(b"/") if c and c != b".")
+    if any(c == b".." for c in comps):
+        raise ValueError(f"path {path!r} must not contain '..'")
+    return comps

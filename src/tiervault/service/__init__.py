@@ -1,0 +1,1 @@
+"""The service layer: operations shared by the CLI, the daemon and the console."""

@@ -1,0 +1,109 @@
+"""An installation: its home, config, state database, lock and storage stack."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tiervault.errors import UsageError
+from tiervault.state.config import InstallationConfig, load_config, save_config
+from tiervault.state.db import StateDB
+from tiervault.state.home import InstallationLock
+
+
+@dataclass
+class RunOptions:
+    """Per-run overrides from the command line, read once at the edge."""
+
+    retry_attempts: int | None = None
+    retry_delay: float | None = None
+    wait_timeout: float | None = None
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+class Installation:
+    """One client's configuration and state."""
+
+    def __init__(self, home: Path, config: InstallationConfig, opts: RunOptions) -> None:
+        self.home = home
+        self.config = config
+        self.opts = opts
+        self._db: StateDB | None = None
+        self._lock = InstallationLock(home)
+
+    @classmethod
+    def load(cls, home: Path, opts: RunOptions) -> Installation:
+        """Open an existing installation; a clear error if there is none."""
+        cfg = load_config(home)
+        if cfg is None or not cfg.tiers:
+            raise UsageError(f"no vault is configured in {home}; run 'tiervault init TIER_URL' "
+                             "or 'tiervault attach TIER_URL' (or pass --home)")
+        return cls(home, cfg, opts)
+
+    @classmethod
+    def create(cls, home: Path, tiers: list[str], vault_id: str, opts: RunOptions) -> Installation:
+        """Write a new installation config (refuses to overwrite one)."""
+        existing = load_config(home)
+        if existing is not None and existing.tiers:
+            raise UsageError(f"{home} already has a vault configured; use another --home")
+        cfg = InstallationConfig(installation_id=secrets.token_hex(8), vault_id=vault_id,
+                                 tiers=list(tiers))
+        save_config(home, cfg)
+        return cls(home, cfg, opts)
+
+    def save(self) -> None:
+        """Persist config changes."""
+        save_config(self.home, self.config)
+
+    @property
+    def db(self) -> StateDB:
+        """The state database (opened on first use)."""
+        if self._db is None:
+            self._db = StateDB(self.home)
+        return self._db
+
+    def lock(self) -> InstallationLock:
+        """Take the installation's write lock (one writing process at a time)."""
+        self._lock.acquire()
+        return self._lock
+
+    def close(self) -> None:
+        """Release the database and the lock."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._lock.release()
+
+    @property
+    def retry_attempts(self) -> int:
+        """Reconnect attempts per operation (CLI over config)."""
+        v = self.opts.retry_attempts
+        return self.config.settings.retry_attempts if v is None else v
+
+    @property
+    def retry_delay(self) -> float:
+        """First backoff delay in seconds."""
+        v = self.opts.retry_delay
+        return self.config.settings.retry_delay if v is None else v
+
+    @property
+    def wait_timeout(self) -> float | None:
+        """How long a write waits for a tier; None = forever."""
+        v = self.opts.wait_timeout
+        return self.config.settings.wait_timeout if v is None else v
+
+    def workers(self) -> int:
+        """Worker threads for reading and compressing."""
+        w = self.config.settings.workers
+        return w if w > 0 else max(2, min(8, (os.cpu_count() or 2) * 2))
+
+    def secrets_for(self, url: str) -> dict[str, str]:
+        """Credentials for one tier from the config's [credentials] table."""
+        creds = self.config.extra.get("credentials", {})
+        if isinstance(creds, dict):
+            val = creds.get(url)
+            if isinstance(val, dict):
+                return {str(k): str(v) for k, v in val.items()}
+        return {}

@@ -1,0 +1,1 @@
+"""The installation's own state: its home directory, config file and database."""

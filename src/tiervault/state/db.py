@@ -1,0 +1,193 @@
+"""The installation's SQLite database: files cache, tier revisions, sessions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tiervault.errors import TierVaultError
+
+DB_NAME = "state.db"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    dir BLOB NOT NULL, name BLOB NOT NULL, size INTEGER, mtime INTEGER, ctime INTEGER,
+    inode INTEGER, content BLOB, PRIMARY KEY (dir, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tiers (
+    url TEXT PRIMARY KEY, revision INTEGER NOT NULL DEFAULT 0, intended INTEGER,
+    missed INTEGER NOT NULL DEFAULT 0, last_online REAL, first_offline REAL,
+    sync_done INTEGER, sync_total INTEGER, state TEXT);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, started REAL, ended REAL,
+    status TEXT, details TEXT);
+CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT);
+"""
+
+
+@dataclass
+class CachedFile:
+    """What the files cache remembers of one file."""
+
+    size: int
+    mtime: int
+    ctime: int
+    inode: int
+    content: list[bytes]
+
+
+@dataclass
+class TierRecord:
+    """The installation's durable view of one tier (SPEC §4, §6)."""
+
+    url: str
+    revision: int = 0
+    intended: int | None = None
+    missed: bool = False
+    last_online: float | None = None
+    first_offline: float | None = None
+    sync_done: int | None = None
+    sync_total: int | None = None
+    state: str | None = None
+
+
+class StateDB:
+    """Thread-safe wrapper around one SQLite connection (WAL, durable commits)."""
+
+    def __init__(self, home: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = home / DB_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                       timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise TierVaultError(f"the state database {path} is damaged: {e}") from None
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    # -- files cache ---------------------------------------------------------------
+
+    def cached_dir(self, directory: bytes) -> dict[bytes, CachedFile]:
+        """Every cached file of one directory, by name."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, size, mtime, ctime, inode, content FROM files WHERE dir = ?",
+                (directory,)).fetchall()
+        out = {}
+        for name, size, mtime, ctime, inode, content in rows:
+            ids = [content[i:i + 32] for i in range(0, len(content), 32)]
+            out[name] = CachedFile(size, mtime, ctime, inode, ids)
+        return out
+
+    def update_dir(self, directory: bytes, entries: dict[bytes, CachedFile],
+                   drop: Iterable[bytes]) -> None:
+        """Replace cache rows of one directory."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("DELETE FROM files WHERE dir = ? AND name = ?",
+                                     [(directory, n) for n in drop])
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(directory, n, c.size, c.mtime, c.ctime, c.inode, b"".join(c.content))
+                     for n, c in entries.items()])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def clear_files_cache(self) -> None:
+        """Forget every cached file (the vault changed under us)."""
+        with self._lock:
+            self._db.execute("DELETE FROM files")
+
+    # -- tiers -----------------------------------------------------------------------
+
+    def tier(self, url: str) -> TierRecord:
+        """The record of one tier (a fresh one if never seen)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT url, revision, intended, missed, last_online, first_offline, "
+                "sync_done, sync_total, state FROM tiers WHERE url = ?", (url,)).fetchone()
+        if row is None:
+            return TierRecord(url)
+        return TierRecord(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6], row[7],
+                          row[8])
+
+    def save_tier(self, rec: TierRecord) -> None:
+        """Durably store one tier's record (committed before returning)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO tiers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rec.url, rec.revision, rec.intended, int(rec.missed), rec.last_online,
+                 rec.first_offline, rec.sync_done, rec.sync_total, rec.state))
+
+    def save_tiers(self, recs: Iterable[TierRecord]) -> None:
+        """Store several tier records in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for r in recs:
+                    self.save_tier(r)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def remove_tier(self, url: str) -> None:
+        """Forget a tier."""
+        with self._lock:
+            self._db.execute("DELETE FROM tiers WHERE url = ?", (url,))
+
+    # -- sessions and small values ---------------------------------------------------
+
+    def start_session(self, kind: str) -> int:
+        """Record the start of a session; returns its id."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO sessions (kind, started, status) VALUES (?, ?, 'running')",
+                (kind, time.time()))
+            return int(cur.lastrowid or 0)
+
+    def end_session(self, sid: int, status: str, details: dict[str, Any]) -> None:
+        """Record how a session ended."""
+        with self._lock:
+            self._db.execute("UPDATE sessions SET ended = ?, status = ?, details = ? WHERE id = ?",
+                             (time.time(), status, json.dumps(details), sid))
+
+    def sessions(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent sessions, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, started, ended, status, details FROM sessions "
+                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{"id": r[0], "kind": r[1], "started": r[2], "ended": r[3], "status": r[4],
+                 "details": json.loads(r[5]) if r[5] else {}} for r in rows]
+
+    def get(self, key: str) -> str | None:
+        """A small stored value."""
+        with self._lock:
+            row = self._db.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str | None) -> None:
+        """Store (or delete with None) a small value."""
+        with self._lock:
+            if value is None:
+                self._db.execute("DELETE FROM kv WHERE k = ?", (key,))
+            else:
+                self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))

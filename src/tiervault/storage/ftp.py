@@ -1,0 +1,642 @@
+"""A vault on an FTP server, optionally secured with explicit TLS (FTPS).
+
+Built on the standard library's ``ftplib``. Design points:
+
+- Passive mode only (works through NAT and client firewalls).
+- A small thread-safe pool of logged-in connections, at most ``connections``
+  at a time. A connection is put back only after a clean answer; anything
+  that leaves the protocol state uncertain (timeout, reset, half-read
+  transfer that could not be aborted) discards it.
+- Every socket (control and data) has ``timeout``, so a hung server surfaces
+  as ``TransientError`` instead of hanging the backup.
+- Saves go to a hidden temporary name in the target directory and are then
+  renamed into place, so a reader never sees a partial file.
+- FTPS is explicit TLS (``AUTH TLS`` then ``PBSZ 0``/``PROT P``: the data
+  channel is encrypted too) with certificate verification on by default.
+- The password never leaves this module: it is not part of ``location`` and
+  is scrubbed from every error message.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import functools
+import io
+import posixpath
+import re
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+from urllib.parse import quote
+
+from tiervault.errors import (
+    BackendError,
+    IntegrityError,
+    NotFoundError,
+    PermanentError,
+    TierVaultError,
+    TransientError,
+    UsageError,
+)
+from tiervault.storage.base import (
+    SINGLETONS,
+    Backend,
+    FileInfo,
+    FileType,
+    Handle,
+    handle_from_path,
+)
+
+T = TypeVar("T")
+#: (name, size) pairs of a directory listing; ``FtpBackend.list`` shadows the builtin.
+_Entries = list[tuple[str, int | None]]
+
+_TMP_SUFFIX = ".tmp"
+_BLOCK = 256 * 1024
+# Reconnecting is cheaper than finding out (after a full timeout) that a
+# NAT box or the server silently dropped a long-idle control connection.
+_MAX_IDLE = 60.0
+# Reply texts that make a 5xx a refusal rather than "no such file".
+_REFUSAL = re.compile(
+    r"denied|permission|not permitted|forbidden|not allowed|read-only|read only", re.I
+)
+# Transport failures on a pooled connection that mean "it went stale while
+# idle"; worth one retry on a fresh connection. Timeouts are not: retrying
+# a hung server would only double the wait.
+_STALE = (EOFError, ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
+class _Conn:
+    """One logged-in control connection and its pool bookkeeping."""
+
+    __slots__ = ("broken", "ftp", "last_used")
+
+    def __init__(self, ftp: ftplib.FTP) -> None:
+        self.ftp = ftp
+        self.last_used = time.monotonic()
+        # Set by an operation that leaves the protocol state uncertain.
+        self.broken = False
+
+
+class FtpBackend(Backend):
+    """A vault under ``path`` on an FTP or FTPS (explicit TLS) server.
+
+    ``tls`` turns on ``AUTH TLS`` with an encrypted data channel; the server
+    certificate is verified against the system CAs, or only against
+    ``ca_file`` when given. ``insecure`` disables verification (the caller is
+    expected to warn). ``timeout`` applies to every socket operation and
+    ``connections`` bounds the connections used in parallel.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 21,
+        user: str = "anonymous",
+        password: str = "",
+        path: str = "/",
+        tls: bool = False,
+        ca_file: str | None = None,
+        insecure: bool = False,
+        timeout: float = 30.0,
+        connections: int = 4,
+    ) -> None:
+        if connections < 1:
+            raise UsageError("ftp: connections must be at least 1")
+        if timeout <= 0:
+            raise UsageError("ftp: timeout must be positive")
+        self.host = host
+        self.port = port
+        self.user = user
+        self._password = password
+        self.tls = tls
+        self.timeout = timeout
+        self.connections = connections
+        root = path.strip() or "/"
+        self._root_rel = root if root == "/" else root.rstrip("/")
+        # Absolute paths are used for every command (so the working directory
+        # never matters); a relative root is resolved against the login
+        # directory on the first connection.
+        self._root: str | None = self._root_rel if self._root_rel.startswith("/") else None
+        scheme = "ftps" if tls else "ftp"
+        hostpart = f"[{host}]" if ":" in host else host
+        shown = self._root_rel if self._root_rel.startswith("/") else "/" + self._root_rel
+        self.location = f"{scheme}://{quote(user, safe='')}@{hostpart}:{port}{shown}"
+        self._context: ssl.SSLContext | None = None
+        if tls:
+            self._context = self._make_context(ca_file, insecure)
+        self._use_mlsd = True
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(connections)
+        self._idle: list[_Conn] = []
+
+    # --- connections -----------------------------------------------------
+
+    def _make_context(self, ca_file: str | None, insecure: bool) -> ssl.SSLContext:
+        try:
+            # With a cafile, only that file is trusted (no system CAs), which
+            # is what pinning a private CA or a self-signed server wants.
+            ctx = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise UsageError(f"{self.location}: cannot load CA file {ca_file!r}: {e}") from None
+        if insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _connect(self) -> _Conn:
+        ftp: ftplib.FTP
+        if self._context is not None:
+            ftp = ftplib.FTP_TLS(context=self._context, timeout=self.timeout)
+        else:
+            ftp = ftplib.FTP(timeout=self.timeout)
+        try:
+            ftp.connect(self.host, self.port)
+            if isinstance(ftp, ftplib.FTP_TLS):
+                try:
+                    ftp.auth()
+                except ftplib.error_perm as e:
+                    raise PermanentError(
+                        f"{self.location}: server refuses TLS ({self._scrub(str(e))})"
+                    ) from None
+            try:
+                ftp.login(self.user, self._password)
+            except ftplib.error_perm as e:
+                # Definite: retrying a wrong password only risks a lockout.
+                raise PermanentError(
+                    f"{self.location}: login refused ({self._scrub(str(e))})"
+                ) from None
+            if isinstance(ftp, ftplib.FTP_TLS):
+                ftp.prot_p()
+            ftp.set_pasv(True)
+            # Binary mode: byte-exact transfers, and SIZE is refused in ASCII.
+            ftp.voidcmd("TYPE I")
+            if self._root is None:
+                home = ftp.pwd()
+                self._root = posixpath.normpath(posixpath.join(home, self._root_rel))
+        except BaseException:
+            ftp.close()
+            raise
+        return _Conn(ftp)
+
+    def _checkout(self) -> tuple[_Conn, bool]:
+        """A connection (pooled if possible) and whether it was reused."""
+        self._slots.acquire()
+        try:
+            stale: list[_Conn] = []
+            found: _Conn | None = None
+            now = time.monotonic()
+            with self._lock:
+                while self._idle:
+                    c = self._idle.pop()
+                    if now - c.last_used <= _MAX_IDLE:
+                        found = c
+                        break
+                    stale.append(c)
+            for c in stale:
+                _close_quietly(c.ftp)
+            if found is not None:
+                return found, True
+            return self._connect(), False
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _checkin(self, c: _Conn, reuse: bool) -> None:
+        try:
+            if reuse and not c.broken:
+                c.last_used = time.monotonic()
+                with self._lock:
+                    self._idle.append(c)
+            else:
+                _close_quietly(c.ftp)
+        finally:
+            self._slots.release()
+
+    def _call(self, what: str, fn: Callable[[_Conn], T]) -> T:
+        """Run ``fn`` on a pooled connection and translate what goes wrong.
+
+        ``fn`` lets ftplib exceptions escape (translated here) or raises a
+        typed error itself after a clean exchange. A pooled connection that
+        turns out to be dead is replaced once by a fresh one.
+        """
+        for attempt in (0, 1):
+            c: _Conn | None = None
+            reused = False
+            try:
+                c, reused = self._checkout()
+                result = fn(c)
+            except TierVaultError:
+                if c is not None:
+                    self._checkin(c, reuse=True)
+                raise
+            except ftplib.error_perm as e:
+                # A clean 5xx answer: the connection is still in sync.
+                if c is not None:
+                    self._checkin(c, reuse=True)
+                raise self._translate(e, what) from self._cause(e)
+            except ftplib.all_errors as e:
+                if c is not None:
+                    self._checkin(c, reuse=False)
+                if reused and attempt == 0 and _is_stale(e):
+                    continue
+                raise self._translate(e, what) from self._cause(e)
+            except BaseException:
+                if c is not None:
+                    self._checkin(c, reuse=False)
+                raise
+            self._checkin(c, reuse=True)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- error translation -------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    def _cause(self, e: BaseException) -> BaseException | None:
+        # Keep the original for debugging unless it would print the password.
+        return None if self._password and self._password in str(e) else e
+
+    def _translate(self, e: BaseException, what: str) -> BackendError:
+        where = f"{what} on {self.location}"
+        if isinstance(e, ftplib.error_perm | ftplib.error_temp):
+            msg = self._scrub(str(e))
+            code = msg[:3]
+            if code in ("530", "532"):
+                return PermanentError(f"{self.location}: login refused ({msg})")
+            if code in ("552", "452"):
+                return PermanentError(f"{where}: server storage is full ({msg})")
+            if code == "421":
+                return TransientError(f"{where}: server is closing the connection ({msg})")
+            if isinstance(e, ftplib.error_temp):
+                return TransientError(f"{where}: {msg}")
+            return PermanentError(f"{where}: {msg}")
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return PermanentError(
+                f"{self.location}: TLS certificate not trusted ({e.verify_message})"
+            )
+        if isinstance(e, TimeoutError):
+            return TransientError(f"{where}: timed out after {self.timeout:g}s")
+        if isinstance(e, ConnectionRefusedError):
+            return TransientError(f"{self.location}: connection refused")
+        if isinstance(e, EOFError | ConnectionError):
+            return TransientError(f"{where}: connection lost")
+        if isinstance(e, ftplib.Error):
+            return TransientError(f"{where}: unexpected server reply ({self._scrub(str(e))})")
+        text = self._scrub(getattr(e, "strerror", None) or str(e) or type(e).__name__)
+        return TransientError(f"{where}: {text}")
+
+    @staticmethod
+    def _missing(e: ftplib.error_perm, allow_501: bool = False) -> bool:
+        """Whether a 5xx answer means "no such file or directory"."""
+        text = str(e)
+        codes = ("550", "501") if allow_501 else ("550",)
+        return text[:3] in codes and not _REFUSAL.search(text)
+
+    def _root_exists(self, c: _Conn) -> bool:
+        try:
+            c.ftp.cwd(self._abs(""))
+        except ftplib.error_perm:
+            return False
+        return True
+
+    def _not_found(self, c: _Conn, what: str) -> BackendError:
+        # Like the local backend: a missing root means the tier is not there
+        # (unmounted share behind the FTP server), not that the file is gone.
+        if not self._root_exists(c):
+            return TransientError(f"{self.location}: vault directory is not there")
+        return NotFoundError(f"{what} not found on {self.location}")
+
+    def _abs(self, rel: str) -> str:
+        assert self._root is not None, "root is resolved on the first connection"
+        return posixpath.join(self._root, rel) if rel else self._root
+
+    # --- Backend -----------------------------------------------------------
+
+    def create(self) -> None:
+        def op(c: _Conn) -> None:
+            root = self._abs("")
+            dirs: list[str] = []
+            prefix = "/"
+            for part in root.strip("/").split("/"):
+                if part:
+                    prefix = posixpath.join(prefix, part)
+                    dirs.append(prefix)
+            dirs += [self._abs(t.value) for t in FileType if t not in SINGLETONS]
+            for d in dirs:
+                try:
+                    c.ftp.mkd(d)
+                except ftplib.error_perm:
+                    pass  # usually "exists"; checked below
+            for d in [root, *dirs[-4:]]:
+                try:
+                    c.ftp.cwd(d)
+                except ftplib.error_perm as e:
+                    raise PermanentError(
+                        f"{self.location}: cannot create {d} ({self._scrub(str(e))})"
+                    ) from None
+
+        self._call("vault directory", op)
+
+    def save(self, h: Handle, data: bytes) -> None:
+        what = str(h)
+
+        def op(c: _Conn) -> None:
+            final = self._abs(h.path())
+            parent, name = posixpath.split(final)
+            tmp = posixpath.join(parent, f".{name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+            try:
+                self._stor(c, tmp, data)
+            except ftplib.error_perm as e:
+                if not self._missing(e):
+                    raise
+                if not self._root_exists(c):
+                    raise TransientError(f"{self.location}: vault directory is not there") from None
+                # The fan-out directory (data/xx) is made on first use.
+                try:
+                    c.ftp.mkd(parent)
+                except ftplib.error_perm:
+                    pass  # raced with another writer, or a real refusal the retry reports
+                self._stor(c, tmp, data)
+            try:
+                self._rename(c, tmp, final)
+            except BaseException:
+                self._delete_quietly(c, tmp)
+                raise
+
+        self._call(what, op)
+
+    def _stor(self, c: _Conn, path: str, data: bytes) -> None:
+        try:
+            c.ftp.storbinary(f"STOR {path}", io.BytesIO(data), blocksize=_BLOCK)
+        except ftplib.error_perm as e:
+            if str(e)[:3] == "552":
+                # Refused mid-transfer (disk full): drop the partial upload.
+                self._delete_quietly(c, path)
+            raise
+        except ftplib.error_temp:
+            # 452/451/426: the transfer broke off; drop whatever arrived.
+            self._delete_quietly(c, path)
+            raise
+
+    def _rename(self, c: _Conn, src: str, dst: str) -> None:
+        try:
+            c.ftp.rename(src, dst)
+            return
+        except ftplib.error_perm:
+            # Some servers refuse to rename onto an existing name; only
+            # a successful delete of the target makes a second try worthwhile.
+            try:
+                c.ftp.delete(dst)
+            except ftplib.error_perm:
+                pass
+            else:
+                c.ftp.rename(src, dst)
+                return
+            raise
+
+    def _delete_quietly(self, c: _Conn, path: str) -> None:
+        """Best-effort cleanup that never masks the error being handled."""
+        try:
+            c.ftp.delete(path)
+        except ftplib.error_perm:
+            pass
+        except ftplib.all_errors:
+            c.broken = True
+
+    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        if offset < 0 or (length is not None and length < 0):
+            raise UsageError(f"invalid range {offset}+{length} for {h}")
+        what = str(h)
+
+        def op(c: _Conn) -> bytes:
+            path = self._abs(h.path())
+            try:
+                if length == 0:
+                    c.ftp.size(path)  # existence check only
+                    return b""
+                if length is None:
+                    buf = bytearray()
+                    c.ftp.retrbinary(f"RETR {path}", buf.extend, _BLOCK, rest=offset or None)
+                    return bytes(buf)
+                return self._retr_range(c, path, offset, length, what)
+            except ftplib.error_perm as e:
+                if offset and str(e)[:3] == "554":
+                    # RFC 1123: REST beyond the end of the file.
+                    if length is None:
+                        return b""
+                    raise IntegrityError(
+                        f"{what} on {self.location} is shorter than expected"
+                    ) from None
+                if self._missing(e, allow_501=length == 0):
+                    raise self._not_found(c, what) from None
+                raise
+
+        return self._call(what, op)
+
+    def _retr_range(self, c: _Conn, path: str, offset: int, length: int, what: str) -> bytes:
+        conn = c.ftp.transfercmd(f"RETR {path}", rest=offset or None)
+        buf = bytearray()
+        try:
+            while len(buf) < length:
+                chunk = conn.recv(min(_BLOCK, length - len(buf)))
+                if not chunk:
+                    break
+                buf += chunk
+            if len(buf) < length and isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()  # the server finished; end TLS cleanly as ftplib does
+        finally:
+            conn.close()
+        if len(buf) < length:
+            c.ftp.voidresp()
+            raise IntegrityError(f"{what} on {self.location} is shorter than expected")
+        self._abort(c)
+        return bytes(buf)
+
+    def _abort(self, c: _Conn) -> None:
+        """Stop a download we no longer need and resynchronise the replies.
+
+        ABOR is sent as a plain command: urgent (OOB) data cannot travel
+        over TLS, and servers also accept it in-band. Depending on timing the
+        server answers 426+226, 226+225 or just 225, so a NOOP is pipelined
+        behind it and replies are read until its 200. If that does not
+        work out the data is still good; only the connection is dropped.
+        """
+        try:
+            c.ftp.putcmd("ABOR")
+            c.ftp.putcmd("NOOP")
+            for _ in range(6):
+                if c.ftp.getmultiline().startswith("200"):
+                    return
+            c.broken = True
+        except ftplib.all_errors:
+            c.broken = True
+
+    def stat(self, h: Handle) -> FileInfo:
+        what = str(h)
+
+        def op(c: _Conn) -> FileInfo:
+            try:
+                size = c.ftp.size(self._abs(h.path()))
+            except ftplib.error_perm as e:
+                if self._missing(e, allow_501=True):
+                    raise self._not_found(c, what) from None
+                raise
+            if size is None:
+                raise PermanentError(f"{what} on {self.location}: server does not report sizes")
+            return FileInfo(h, size)
+
+        return self._call(what, op)
+
+    def list(self, t: FileType) -> Iterator[FileInfo]:
+        if t in SINGLETONS:
+            try:
+                yield self.stat(Handle(t))
+            except NotFoundError:
+                pass
+            return
+        dirs = [t.value]
+        if t is FileType.PACK:
+            entries = self._call(t.value, lambda c: self._listdir(c, t.value, files=False))
+            dirs = sorted(
+                f"{t.value}/{name}" for name, _ in entries if re.fullmatch(r"[0-9a-f]{2}", name)
+            )
+        # One directory per pooled call: no connection is held while the
+        # caller consumes results (it may use the backend meanwhile).
+        for d in dirs:
+            for name, size in self._call(d, functools.partial(self._listdir, rel=d, files=True)):
+                if name.startswith("."):
+                    continue  # temporary uploads
+                h = handle_from_path(f"{d}/{name}")
+                if h is None or h.type is not t or size is None:
+                    continue
+                yield FileInfo(h, size)
+
+    def _listdir(self, c: _Conn, rel: str, files: bool) -> _Entries:
+        """(name, size) of the files (or subdirectories) of ``rel``.
+
+        A missing directory lists as empty, unless the vault root itself
+        is missing (tier unreachable).
+        """
+        path = self._abs(rel)
+        try:
+            entries = self._list_names(c, path, files)
+        except ftplib.error_perm as e:
+            self._binary(c)
+            if not self._missing(e, allow_501=True):
+                raise
+            if not self._root_exists(c):
+                raise TransientError(f"{self.location}: vault directory is not there") from None
+            return []
+        # ftplib lists in ASCII mode (TYPE A) and leaves it set, while every
+        # other command here relies on binary mode: SIZE is refused in ASCII
+        # and a raw RETR would be newline-translated. (On a transport error
+        # above the connection is discarded, so there is nothing to restore.)
+        self._binary(c)
+        if not files:
+            return entries
+        out: _Entries = []
+        for name, size in entries:
+            if size is None and not name.startswith("."):
+                # NLST, or an MLSD without the size fact: ask for it.
+                try:
+                    size = c.ftp.size(posixpath.join(path, name))
+                except ftplib.error_perm as e:
+                    if self._missing(e, allow_501=True):
+                        continue  # a directory, or removed meanwhile
+                    raise
+            out.append((name, size))
+        return out
+
+    def _list_names(self, c: _Conn, path: str, files: bool) -> _Entries:
+        """Names of files (or directories) in ``path``, with sizes when cheap."""
+        if self._use_mlsd:
+            try:
+                return self._mlsd(c, path, files)
+            except ftplib.error_perm as e:
+                if str(e)[:3] not in ("500", "502"):
+                    raise
+                self._use_mlsd = False  # not implemented: use NLST from now on
+        # Servers differ on whether NLST returns bare names or paths; NLST
+        # does not tell files from directories (SIZE on a directory fails).
+        names = [posixpath.basename(n.rstrip("/")) for n in c.ftp.nlst(path)]
+        return [(n, None) for n in names if n and n not in (".", "..")]
+
+    def _mlsd(self, c: _Conn, path: str, files: bool) -> _Entries:
+        out: _Entries = []
+        for name, facts in c.ftp.mlsd(path):
+            kind = facts.get("type", "").lower()
+            if kind in ("cdir", "pdir") or name in (".", ".."):
+                continue
+            if files != (kind == "file"):
+                continue
+            size = facts.get("size", "")
+            out.append((name, int(size) if files and size.isdigit() else None))
+        return out
+
+    @staticmethod
+    def _binary(c: _Conn) -> None:
+        try:
+            c.ftp.voidcmd("TYPE I")
+        except ftplib.all_errors:
+            c.broken = True
+
+    def remove(self, h: Handle) -> None:
+        what = str(h)
+
+        def op(c: _Conn) -> None:
+            try:
+                c.ftp.delete(self._abs(h.path()))
+            except ftplib.error_perm as e:
+                if self._missing(e):
+                    raise self._not_found(c, what) from None
+                raise
+
+        self._call(what, op)
+
+    def probe(self) -> None:
+        """Connect, log in and check that the vault directory exists."""
+
+        def op(c: _Conn) -> None:
+            if not self._root_exists(c):
+                raise TransientError(f"{self.location}: vault directory is not there")
+
+        self._call("vault directory", op)
+
+    def close(self) -> None:
+        """Close the idle pooled connections (in-use ones close on return)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for c in idle:
+            _close_quietly(c.ftp, polite=True)
+
+    def __repr__(self) -> str:
+        return f"FtpBackend({self.location!r})"
+
+
+def _is_stale(e: BaseException) -> bool:
+    if isinstance(e, ftplib.error_temp):
+        return str(e)[:3] == "421"
+    return isinstance(e, _STALE)
+
+
+def _close_quietly(ftp: ftplib.FTP, polite: bool = False) -> None:
+    """Close a connection; with ``polite``, say QUIT first (briefly)."""
+    if polite and ftp.sock is not None:
+        try:
+            # Bounded: closing must not wait a full timeout on a hung server.
+            ftp.sock.settimeout(min(2.0, ftp.sock.gettimeout() or 2.0))
+            ftp.quit()
+            return
+        except ftplib.all_errors:
+            pass
+    try:
+        ftp.close()
+    except OSError:
+        pass

@@ -1,0 +1,651 @@
+"""A vault on an SSH server, reached over SFTP with paramiko.
+
+Design notes (the why; the what is in the code):
+
+- Host keys are checked against a known_hosts file and unknown or changed keys
+  are refused: a backup that silently trusts whoever answers on the port would
+  hand encrypted packs (and our login) to any man in the middle.
+- A small pool of SFTP sessions, one SSH connection each, is shared by the
+  threads using the backend; a session found broken is thrown away instead of
+  being returned, so one dead connection never poisons later operations.
+- Every socket read has a timeout, so a hung server turns into a
+  ``TransientError`` instead of a hung backup.
+- paramiko's own errors are translated here, at the boundary, into the
+  ``NotFoundError`` / ``TransientError`` / ``PermanentError`` of the contract.
+- The password is never part of ``location`` and is scrubbed from every
+  message we raise.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import stat as stat_mod
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar, cast
+
+import paramiko
+from paramiko.sftp import CMD_EXTENDED
+from paramiko.ssh_exception import IncompatiblePeer
+
+from tiervault.errors import (
+    BackendError,
+    IntegrityError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+    UsageError,
+)
+from tiervault.storage.base import (
+    MUTABLE,
+    SINGLETONS,
+    Backend,
+    FileInfo,
+    FileType,
+    Handle,
+    handle_from_path,
+)
+
+T = TypeVar("T")
+
+_TMP_SUFFIX = ".tmp"
+# Ranges up to this size are read with plain requests; larger reads pay one
+# extra round trip for a stat so they can be fetched with pipelined requests.
+_PLAIN_READ_MAX = 64 * 1024
+# Seconds between SSH keepalives: detects dead peers and keeps NAT state open.
+_KEEPALIVE = 30
+# An idle pooled session older than this is reconnected instead of reused:
+# servers and middleboxes drop idle connections silently, and a fresh connect
+# is cheaper than waiting for a timeout on a dead one.
+_MAX_IDLE = 300.0
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    """The server's host key is not in known_hosts (raised by our policy)."""
+
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(f"host key for {hostname} not found in known_hosts")
+        self.hostname = hostname
+        self.key = key
+
+
+class _RejectUnknownHost(paramiko.RejectPolicy):
+    """paramiko's RejectPolicy, raising a distinct type so we can explain the fix."""
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> NoReturn:
+        raise _UnknownHostKey(hostname, key)
+
+
+class _Session:
+    """One SSH connection with its SFTP channel, owned by one thread at a time."""
+
+    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, gen: int) -> None:
+        self.client = client
+        self.sftp = sftp
+        self.gen = gen
+        self.last_used = time.monotonic()
+        self.reused = False
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return (
+            transport is not None
+            and transport.is_active()
+            and not self.sftp.get_channel().closed  # type: ignore[union-attr]
+        )
+
+    def close(self) -> None:
+        try:
+            self.sftp.close()
+        except Exception:
+            pass  # closing a dead session may fail in any way; it is gone either way
+        try:
+            self.client.close()
+        except Exception:
+            pass
+
+
+class _Lost(Exception):
+    """Internal: the session broke mid-operation (short read on a dead channel)."""
+
+
+class SftpBackend(Backend):
+    """Files under ``path`` on an SSH server; a missing ``path`` means unreachable.
+
+    ``path`` is absolute or relative to the login directory. Authentication uses
+    ``key_file`` and/or ``password``; if neither is given, the SSH agent and the
+    default keys in ``~/.ssh`` are tried. The server's host key must already be
+    in ``known_hosts`` (default ``~/.ssh/known_hosts``). At most ``connections``
+    SSH connections are opened; ``timeout`` bounds connecting and every wait for
+    the server.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 22,
+        user: str | None = None,
+        password: str | None = None,
+        path: str = ".",
+        key_file: str | None = None,
+        known_hosts: str | None = None,
+        timeout: float = 30.0,
+        connections: int = 4,
+    ) -> None:
+        if not host:
+            raise UsageError("sftp: no host given")
+        if not 0 < port < 65536:
+            raise UsageError(f"sftp: invalid port {port}")
+        if connections < 1:
+            raise UsageError("sftp: connections must be at least 1")
+        if timeout <= 0:
+            raise UsageError("sftp: timeout must be positive")
+        self.host = host
+        self.port = port
+        self.user = user or _current_user()
+        self._password = password or None
+        self.key_file = os.path.expanduser(key_file) if key_file else None
+        self._known_hosts_given = known_hosts is not None
+        self.known_hosts = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
+        self.timeout = timeout
+        self.root = path.rstrip("/") or ("/" if path.startswith("/") else ".")
+        self.location = _location(self.user, host, port, self.root)
+
+        self._key: paramiko.PKey | None = None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(connections)
+        self._idle: list[_Session] = []
+        self._gen = 0
+        # Protocol extensions we try once and stop using if the server lacks them
+        # (OpenSSH has both; other servers may not).
+        self._has_posix_rename = True
+        self._has_fsync = True
+
+    # ----------------------------------------------------------------- errors
+
+    def _scrub(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    def _err(self, cls: type[BackendError], msg: str, cause: BaseException | None = None
+             ) -> BackendError:
+        """Build ``cls(msg)`` with the password scrubbed, chained to a safe cause."""
+        err = cls(self._scrub(msg))
+        if cause is not None and not (self._password and self._password in str(cause)):
+            err.__cause__ = cause
+        err.__suppress_context__ = True
+        return err
+
+    def _connect_error(self, e: BaseException) -> BackendError:
+        where = f"{self.location}"
+        kh = self.known_hosts
+        add = f"ssh-keyscan -p {self.port} {self.host} >> {kh}"
+        if isinstance(e, BackendError):
+            return e
+        if isinstance(e, _UnknownHostKey):
+            return self._err(
+                PermanentError,
+                f"{where}: the server's host key ({e.key.get_name()} {e.key.fingerprint}) "
+                f"is not in {kh}; after checking the fingerprint with the server's "
+                f"administrator, add it with: {add}", e)
+        if isinstance(e, paramiko.BadHostKeyException):
+            return self._err(
+                PermanentError,
+                f"{where}: the server's host key CHANGED (now {e.key.get_name()} "
+                f"{e.key.fingerprint}, {kh} expects {e.expected_key.fingerprint}); "
+                f"this may be an attack. If the change is legitimate, remove the old "
+                f"entry (ssh-keygen -R '[{self.host}]:{self.port}' -f {kh}) and add the "
+                f"new key with: {add}", e)
+        if isinstance(e, paramiko.AuthenticationException):
+            return self._err(
+                PermanentError,
+                f"{where}: authentication failed ({_describe(e)}); check user, "
+                f"password and key file", e)
+        if isinstance(e, IncompatiblePeer):
+            return self._err(PermanentError, f"{where}: incompatible SSH server: {_describe(e)}", e)
+        # Refused, unreachable, DNS failure, timeout, dropped during the handshake:
+        # the server is not there right now.
+        return self._err(TransientError, f"{where}: cannot connect: {_describe(e)}", e)
+
+    def _status_error(self, e: OSError, what: str, s: _Session) -> BackendError:
+        """Translate an SFTP status reply (the connection itself is fine)."""
+        if isinstance(e, FileNotFoundError):
+            try:
+                s.sftp.stat(self.root)
+            except FileNotFoundError:
+                return self._err(
+                    TransientError, f"{self.location}: vault directory is not there", e)
+            except Exception as e2:  # the connection died under us: not a definite answer
+                return self._err(TransientError, f"{what} on {self.location}: {_describe(e2)}", e2)
+            return self._err(NotFoundError, f"{what} not found on {self.location}", e)
+        if isinstance(e, PermissionError):
+            return self._err(PermanentError, f"{what} on {self.location}: permission denied", e)
+        # SFTP v3 folds disk full, quota exceeded and I/O errors into one
+        # "Failure" status: all definite refusals from a server that is up.
+        return self._err(PermanentError, f"{what} on {self.location}: {_describe(e)}", e)
+
+    # ------------------------------------------------------------------- pool
+
+    def _load_key(self) -> paramiko.PKey | None:
+        if self.key_file is None:
+            return None
+        with self._lock:
+            if self._key is None:
+                try:
+                    try:
+                        self._key = paramiko.PKey.from_path(self.key_file)
+                    except paramiko.PasswordRequiredException:
+                        if not self._password:
+                            raise
+                        # Like ssh and paramiko: the password also unlocks the key.
+                        self._key = paramiko.PKey.from_path(self.key_file, self._password)
+                except (OSError, paramiko.SSHException, ValueError) as e:
+                    raise self._err(
+                        PermanentError,
+                        f"{self.location}: cannot use key file {self.key_file}: {_describe(e)}",
+                        e) from None
+            return self._key
+
+    def _connect(self) -> _Session:
+        pkey = self._load_key()
+        client = paramiko.SSHClient()
+        try:
+            # load_system_host_keys, not load_host_keys: the latter would make
+            # paramiko rewrite the user's known_hosts file on close.
+            try:
+                client.load_system_host_keys(self.known_hosts)
+            except FileNotFoundError:
+                if self._known_hosts_given:
+                    raise self._err(
+                        PermanentError,
+                        f"{self.location}: known_hosts file {self.known_hosts} does not "
+                        f"exist; create it with: ssh-keyscan -p {self.port} {self.host} "
+                        f">> {self.known_hosts}") from None
+            except OSError as e:
+                raise self._err(
+                    PermanentError,
+                    f"{self.location}: cannot read {self.known_hosts}: {_describe(e)}") from e
+            client.set_missing_host_key_policy(_RejectUnknownHost())
+            # Agent and default keys only when nothing explicit was configured:
+            # otherwise a wrong key_file could silently "work" via another key.
+            fallback = pkey is None and self._password is None
+            client.connect(
+                self.host, self.port, username=self.user, password=self._password,
+                pkey=pkey, timeout=self.timeout, banner_timeout=self.timeout,
+                auth_timeout=self.timeout, channel_timeout=self.timeout,
+                allow_agent=fallback, look_for_keys=fallback)
+            transport = client.get_transport()
+            assert transport is not None
+            transport.set_keepalive(_KEEPALIVE)
+            sftp = client.open_sftp()
+            channel = sftp.get_channel()
+            assert channel is not None
+            channel.settimeout(self.timeout)  # every SFTP reply wait is bounded
+        except BaseException as e:
+            client.close()
+            if isinstance(e, Exception):
+                raise self._connect_error(e) from None
+            raise
+        with self._lock:
+            gen = self._gen
+        return _Session(client, sftp, gen)
+
+    def _acquire(self) -> _Session:
+        self._slots.acquire()
+        try:
+            stale: list[_Session] = []
+            found: _Session | None = None
+            now = time.monotonic()
+            with self._lock:
+                while self._idle:
+                    s = self._idle.pop()  # most recently used first: likeliest alive
+                    if s.alive() and now - s.last_used < _MAX_IDLE:
+                        found = s
+                        break
+                    stale.append(s)
+            for s in stale:
+                s.close()
+            if found is not None:
+                found.reused = True
+                return found
+            return self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, s: _Session, keep: bool) -> None:
+        try:
+            if keep and s.alive():
+                with self._lock:
+                    if s.gen == self._gen:
+                        s.last_used = time.monotonic()
+                        self._idle.append(s)
+                        return
+            s.close()
+        finally:
+            self._slots.release()
+
+    def _reset_pool(self) -> None:
+        """Drop idle sessions; sessions in use are closed when released."""
+        with self._lock:
+            self._gen += 1
+            idle, self._idle = self._idle, []
+        for s in idle:
+            s.close()
+
+    def _run(self, what: str, op: Callable[[_Session], T], idempotent: bool = True) -> T:
+        """Run ``op`` on a pooled session, translating every failure.
+
+        An idempotent operation that fails because a *reused* session turned out
+        dead (server restarted since) is retried once on a fresh connection;
+        timeouts are not retried, as the server may be hung.
+        """
+        for attempt in (0, 1):
+            s = self._acquire()
+            keep = False
+            try:
+                result = op(s)
+                keep = True
+                return result
+            except (BackendError, IntegrityError):
+                keep = True
+                raise
+            except Exception as e:
+                if _is_status(e) and s.alive():
+                    keep = True
+                    raise self._status_error(cast(OSError, e), what, s) from None
+                lost = e
+            finally:
+                self._release(s, keep)
+            # The connection is broken: others from the same server likely too.
+            self._reset_pool()
+            if attempt == 0 and s.reused and idempotent and not isinstance(lost, TimeoutError):
+                continue
+            if isinstance(lost, TimeoutError):
+                msg = f"{what} on {self.location}: server did not answer within {self.timeout:g}s"
+            else:
+                msg = f"{what} on {self.location}: connection lost ({_describe(lost)})"
+            raise self._err(TransientError, msg, lost)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ paths
+
+    def _abs(self, rel: str) -> str:
+        if self.root == "/":
+            return "/" + rel
+        return f"{self.root}/{rel}"
+
+    def _path(self, h: Handle) -> str:
+        return self._abs(h.path())
+
+    # ------------------------------------------------------------- operations
+
+    def create(self) -> None:
+        """Create the root (like ``mkdir -p``) and the type directories."""
+
+        def op(s: _Session) -> None:
+            sftp = s.sftp
+            parts = [p for p in self.root.split("/") if p and p != "."]
+            prefix = "/" if self.root.startswith("/") else ""
+            for p in parts:
+                prefix = f"{prefix}{p}" if prefix in ("", "/") else f"{prefix}/{p}"
+                _mkdir_quiet(sftp, prefix)
+            for t in FileType:
+                if t not in SINGLETONS:
+                    _mkdir_quiet(sftp, self._abs(t.value))
+
+        self._run("vault directory", op)
+
+    def save(self, h: Handle, data: bytes) -> None:
+        """Write to a temporary name in the same directory, then rename into place."""
+
+        def op(s: _Session) -> None:
+            sftp = s.sftp
+            path = self._path(h)
+            d, _, name = path.rpartition("/")
+            tmp = f"{d}/.{name}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+            try:
+                f = sftp.open(tmp, "wbx")
+            except FileNotFoundError:
+                if h.type is not FileType.PACK:
+                    raise
+                _mkdir_quiet(sftp, d)  # data/xx/ is created on first use
+                f = sftp.open(tmp, "wbx")
+            try:
+                with f:
+                    f.chmod(_FILE_MODE)
+                    f.set_pipelined(True)
+                    f.write(data)
+                    _finish_writes(sftp, f)
+                    self._fsync(sftp, f)
+                self._rename(sftp, tmp, path, h)
+            except BaseException:
+                if s.alive():
+                    try:
+                        sftp.remove(tmp)
+                    except Exception:
+                        pass  # best effort; list() never shows temp files anyway
+                raise
+
+        self._run(str(h), op)
+
+    def _fsync(self, sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
+        # fsync@openssh.com makes the bytes durable before the rename publishes
+        # them; paramiko has no public call for it.
+        if not self._has_fsync:
+            return
+        try:
+            cast(Any, sftp)._request(CMD_EXTENDED, "fsync@openssh.com", f.handle)
+        except OSError as e:
+            if not _unsupported(e):
+                raise
+            self._has_fsync = False
+
+    def _rename(self, sftp: paramiko.SFTPClient, tmp: str, path: str, h: Handle) -> None:
+        if self._has_posix_rename:
+            try:
+                sftp.posix_rename(tmp, path)  # atomic replace, like rename(2)
+                return
+            except OSError as e:
+                if not _unsupported(e):
+                    raise
+                self._has_posix_rename = False
+        try:
+            sftp.rename(tmp, path)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            # Plain SFTP v3 rename refuses to replace an existing file.
+            try:
+                sftp.stat(path)
+            except FileNotFoundError:
+                raise
+            if h.type in MUTABLE:
+                # Not atomic: readers may briefly see the file missing (never partial).
+                sftp.remove(path)
+                sftp.rename(tmp, path)
+            else:
+                # Immutable files are content-addressed: the one there is the same.
+                sftp.remove(tmp)
+
+    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        """Read ``length`` bytes (all if None) from ``offset``; short file → IntegrityError."""
+        if offset < 0 or (length is not None and length < 0):
+            raise UsageError("negative offset or length")
+
+        def op(s: _Session) -> bytes:
+            with s.sftp.open(self._path(h), "rb") as f:
+                if length is None:
+                    size = f.stat().st_size or 0
+                    want = max(size - offset, 0)
+                    if want == 0:
+                        return b""
+                    f.seek(offset)
+                    # Pipelined reads: one round trip's latency, not one per 32 KiB.
+                    f.prefetch(size)
+                elif length == 0:
+                    return b""
+                else:
+                    want = length
+                    f.seek(offset)
+                    if length > _PLAIN_READ_MAX:
+                        # Prefetch only what exists: paramiko handles reads past
+                        # EOF in its prefetch machinery poorly.
+                        size = f.stat().st_size or 0
+                        if offset + length > size:
+                            raise IntegrityError(
+                                f"{h} on {self.location} is shorter than expected")
+                        f.prefetch(offset + length)
+                data = f.read(want)
+            if len(data) != want:
+                # paramiko's read() swallows EOF; tell a short file from a dead link.
+                if not s.alive():
+                    raise _Lost("connection closed during read")
+                raise IntegrityError(f"{h} on {self.location} is shorter than expected")
+            return data
+
+        return self._run(str(h), op)
+
+    def stat(self, h: Handle) -> FileInfo:
+        """Return the size of ``h``; NotFoundError if it is not there."""
+        return self._run(str(h), lambda s: FileInfo(h, s.sftp.stat(self._path(h)).st_size or 0))
+
+    def list(self, t: FileType) -> Iterator[FileInfo]:
+        """Yield every file of type ``t``; temp files and stray names are skipped."""
+        if t in SINGLETONS:
+            try:
+                yield self.stat(Handle(t))
+            except NotFoundError:
+                pass
+            return
+
+        def op(s: _Session) -> list[FileInfo]:
+            sftp = s.sftp
+            base = self._abs(t.value)
+            try:
+                if t is FileType.PACK:
+                    dirs = [f"{t.value}/{n}" for n in sorted(sftp.listdir(base))
+                            if len(n) == 2 and not n.startswith(".")]
+                else:
+                    dirs = [t.value]
+            except FileNotFoundError:
+                sftp.stat(self.root)  # root missing → translated to TransientError
+                return []  # the type's directory is missing: nothing stored yet
+            out: list[FileInfo] = []
+            for d in dirs:
+                try:
+                    entries = sftp.listdir_attr(self._abs(d))
+                except FileNotFoundError:
+                    if d == t.value:
+                        sftp.stat(self.root)
+                    continue  # a data/xx dir removed concurrently
+                for a in entries:
+                    if a.filename.startswith("."):
+                        continue  # temp files of saves in progress
+                    if a.st_mode is not None and not stat_mod.S_ISREG(a.st_mode):
+                        continue
+                    fh = handle_from_path(f"{d}/{a.filename}")
+                    if fh is None or fh.type is not t:
+                        continue
+                    out.append(FileInfo(fh, a.st_size or 0))
+            return out
+
+        # Collected under one session, yielded after it is back in the pool, so a
+        # slow consumer never holds a connection.
+        yield from self._run(t.value, op)
+
+    def remove(self, h: Handle) -> None:
+        """Remove ``h``; NotFoundError if it is not there."""
+        # Not retried after a lost connection: the first attempt may have removed
+        # it, and a retry would then wrongly report NotFoundError.
+        self._run(str(h), lambda s: s.sftp.remove(self._path(h)), idempotent=False)
+
+    def probe(self) -> None:
+        """Raise TransientError unless the server answers and the vault directory exists."""
+
+        def op(s: _Session) -> None:
+            a = s.sftp.stat(self.root)
+            if a.st_mode is not None and not stat_mod.S_ISDIR(a.st_mode):
+                raise self._err(TransientError, f"{self.location}: vault path is not a directory")
+
+        self._run("vault directory", op)
+
+    def close(self) -> None:
+        """Close all pooled connections; later calls reconnect."""
+        self._reset_pool()
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception as e:  # no $USER and no passwd entry (minimal containers)
+        raise UsageError("sftp: no user given and the local user name is unknown") from e
+
+
+def _location(user: str, host: str, port: int, root: str) -> str:
+    shown_host = f"[{host}]" if ":" in host else host
+    if root.startswith("/"):
+        shown = root
+    elif root == ".":
+        shown = "/~"
+    else:
+        shown = "/~/" + root  # relative to the login directory
+    return f"sftp://{user}@{shown_host}:{port}{shown}"
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip()
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror
+    return text or type(e).__name__
+
+
+def _is_status(e: BaseException) -> bool:
+    """True for an SFTP status reply, which paramiko raises as a bare OSError.
+
+    ENOENT and EACCES arrive as FileNotFoundError/PermissionError, every other
+    status as OSError without errno. Socket failures are OSError subclasses
+    with an errno (ConnectionResetError, TimeoutError, ...).
+    """
+    if isinstance(e, FileNotFoundError | PermissionError):
+        return True
+    return type(e) is OSError and e.errno is None
+
+
+def _unsupported(e: OSError) -> bool:
+    return e.errno is None and "unsupported" in str(e).lower()
+
+
+def _mkdir_quiet(sftp: paramiko.SFTPClient, path: str) -> None:
+    """mkdir that accepts an existing directory (SFTP reports it as a bare failure)."""
+    try:
+        sftp.mkdir(path, _DIR_MODE)
+    except OSError:
+        a = sftp.stat(path)  # its error (e.g. parent missing) is the one to report
+        if a.st_mode is not None and not stat_mod.S_ISDIR(a.st_mode):
+            raise
+        # Exists already (created earlier or by a concurrent save): fine.
+
+
+def _finish_writes(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
+    """Collect the replies of pipelined writes still in flight, raising on failure.
+
+    paramiko checks these replies only while it writes; those still pending
+    when the file is closed are read and *discarded*, so a disk-full error on
+    the last writes would go unnoticed and the rename would publish a truncated
+    file. paramiko has no public call for this.
+    """
+    reqs = cast(Any, f)._reqs
+    while reqs:
+        cast(Any, sftp)._read_response(reqs.popleft())  # raises on an error status

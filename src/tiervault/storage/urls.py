@@ -1,0 +1,132 @@
+"""Tier URLs: parsing them into backends, and printing them without secrets.
+
+Forms: ``/path`` or ``file:///path``; ``ftp://user:pass@host:port/path``;
+``ftps://...`` (explicit TLS); ``sftp://user:pass@host:port/path``;
+``s3://bucket/prefix?endpoint=URL&region=R``. Query options: ``ca_file``,
+``insecure=1``, ``known_hosts``, ``key_file``, ``timeout``, ``path_style``.
+Secrets may also come from the config file or environment (see README).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
+
+from tiervault.errors import UsageError
+from tiervault.storage.base import Backend
+
+_SECRET_PARAMS = {"secret_key", "password", "secret"}
+
+
+@dataclass
+class TierUrl:
+    """A parsed tier URL."""
+
+    scheme: str
+    host: str = ""
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    path: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    raw: str = ""
+
+    def redacted(self) -> str:
+        """The URL with any password or secret replaced by ``***``."""
+        return redact(self.raw)
+
+
+def parse_url(url: str) -> TierUrl:
+    """Parse a tier URL or local path."""
+    if "://" not in url:
+        if not url:
+            raise UsageError("empty tier URL")
+        return TierUrl("file", path=os.path.abspath(os.path.expanduser(url)), raw=url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise UsageError("file:// URLs must name a local path (file:///path)")
+        return TierUrl("file", path=unquote(parts.path), params=params, raw=url)
+    if scheme not in ("ftp", "ftps", "sftp", "s3"):
+        raise UsageError(f"unsupported tier URL scheme {scheme!r} in {redact(url)}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"invalid port in {redact(url)}") from None
+    if not parts.hostname:
+        raise UsageError(f"no host (or bucket) in {redact(url)}")
+    return TierUrl(scheme, parts.hostname, port,
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password is not None else None,
+                   unquote(parts.path), params, url)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (and secret query values) replaced by ``***``."""
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            netloc = f"{userinfo}@{host}"
+        query = "&".join(
+            f"{k}=***" if k.lower() in _SECRET_PARAMS else f"{k}={quote(v, safe='/:')}"
+            for k, vs in parse_qs(parts.query, keep_blank_values=True).items() for v in vs)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def _flag(v: str | None) -> bool:
+    return (v or "").lower() in ("1", "true", "yes", "on")
+
+
+def open_backend(url: str, env: dict[str, str] | None = None,
+                 secrets: dict[str, str] | None = None) -> Backend:
+    """Build the raw backend for one tier URL.
+
+    ``secrets`` maps option names (``password``, ``secret_key``, ``access_key``)
+    to values from the config file; ``env`` supplies fallbacks.
+    """
+    env = env if env is not None else dict(os.environ)
+    secrets = secrets or {}
+    u = parse_url(url)
+    timeout = float(u.params.get("timeout", "30"))
+    if u.scheme == "file":
+        from tiervault.storage.local import LocalBackend
+
+        return LocalBackend(u.path)
+    password = u.password or secrets.get("password")
+    if u.scheme in ("ftp", "ftps"):
+        from tiervault.storage.ftp import FtpBackend
+
+        password = password or env.get("TIERVAULT_FTP_PASSWORD", "")
+        return FtpBackend(u.host, u.port or 21, u.user or "anonymous", password or "",
+                          u.path or "/", tls=u.scheme == "ftps", ca_file=u.params.get("ca_file"),
+                          insecure=_flag(u.params.get("insecure")), timeout=timeout)
+    if u.scheme == "sftp":
+        from tiervault.storage.sftp import SftpBackend
+
+        password = password or env.get("TIERVAULT_SFTP_PASSWORD")
+        path = u.path[1:] if u.path.startswith("/~/") else u.path
+        return SftpBackend(u.host, u.port or 22, u.user, password, path or ".",
+                           key_file=u.params.get("key_file"),
+                           known_hosts=u.params.get("known_hosts"), timeout=timeout)
+    from tiervault.storage.s3 import S3Backend
+
+    access = u.params.get("access_key") or u.user or secrets.get("access_key") or \
+        env.get("AWS_ACCESS_KEY_ID")
+    secret = u.params.get("secret_key") or password or secrets.get("secret_key") or \
+        env.get("AWS_SECRET_ACCESS_KEY")
+    return S3Backend(u.host, u.path.strip("/"), endpoint=u.params.get("endpoint"),
+                     region=u.params.get("region"), access_key=access, secret_key=secret,
+                     path_style=u.params.get("path_style", "1") != "0",
+                     ca_file=u.params.get("ca_file"), insecure=_flag(u.params.get("insecure")),
+                     timeout=timeout)

@@ -1,0 +1,1 @@
+"""The vault format: keys, encryption, chunking, packs, indexes, trees, snapshots."""

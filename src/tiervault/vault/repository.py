@@ -1,0 +1,419 @@
+"""The vault over one backend (or a tier set, which looks like one).
+
+Reading: key, config, master index, blobs, snapshots. Writing goes through a
+``BlobWriter`` that packs blobs and uploads packs in background threads, then
+writes the index naming them; snapshots are written last. That order keeps the
+vault valid at every instant: an interrupted backup leaves only unreferenced
+packs, which ``prune`` removes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import blake3
+
+from tiervault import __version__
+from tiervault.errors import IntegrityError, NotFoundError, UsageError, WrongKeyError
+from tiervault.storage.base import Backend, FileType, Handle
+from tiervault.vault.chunker import Chunker, ChunkerParams
+from tiervault.vault.codec import Codec
+from tiervault.vault.crypto import KdfParams, MasterKey, unwrap_key, wrap_key
+from tiervault.vault.index import INDEX_AAD, MAX_INDEX_SIZE, MasterIndex, decode_index, encode_index
+from tiervault.vault.pack import BlobType, PackBuilder, PackEntry, blob_aad
+from tiervault.vault.snapshot import SNAPSHOT_AAD, Snapshot
+
+FORMAT_VERSION = 1
+PACK_TARGET = 16 * 1024 * 1024
+_MAX_SNAPSHOT = 64 * 1024 * 1024
+_MAX_CONFIG = 64 * 1024
+
+
+def content_name(data: bytes) -> str:
+    """The file name of an immutable vault file: BLAKE3 of its stored bytes."""
+    return blake3.blake3(data, max_threads=1).hexdigest()
+
+
+def check_content_name(h: Handle, data: bytes) -> None:
+    """Raise IntegrityError if an immutable file's bytes do not match its name."""
+    if h.type in (FileType.PACK, FileType.INDEX, FileType.SNAPSHOT) and \
+            content_name(data) != h.name:
+        raise IntegrityError(f"{h} is damaged (content does not match its name)")
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    """The vault's public, write-once parameters."""
+
+    id: str
+    version: int
+    chunker: ChunkerParams
+
+    def encode(self) -> bytes:
+        """JSON bytes of the config file."""
+        return json.dumps({
+            "format": "tiervault", "version": self.version, "id": self.id,
+            "chunker": {"min": self.chunker.min_size, "avg": self.chunker.avg_size,
+                        "max": self.chunker.max_size},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }, indent=1).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> VaultConfig:
+        """Parse the config file; IntegrityError if it is not a tiervault vault."""
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != "tiervault":
+                raise ValueError
+            if doc["version"] != FORMAT_VERSION:
+                raise IntegrityError(f"vault format version {doc['version']} is not supported")
+            c = doc["chunker"]
+            params = ChunkerParams(int(c["min"]), int(c["avg"]), int(c["max"]))
+            if not (64 <= params.min_size <= params.avg_size <= params.max_size <= 1 << 26):
+                raise ValueError
+            vid = str(doc["id"])
+            bytes.fromhex(vid)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            raise IntegrityError("the vault config file is damaged or not a tiervault vault") \
+                from None
+        return cls(vid, FORMAT_VERSION, params)
+
+
+class Repository:
+    """An opened vault: decrypts, indexes and stores blobs, trees and snapshots."""
+
+    def __init__(self, backend: Backend, key: MasterKey, config: VaultConfig,
+                 key_name: str) -> None:
+        self.backend = backend
+        self.key = key
+        self.config = config
+        self.key_name = key_name
+        self.codec = Codec(key)
+        self.index = MasterIndex()
+        self.index_files: set[str] = set()
+
+    # -- creating and opening -------------------------------------------------
+
+    @classmethod
+    def init(cls, backend: Backend, passphrase: str, kdf: KdfParams | None = None,
+             chunker: ChunkerParams | None = None) -> Repository:
+        """Create a new vault on an empty location."""
+        try:
+            backend.stat(Handle(FileType.CONFIG))
+            raise UsageError(f"{backend.location} already holds a vault")
+        except NotFoundError:
+            pass
+        key = MasterKey.generate()
+        config = VaultConfig(secrets.token_hex(16), FORMAT_VERSION, chunker or ChunkerParams())
+        name = secrets.token_hex(8)
+        backend.save(Handle(FileType.KEY, name), wrap_key(key, passphrase, kdf))
+        backend.save(Handle(FileType.CONFIG), config.encode())
+        return cls(backend, key, config, name)
+
+    @classmethod
+    def open(cls, backend: Backend, passphrase: str, load_index: bool = True) -> Repository:
+        """Open an existing vault; WrongKeyError if no key file fits."""
+        config = read_config(backend)
+        key, name = open_key(backend, passphrase)
+        repo = cls(backend, key, config, name)
+        if load_index:
+            repo.load_index()
+        return repo
+
+    def chunker(self) -> Chunker:
+        """A new chunker (not thread-safe: one per worker)."""
+        return Chunker(self.config.chunker, self.key.chunker_seed)
+
+    # -- sealed files -----------------------------------------------------------
+
+    def save_file(self, t: FileType, plain: bytes, aad: bytes) -> str:
+        """Compress, seal and store an immutable file; returns its name."""
+        data = self.codec.encode(plain, aad)
+        name = content_name(data)
+        self.backend.save(Handle(t, name), data)
+        return name
+
+    def load_file(self, h: Handle, aad: bytes, limit: int) -> bytes:
+        """Load, verify and open an immutable sealed file."""
+        what = str(h)
+
+        def decode(data: bytes) -> bytes:
+            check_content_name(h, data)
+            if len(data) > limit:
+                raise IntegrityError(f"{what} is damaged (too large)")
+            plain = self.key.open(data, aad, what)
+            return self.codec.decompress(plain, None, what, limit)
+
+        return self.backend.load_verified(h, decode)
+
+    # -- index ------------------------------------------------------------------
+
+    def load_index(self, workers: int = 4) -> None:
+        """Read every index file into the master index."""
+        names = [fi.handle.name for fi in self.backend.list(FileType.INDEX)]
+        with ThreadPoolExecutor(workers) as ex:
+            for name, packs in zip(names, ex.map(self.read_index_file, names), strict=True):
+                for pid, ents in packs.items():
+                    self.index.add_pack(pid, ents)
+                self.index_files.add(name)
+
+    def reload_index(self) -> None:
+        """Forget the in-memory index and read the index files again."""
+        self.index = MasterIndex()
+        self.index_files = set()
+        self.load_index()
+
+    def read_index_file(self, name: str) -> dict[bytes, list[PackEntry]]:
+        """One index file's packs."""
+        h = Handle(FileType.INDEX, name)
+        return decode_index(self.load_file(h, INDEX_AAD, MAX_INDEX_SIZE), str(h))[0]
+
+    def write_index(self, packs: dict[bytes, list[PackEntry]],
+                    supersedes: set[str] | frozenset[str] = frozenset()) -> str:
+        """Write one index file naming ``packs``; returns its name."""
+        name = self.save_file(FileType.INDEX, encode_index(packs, supersedes), INDEX_AAD)
+        self.index_files.add(name)
+        return name
+
+    # -- blobs --------------------------------------------------------------------
+
+    def decode_blob(self, pid: bytes, e: PackEntry, sealed: bytes | memoryview) -> bytes:
+        """Open one sealed blob and check that its content matches its id."""
+        what = f"blob {e.id.hex()[:16]} in pack {pid.hex()}"
+        plain = self.codec.decode(sealed, blob_aad(e.type, e.id), e.raw_length, what)
+        if self.key.blob_id(plain) != e.id:
+            raise IntegrityError(f"{what} is damaged (content does not match id)")
+        return plain
+
+    def load_blob(self, blob_id: bytes) -> bytes:
+        """The plaintext of a blob, from the first tier that has a good copy."""
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} is missing from the index")
+        pid, e = loc
+        return self.backend.load_verified(
+            Handle(FileType.PACK, pid.hex()), lambda d: self.decode_blob(pid, e, d),
+            e.offset, e.length)
+
+    def load_blobs_from_pack(self, pid: bytes,
+                             entries: list[PackEntry]) -> list[tuple[PackEntry, bytes]]:
+        """Decode several blobs of one pack with a single ranged read."""
+        start = min(e.offset for e in entries)
+        end = max(e.offset + e.length for e in entries)
+
+        def decode(data: bytes) -> list[tuple[PackEntry, bytes]]:
+            mv = memoryview(data)
+            return [(e, self.decode_blob(pid, e, mv[e.offset - start:e.offset - start + e.length]))
+                    for e in entries]
+
+        return self.backend.load_verified(Handle(FileType.PACK, pid.hex()), decode,
+                                          start, end - start)
+
+    def writer(self, pack_size: int = PACK_TARGET, uploads: int = 2) -> BlobWriter:
+        """A writer that packs and uploads new blobs."""
+        return BlobWriter(self, pack_size, uploads)
+
+    # -- snapshots ------------------------------------------------------------------
+
+    def save_snapshot(self, snap: Snapshot) -> str:
+        """Store a snapshot (after its data and index); returns its id."""
+        snap.program = f"tiervault {__version__}"
+        snap.id = self.save_file(FileType.SNAPSHOT, snap.encode(), SNAPSHOT_AAD)
+        return snap.id
+
+    def load_snapshot(self, snap_id: str) -> Snapshot:
+        """Read one snapshot."""
+        plain = self.load_file(Handle(FileType.SNAPSHOT, snap_id), SNAPSHOT_AAD, _MAX_SNAPSHOT)
+        return Snapshot.decode(plain, snap_id)
+
+    def list_snapshot_ids(self) -> list[str]:
+        """Ids of every snapshot file."""
+        return [fi.handle.name for fi in self.backend.list(FileType.SNAPSHOT)]
+
+    def snapshots(self, on_error: Callable[[str, Exception], None] | None = None,
+                  workers: int = 4) -> list[Snapshot]:
+        """Every readable snapshot, oldest first; damaged ones go to ``on_error``."""
+        ids = self.list_snapshot_ids()
+
+        def one(sid: str) -> Snapshot | None:
+            try:
+                return self.load_snapshot(sid)
+            except IntegrityError as e:
+                if on_error is None:
+                    raise
+                on_error(sid, e)
+                return None
+
+        with ThreadPoolExecutor(workers) as ex:
+            snaps = [s for s in ex.map(one, ids) if s is not None]
+        return sorted(snaps, key=lambda s: (s.datetime(), s.id))
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """Resolve ``latest``, a full id or a unique prefix."""
+        if ref == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise UsageError("the vault has no snapshots yet")
+            return snaps[-1]
+        ref = ref.lower()
+        if not ref or any(c not in "0123456789abcdef" for c in ref):
+            raise UsageError(f"{ref!r} is not a snapshot id")
+        matches = [s for s in self.list_snapshot_ids() if s.startswith(ref)]
+        if not matches:
+            raise UsageError(f"no snapshot matches {ref!r}")
+        if len(matches) > 1:
+            raise UsageError(f"{ref!r} matches {len(matches)} snapshots; give more characters")
+        return self.load_snapshot(matches[0])
+
+    def remove_snapshot(self, snap_id: str) -> None:
+        """Delete a snapshot file."""
+        self.backend.remove(Handle(FileType.SNAPSHOT, snap_id))
+
+    # -- keys -----------------------------------------------------------------------
+
+    def add_key(self, passphrase: str, kdf: KdfParams | None = None) -> str:
+        """Wrap the master key with another passphrase; returns the key file name."""
+        name = secrets.token_hex(8)
+        self.backend.save(Handle(FileType.KEY, name), wrap_key(self.key, passphrase, kdf))
+        return name
+
+
+def read_config(backend: Backend) -> VaultConfig:
+    """Read the vault config; a clear error if the location holds no vault."""
+    try:
+        raw = backend.load(Handle(FileType.CONFIG))
+    except NotFoundError:
+        raise UsageError(f"{backend.location} holds no tiervault vault (run init?)") from None
+    if len(raw) > _MAX_CONFIG:
+        raise IntegrityError("the vault config file is damaged")
+    return VaultConfig.decode(raw)
+
+
+def open_key(backend: Backend, passphrase: str) -> tuple[MasterKey, str]:
+    """Try every key file with ``passphrase``."""
+    damaged: list[str] = []
+    for fi in sorted(backend.list(FileType.KEY), key=lambda f: f.handle.name):
+        try:
+            raw = backend.load(fi.handle)
+            return unwrap_key(raw, passphrase, str(fi.handle)), fi.handle.name
+        except WrongKeyError:
+            continue
+        except (IntegrityError, NotFoundError) as e:
+            damaged.append(str(e))
+    if damaged:
+        raise WrongKeyError(f"wrong passphrase (and damaged key files: {'; '.join(damaged)})")
+    raise WrongKeyError(f"wrong passphrase for the vault at {backend.location}")
+
+
+class BlobWriter:
+    """Packs new blobs and uploads full packs in background threads.
+
+    ``save_blob`` is thread-safe and deduplicates against the index and against
+    blobs already queued. Uploads are bounded (backpressure keeps memory flat).
+    """
+
+    def __init__(self, repo: Repository, pack_size: int, uploads: int) -> None:
+        self.repo = repo
+        self.pack_size = pack_size
+        self._lock = threading.Lock()
+        self._packers = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
+        self._pending: set[bytes] = set()
+        self._ex = ThreadPoolExecutor(uploads, thread_name_prefix="upload")
+        self._slots = threading.BoundedSemaphore(uploads + 1)
+        self._futures: list[Future[None]] = []
+        self._unindexed: dict[bytes, list[PackEntry]] = {}
+        self._error: BaseException | None = None
+        self.stats = {"blobs_new": 0, "bytes_raw_new": 0, "bytes_stored": 0, "packs": 0}
+        self.index_names: list[str] = []
+
+    def has(self, blob_id: bytes) -> bool:
+        """True if the blob is indexed or queued."""
+        return blob_id in self.repo.index or blob_id in self._pending
+
+    def save_blob(self, t: BlobType, data: bytes | memoryview, blob_id: bytes | None = None,
+                  force: bool = False) -> tuple[bytes, bool]:
+        """Store a blob unless known; returns (id, whether it was new).
+
+        ``force`` stores it even if an index lists it (prune's repacking).
+        """
+        if self._error:
+            raise self._error
+        bid = blob_id or self.repo.key.blob_id(data)
+        with self._lock:
+            if bid in self._pending or (bid in self.repo.index and not force):
+                return bid, False
+            self._pending.add(bid)
+        sealed = self.repo.codec.encode(data, blob_aad(t, bid))
+        full = None
+        with self._lock:
+            p = self._packers[t]
+            p.add(t, bid, sealed, len(data))
+            self.stats["blobs_new"] += 1
+            self.stats["bytes_raw_new"] += len(data)
+            if len(p) >= self.pack_size:
+                full = p
+                self._packers[t] = PackBuilder()
+        if full is not None:
+            self._submit(full)
+        return bid, True
+
+    def _submit(self, pack: PackBuilder) -> None:
+        self._slots.acquire()
+        self._futures.append(self._ex.submit(self._upload, pack))
+        self._futures = [f for f in self._futures if not f.done() or f.exception()]
+
+    def _upload(self, pack: PackBuilder) -> None:
+        try:
+            data = pack.finish(self.repo.key)
+            name = content_name(data)
+            self.repo.backend.save(Handle(FileType.PACK, name), data)
+            pid = bytes.fromhex(name)
+            self.repo.index.add_pack(pid, pack.entries)
+            with self._lock:
+                self._pending.difference_update(e.id for e in pack.entries)
+                self._unindexed[pid] = pack.entries
+                self.stats["bytes_stored"] += len(data)
+                self.stats["packs"] += 1
+                flush_index = len(self._unindexed) >= 64
+            # Write index files along the way so an interrupted backup's uploads
+            # are reused by the next one.
+            if flush_index:
+                self._write_index()
+        except BaseException as e:
+            self._error = e
+            raise
+        finally:
+            self._slots.release()
+
+    def _write_index(self) -> None:
+        with self._lock:
+            packs, self._unindexed = self._unindexed, {}
+        if packs:
+            self.index_names.append(self.repo.write_index(packs))
+
+    def flush(self) -> dict[str, int]:
+        """Upload partial packs, wait for all uploads, write the index."""
+        with self._lock:
+            rest = [p for p in self._packers.values() if p.entries]
+            self._packers = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
+        for p in rest:
+            self._submit(p)
+        for f in list(self._futures):
+            f.exception()
+        self._futures = []
+        if self._error:
+            raise self._error
+        self._write_index()
+        return dict(self.stats)
+
+    def close(self) -> None:
+        """Stop the upload threads (after flush, or to abandon the session)."""
+        self._ex.shutdown(wait=True, cancel_futures=True)
+
+
