@@ -108,9 +108,10 @@ def free_port() -> int:
 class FtpServerProcess:
     """A pyftpdlib server in a subprocess serving ``root``.
 
-    ``tls=True`` requires ``certfile``/``keyfile`` (see
-    ``make_self_signed_cert``) and makes TLS mandatory on the control and
-    data channels. ``refuse_rename_over`` makes RNTO onto an existing file
+    ``tls=True`` makes TLS mandatory on the control and data channels, with
+    ``certfile``/``keyfile`` (see ``make_self_signed_cert``) or, if none is
+    given, a fresh self-signed certificate; either way ``.certfile`` is the
+    file a client passes as its CA file. ``refuse_rename_over`` makes RNTO onto an existing file
     fail with 550, as some servers do. ``auth_delay`` is how long a failed
     login is answered after (pyftpdlib's default of 3 s slows tests).
     ``idle_timeout`` makes the server drop idle sessions (421) sooner than
@@ -132,15 +133,16 @@ class FtpServerProcess:
         idle_timeout: float | None = None,
     ) -> None:
         if tls and certfile is None:
-            raise ValueError("tls=True needs a certfile (see make_self_signed_cert)")
+            # Self-signed on the fly; clients trust it via ``self.certfile``.
+            certfile, keyfile = make_self_signed_cert(tempfile.mkdtemp(prefix="tv-ftp-cert-"))
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = port if port is not None else free_port()
         self.tls = tls
         self.user = user
         self.password = password
-        self.certfile = certfile
-        self.keyfile = keyfile
+        self.certfile: str | Path | None = certfile
+        self.keyfile: str | Path | None = keyfile
         self.auth_delay = auth_delay
         self.refuse_rename_over = refuse_rename_over
         self.idle_timeout = idle_timeout

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ftplib
 import functools
-import io
 import posixpath
 import re
 import secrets
@@ -320,21 +319,24 @@ class FtpBackend(Backend):
     # --- Backend -----------------------------------------------------------
 
     def create(self) -> None:
+        """Make the vault directory (and its parents) and the type directories."""
+
         def op(c: _Conn) -> None:
             root = self._abs("")
-            dirs: list[str] = []
+            # MKD is not recursive: make each component of the root in turn.
+            parents: list[str] = []
             prefix = "/"
             for part in root.strip("/").split("/"):
                 if part:
                     prefix = posixpath.join(prefix, part)
-                    dirs.append(prefix)
-            dirs += [self._abs(t.value) for t in FileType if t not in SINGLETONS]
-            for d in dirs:
+                    parents.append(prefix)
+            subdirs = [self._abs(t.value) for t in FileType if t not in SINGLETONS]
+            for d in parents + subdirs:
                 try:
                     c.ftp.mkd(d)
                 except ftplib.error_perm:
-                    pass  # usually "exists"; checked below
-            for d in [root, *dirs[-4:]]:
+                    pass  # usually "exists"; whether it is there is checked below
+            for d in [root, *subdirs]:
                 try:
                     c.ftp.cwd(d)
                 except ftplib.error_perm as e:
@@ -345,6 +347,7 @@ class FtpBackend(Backend):
         self._call("vault directory", op)
 
     def save(self, h: Handle, data: bytes) -> None:
+        """Upload to a hidden ``.tmp`` name beside the target, then rename it in place."""
         what = str(h)
 
         def op(c: _Conn) -> None:
@@ -366,7 +369,9 @@ class FtpBackend(Backend):
                 self._stor(c, tmp, data)
             try:
                 self._rename(c, tmp, final)
-            except BaseException:
+            except ftplib.error_perm:
+                # A clean refusal: tidy up. (After a transport error the
+                # connection is gone; the orphan is a hidden .tmp, never listed.)
                 self._delete_quietly(c, tmp)
                 raise
 
@@ -374,7 +379,13 @@ class FtpBackend(Backend):
 
     def _stor(self, c: _Conn, path: str, data: bytes) -> None:
         try:
-            c.ftp.storbinary(f"STOR {path}", io.BytesIO(data), blocksize=_BLOCK)
+            # Not ftplib's storbinary: it re-sends TYPE I each time, a
+            # round trip the pool's always-binary connections do not need.
+            with c.ftp.transfercmd(f"STOR {path}") as conn:
+                conn.sendall(data)
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.unwrap()  # TLS close_notify, so the server knows the upload is whole
+            c.ftp.voidresp()
         except ftplib.error_perm as e:
             if str(e)[:3] == "552":
                 # Refused mid-transfer (disk full): drop the partial upload.
@@ -411,6 +422,7 @@ class FtpBackend(Backend):
             c.broken = True
 
     def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        """Download a range: REST for the offset, ABOR once ``length`` bytes are in."""
         if offset < 0 or (length is not None and length < 0):
             raise UsageError(f"invalid range {offset}+{length} for {h}")
         what = str(h)
@@ -422,9 +434,7 @@ class FtpBackend(Backend):
                     c.ftp.size(path)  # existence check only
                     return b""
                 if length is None:
-                    buf = bytearray()
-                    c.ftp.retrbinary(f"RETR {path}", buf.extend, _BLOCK, rest=offset or None)
-                    return bytes(buf)
+                    return self._retr_all(c, path, offset)
                 return self._retr_range(c, path, offset, length, what)
             except ftplib.error_perm as e:
                 if offset and str(e)[:3] == "554":
@@ -439,6 +449,17 @@ class FtpBackend(Backend):
                 raise
 
         return self._call(what, op)
+
+    def _retr_all(self, c: _Conn, path: str, offset: int) -> bytes:
+        # Like ftplib's retrbinary minus its per-call TYPE I round trip.
+        buf = bytearray()
+        with c.ftp.transfercmd(f"RETR {path}", rest=offset or None) as conn:
+            while chunk := conn.recv(_BLOCK):
+                buf += chunk
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()
+        c.ftp.voidresp()
+        return bytes(buf)
 
     def _retr_range(self, c: _Conn, path: str, offset: int, length: int, what: str) -> bytes:
         conn = c.ftp.transfercmd(f"RETR {path}", rest=offset or None)
@@ -479,6 +500,7 @@ class FtpBackend(Backend):
             c.broken = True
 
     def stat(self, h: Handle) -> FileInfo:
+        """Size via SIZE (binary mode)."""
         what = str(h)
 
         def op(c: _Conn) -> FileInfo:
@@ -495,6 +517,7 @@ class FtpBackend(Backend):
         return self._call(what, op)
 
     def list(self, t: FileType) -> Iterator[FileInfo]:
+        """List via MLSD (NLST plus SIZE where the server lacks it)."""
         if t in SINGLETONS:
             try:
                 yield self.stat(Handle(t))
@@ -588,6 +611,7 @@ class FtpBackend(Backend):
             c.broken = True
 
     def remove(self, h: Handle) -> None:
+        """Delete via DELE."""
         what = str(h)
 
         def op(c: _Conn) -> None:
