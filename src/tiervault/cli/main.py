@@ -22,9 +22,10 @@ from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.engine.policy import Policy
 from tiervault.errors import EXIT_INCOMPLETE, TierVaultError, UsageError
-from tiervault.service import ops
+from tiervault.service import ops, tierops
 from tiervault.service.installation import Installation, RunOptions
 from tiervault.service.session import VaultSession
+from tiervault.service.tierops import run_sync
 from tiervault.state.home import resolve_home
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -82,28 +83,52 @@ def json_option(fn: F) -> F:
                         callback=_set_json, help="Machine-readable output.")(fn)  # type: ignore[return-value]
 
 
-def with_session(lock: bool = False, load_index: bool = True) -> Callable[[F], F]:
-    """Give a command an opened vault session (and the write lock if asked)."""
+def with_session(lock: bool = False, load_index: bool = True,
+                 write: bool = False) -> Callable[[F], F]:
+    """Give a command an opened vault session (and the write lock if asked).
+
+    Write commands get ``--wait-timeout`` and ``--no-sync``: when they finish,
+    the application is idle and synchronizes stale tiers before exiting.
+    """
 
     def deco(fn: F) -> F:
         @click.pass_obj
         def wrapper(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
+            no_sync = kwargs.pop("no_sync", True)
+            wait_timeout = kwargs.pop("wait_timeout", None)
+            if wait_timeout is not None:
+                ctx.opts.wait_timeout = wait_timeout
             inst = ctx.installation()
             try:
-                if lock:
+                if lock or write:
                     inst.lock()
                 progress = ctx.progress()
-                sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index)
                 try:
-                    return fn(ctx, sess, *args, **kwargs)
+                    sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index)
+                    try:
+                        code = fn(ctx, sess, *args, **kwargs)
+                        if write:
+                            sess.end_writes()
+                            if not no_sync:
+                                run_sync(sess.tiers, progress, inst.workers())
+                    finally:
+                        sess.close()
                 finally:
                     progress.close()
-                    sess.close()
             finally:
                 inst.close()
+            if isinstance(code, int) and code:
+                sys.exit(code)
 
         wrapper.__name__ = fn.__name__
         wrapper.__doc__ = fn.__doc__
+        if write:
+            wrapper = click.option("--no-sync", is_flag=True,
+                                   help="Do not synchronize stale tiers afterwards.")(wrapper)
+            wrapper = click.option("--wait-timeout", type=click.FloatRange(0),
+                                   metavar="SECONDS",
+                                   help="Give up (exit 5) if no tier is online this long.")(
+                wrapper)
         return wrapper  # type: ignore[return-value]
 
     return deco
@@ -132,13 +157,15 @@ def cli(ctx: click.Context, home: str | None, json_: bool, retry_attempts: int |
 @click.argument("tier_urls", nargs=-1, required=True)
 @click.pass_obj
 def init(ctx: Ctx, tier_urls: tuple[str, ...]) -> None:
-    """Create a new vault on TIER_URL(s); the first is read first."""
+    """Create a new vault on TIER_URL(s); the first is read first (the speed vault)."""
     pw = ctx.passphrase(confirm=True)
-    res = ops.init_vault(ctx.home, list(tier_urls), pw, ctx.opts)
+    progress = ctx.progress()
+    res = tierops.init_vault(ctx.home, list(tier_urls), pw, ctx.opts, progress)
     if ctx.json:
         emit_json(res)
     else:
-        click.echo(f"created vault {res['vault_id'][:8]} on {', '.join(res['tiers'])}")
+        click.echo(f"created vault {res['vault_id'][:8]} on "
+                   f"{', '.join(t['url'] + ' (' + t['state'] + ')' for t in res['tiers'])}")
         click.echo(f"installation home: {res['home']}")
         click.echo("keep the passphrase safe: without it the backups cannot be read")
 
@@ -152,10 +179,10 @@ def init(ctx: Ctx, tier_urls: tuple[str, ...]) -> None:
 @click.option("--tag", multiple=True, help="Tag the snapshot.")
 @click.option("--no-cache", is_flag=True, help="Read every file even if unchanged.")
 @click.option("--one-file-system", "-x", is_flag=True, help="Stay on the file systems given.")
-@with_session(lock=True)
+@with_session(write=True)
 def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[str, ...],
            exclude_file: tuple[str, ...], tag: tuple[str, ...], no_cache: bool,
-           one_file_system: bool) -> None:
+           one_file_system: bool) -> int:
     """Back up PATHS into a new snapshot."""
     patterns = list(exclude)
     for ef in exclude_file:
@@ -179,7 +206,8 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
     if not snap.complete:
         click.echo(f"warning: {len(summary['warnings'])} item(s) could not be read; "
                    "the snapshot is incomplete", err=True)
-        sys.exit(EXIT_INCOMPLETE)
+        return EXIT_INCOMPLETE
+    return 0
 
 
 @cli.command()
@@ -299,7 +327,7 @@ def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
 @click.option("--keep-tag", multiple=True, metavar="TAG")
 @click.option("--prune", "do_prune", is_flag=True, help="Prune unreferenced data afterwards.")
 @click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
-@with_session(lock=True)
+@with_session(write=True)
 def forget(ctx: Ctx, sess: VaultSession, keep_last: int, keep_hourly: int, keep_daily: int,
            keep_weekly: int, keep_monthly: int, keep_yearly: int, keep_tag: tuple[str, ...],
            do_prune: bool, dry_run: bool) -> None:
@@ -330,7 +358,7 @@ def _print_prune(p: dict[str, Any]) -> None:
 @cli.command()
 @json_option
 @click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
-@with_session(lock=True)
+@with_session(write=True)
 def prune(ctx: Ctx, sess: VaultSession, dry_run: bool) -> None:
     """Remove data no snapshot uses; repack mostly-empty packs."""
     res = ops.prune(sess, dry_run)
@@ -380,6 +408,127 @@ def _parse_subset(text: str) -> float:
     if not 0 < v <= 1:
         raise UsageError(f"--read-data-subset {text!r} must be between 0 and 100%")
     return v
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def tiers(ctx: Ctx) -> None:
+    """Show every tier: state, revision, expected revision, last online, sync progress."""
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        rows = tierops.tier_status(inst, progress)
+    finally:
+        progress.close()
+        inst.close()
+    if ctx.json:
+        emit_json(rows)
+        return
+    for i, r in enumerate(rows, 1):
+        rev = "-" if r["revision"] is None else str(r["revision"])
+        extra = ""
+        if r["sync"]:
+            extra = f"  sync {r['sync']['percent']}%"
+        if r["error"]:
+            extra += f"  ({r['error']})"
+        click.echo(f"{i}. {r['url']}: {r['state']}, revision {rev} "
+                   f"(expected {r['expected_revision']}, max {r['max_revision']}), "
+                   f"last online {r['last_online'] or 'never'}{extra}")
+
+
+@cli.command()
+@json_option
+@click.option("--wait-timeout", type=click.FloatRange(0), metavar="SECONDS",
+              help="Bound any wait for a tier.")
+@click.pass_obj
+def sync(ctx: Ctx, wait_timeout: float | None) -> None:
+    """Synchronize every reachable stale tier now, in the foreground."""
+    if wait_timeout is not None:
+        ctx.opts.wait_timeout = wait_timeout
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        rows = tierops.sync_now(inst, progress)
+    finally:
+        progress.close()
+        inst.close()
+    if ctx.json:
+        emit_json(rows)
+    else:
+        for r in rows:
+            rev = "-" if r["revision"] is None else str(r["revision"])
+            click.echo(f"{r['url']}: {r['state']}, revision {rev} (max {r['max_revision']})")
+    if any(r.get("completed") is False for r in rows):
+        sys.exit(1)
+
+
+@cli.group()
+def tier() -> None:
+    """Add or remove tiers."""
+
+
+@tier.command(name="add")
+@json_option
+@click.argument("url")
+@click.option("--no-sync", is_flag=True, help="Only add; synchronize later.")
+@click.pass_obj
+def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
+    """Add a tier: it starts at revision 0 and is filled by synchronization."""
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        res = tierops.tier_add(inst, url, progress)
+        inst.close()
+        if not no_sync:
+            inst = ctx.installation()
+            res["sync"] = tierops.sync_now(inst, progress)
+    finally:
+        progress.close()
+        inst.close()
+    if ctx.json:
+        emit_json(res)
+    else:
+        click.echo(f"added tier {res['url']}")
+
+
+@tier.command(name="remove")
+@json_option
+@click.argument("url")
+@click.pass_obj
+def tier_remove(ctx: Ctx, url: str) -> None:
+    """Stop using a tier (its files stay where they are)."""
+    inst = ctx.installation()
+    try:
+        res = tierops.tier_remove(inst, url)
+    finally:
+        inst.close()
+    if ctx.json:
+        emit_json(res)
+    else:
+        click.echo(f"removed tier {res['url']}")
+
+
+@cli.command()
+@json_option
+@click.argument("tier_urls", nargs=-1, required=True)
+@click.option("--take-over", is_flag=True,
+              help="Make this installation the vault's writer; the old one will stop (exit 3).")
+@click.pass_obj
+def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool) -> None:
+    """Connect this installation to an existing vault on TIER_URL(s)."""
+    progress = ctx.progress()
+    try:
+        res = tierops.attach(ctx.home, list(tier_urls), ctx.passphrase(), ctx.opts, progress,
+                             take_over)
+    finally:
+        progress.close()
+    if ctx.json:
+        emit_json(res)
+    else:
+        verb = "took over" if take_over else "attached to"
+        click.echo(f"{verb} vault {res['vault_id'][:8]}: "
+                   + ", ".join(f"{t['url']} ({t['state']})" for t in res["tiers"]))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,6 +82,10 @@ class TextProgress(Progress):
         if not self.json_mode:
             self._print(message)
 
+    def on_status(self, message: str) -> None:
+        if self.live:
+            self._print(message)
+
     def _print(self, line: str) -> None:
         if self._bar is not None:
             self._bar.console.print(line, markup=False, highlight=False)

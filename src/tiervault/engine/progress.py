@@ -56,6 +56,10 @@ class Progress:
         """A line worth telling the user."""
         self.on_info(message)
 
+    def status(self, message: str) -> None:
+        """A passing status line (shown on a live terminal only)."""
+        self.on_status(message)
+
     # Hooks for printers.
     def on_phase(self, name: str) -> None:
         """Called when a phase starts."""
@@ -65,6 +69,9 @@ class Progress:
 
     def on_info(self, message: str) -> None:
         """Called for informational lines."""
+
+    def on_status(self, message: str) -> None:
+        """Called for passing status lines."""
 
     def close(self) -> None:
         """Stop any display."""

@@ -13,11 +13,7 @@ from tiervault.engine.progress import Progress
 from tiervault.engine.prune import execute_prune, plan_prune
 from tiervault.engine.restore import Restorer
 from tiervault.errors import UsageError
-from tiervault.service.installation import Installation, RunOptions
-from tiervault.service.session import VaultSession, build_tier_backend
-from tiervault.state.config import load_config
-from tiervault.vault.crypto import KdfParams
-from tiervault.vault.repository import Repository
+from tiervault.service.session import VaultSession
 from tiervault.vault.snapshot import Snapshot
 
 
@@ -26,35 +22,6 @@ def snapshot_json(s: Snapshot) -> dict[str, Any]:
     return {"id": s.id, "short_id": s.id[:8], "time": s.time, "hostname": s.hostname,
             "username": s.username, "paths": s.paths, "tags": s.tags, "tree": s.tree,
             "complete": s.complete, "stats": s.stats}
-
-
-def init_vault(home: Any, urls: list[str], passphrase: str, opts: RunOptions,
-               kdf: KdfParams | None = None) -> dict[str, Any]:
-    """Create a vault on every tier and an installation pointing at it."""
-    if not urls:
-        raise UsageError("init needs at least one tier URL")
-    existing = load_config(home)
-    if existing is not None and existing.tiers:
-        raise UsageError(f"{home} already has a vault configured; use another --home")
-    tmp = Installation(home, _blank(), opts)
-    backends = [build_tier_backend(tmp, u) for u in urls]
-    try:
-        first = backends[0]
-        first.create()
-        repo = Repository.init(first, passphrase, kdf)
-        inst = Installation.create(home, urls, repo.config.id, opts)
-        inst.close()
-        return {"vault_id": repo.config.id, "tiers": [b.location for b in backends],
-                "home": str(home)}
-    finally:
-        for b in backends:
-            b.close()
-
-
-def _blank() -> Any:
-    from tiervault.state.config import InstallationConfig
-
-    return InstallationConfig()
 
 
 def backup(sess: VaultSession, opts: BackupOptions) -> tuple[Snapshot, dict[str, Any]]:

@@ -1,43 +1,88 @@
-"""Opening the storage stack and the vault for one command."""
+"""Opening the storage stack and the vault for one command.
+
+The whole stack is composed here, so it can be read in one place:
+raw backend -> reconnect procedure (RetryBackend) -> Tier -> TierSet -> Repository.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from tiervault.engine.progress import Progress
 from tiervault.service.installation import Installation
 from tiervault.storage.base import Backend
 from tiervault.storage.retry import RetryBackend
-from tiervault.storage.urls import open_backend
+from tiervault.storage.urls import open_backend, redact
+from tiervault.tiers.sync import SyncResult, sync_all
+from tiervault.tiers.tier import Tier
+from tiervault.tiers.tierset import TierSet
 from tiervault.vault.repository import Repository
 
 
+def raw_tier_backend(inst: Installation, url: str) -> Backend:
+    """The raw backend of one tier URL with its credentials."""
+    return open_backend(url, inst.opts.env, inst.secrets_for(url))
+
+
 def build_tier_backend(inst: Installation, url: str) -> Backend:
-    """One tier's stack: raw backend wrapped in the reconnect procedure.
-
-    All wrappers are composed here, so the whole stack is visible in one place.
-    """
-    raw = open_backend(url, inst.opts.env, inst.secrets_for(url))
-    return RetryBackend(raw, attempts=inst.retry_attempts, delay=inst.retry_delay)
+    """One tier's stack: raw backend wrapped in the reconnect procedure."""
+    return RetryBackend(raw_tier_backend(inst, url), attempts=inst.retry_attempts,
+                        delay=inst.retry_delay, max_delay=max(2.0, inst.retry_delay))
 
 
-def build_backend(inst: Installation, progress: Progress) -> Backend:
-    """The backend the vault layer sees (one tier for now)."""
-    return build_tier_backend(inst, inst.config.tiers[0])
+def tier_key(url: str) -> str:
+    """The key of a tier in the state database (never holds a password)."""
+    return redact(url)
+
+
+def build_tierset(inst: Installation, progress: Progress, read_only: bool = False) -> TierSet:
+    """The tier set over every configured tier."""
+    tiers = []
+    for url in inst.config.tiers:
+        rec = inst.db.tier(tier_key(url))
+        tiers.append(Tier(url, build_tier_backend(inst, url), rec))
+    probes: dict[str, Backend] = {}
+
+    def probe_backend(t: Tier) -> Backend:
+        # One attempt per probe while waiting: the wait loop does the pacing.
+        if t.url not in probes:
+            probes[t.url] = raw_tier_backend(inst, t.url)
+        return probes[t.url]
+
+    return TierSet(tiers, inst.db, inst.config.vault_id[:8], wait_timeout=inst.wait_timeout,
+                   notify=progress.info, read_only=read_only, probe_backend=probe_backend)
 
 
 class VaultSession:
     """An opened vault for one command; close() releases everything."""
 
     def __init__(self, inst: Installation, passphrase: str, progress: Progress,
-                 load_index: bool = True) -> None:
+                 load_index: bool = True, read_only: bool = False) -> None:
         self.inst = inst
         self.progress = progress
-        self.backend = build_backend(inst, progress)
+        self.tiers = build_tierset(inst, progress, read_only)
+        self.backend: Backend = self.tiers
         try:
+            self.tiers.connect()
             self.repo = Repository.open(self.backend, passphrase, load_index=load_index)
         except BaseException:
-            self.backend.close()
+            self.tiers.close()
             raise
+
+    def end_writes(self) -> None:
+        """The command's writes are done: the next write is a new session."""
+        self.tiers.end_session()
+
+    def sync(self, **kwargs: Any) -> list[SyncResult]:
+        """Synchronize reachable stale tiers (the application is idle now)."""
+        self.tiers.end_session()
+
+        def report(t: Tier, done: int, total: int) -> None:
+            self.progress.add(0, 0)
+
+        self.progress.phase("sync")
+        return sync_all(self.tiers, report, **kwargs)
 
     def close(self) -> None:
         """Close connections."""
-        self.backend.close()
+        self.tiers.close()

@@ -20,7 +20,7 @@ class Settings:
     """Tunables with their defaults; the CLI may override some per run."""
 
     retry_attempts: int = 10
-    retry_delay: float = 1.0
+    retry_delay: float = 0.5
     wait_timeout: float | None = None
     tier_unavailable_days: int = 14
     workers: int = 0  # 0 = decide from the CPU count

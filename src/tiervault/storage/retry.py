@@ -21,8 +21,8 @@ T = TypeVar("T")
 class RetryBackend(Backend):
     """Retries transient failures of ``inner``; the clock is injectable for tests."""
 
-    def __init__(self, inner: Backend, attempts: int = 10, delay: float = 1.0,
-                 max_delay: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+    def __init__(self, inner: Backend, attempts: int = 10, delay: float = 0.5,
+                 max_delay: float = 2.0, sleep: Callable[[float], None] = time.sleep,
                  on_retry: Callable[[int, TransientError], None] | None = None) -> None:
         self.inner = inner
         self.location = inner.location

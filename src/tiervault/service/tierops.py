@@ -1,0 +1,222 @@
+"""Operations on the tiers themselves: init, attach, add/remove, status, sync."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tiervault.engine.progress import Progress
+from tiervault.errors import TierVaultError, UsageError
+from tiervault.service.installation import Installation, RunOptions
+from tiervault.service.session import build_tierset, tier_key
+from tiervault.state.config import InstallationConfig, load_config
+from tiervault.storage.base import FileType, Handle
+from tiervault.storage.urls import parse_url, redact
+from tiervault.tiers.sync import SyncResult, sync_all
+from tiervault.tiers.tier import OFFLINE, ONLINE
+from tiervault.tiers.tierset import TierSet
+from tiervault.vault.crypto import KdfParams
+from tiervault.vault.repository import Repository, open_key, read_config
+
+
+def _fresh(home: Path, urls: list[str], opts: RunOptions) -> Installation:
+    existing = load_config(home)
+    if existing is not None and existing.tiers:
+        raise UsageError(f"{home} already has a vault configured; use another --home")
+    for u in urls:
+        parse_url(u)
+    if len({tier_key(u) for u in urls}) != len(urls):
+        raise UsageError("the same tier is given twice")
+    return Installation(home, InstallationConfig(tiers=list(urls)), opts)
+
+
+def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
+               progress: Progress, kdf: KdfParams | None = None) -> dict[str, Any]:
+    """Create a vault on every tier and an installation pointing at it."""
+    if not urls:
+        raise UsageError("init needs at least one tier URL")
+    inst = _fresh(home, urls, opts)
+    inst.lock()
+    ts = build_tierset(inst, progress)
+    try:
+        for t in ts.tiers:
+            try:
+                t.backend.stat(Handle(FileType.CONFIG))
+                raise UsageError(f"{t.name} already holds a vault; use 'tiervault attach'")
+            except TierVaultError as e:
+                if isinstance(e, UsageError):
+                    raise
+        ts.create()
+        ts.connect()
+        if not ts.online():
+            raise TierVaultError("no tier could be reached; nothing was created")
+        repo = Repository.init(ts, passphrase, kdf)
+        ts.end_session()
+        inst.config.vault_id = repo.config.id
+        import secrets
+
+        inst.config.installation_id = secrets.token_hex(8)
+        inst.save()
+        return {"vault_id": repo.config.id, "home": str(home),
+                "tiers": [{"url": t.name, "state": t.state} for t in ts.tiers]}
+    finally:
+        ts.close()
+        inst.close()
+
+
+def attach(home: Path, urls: list[str], passphrase: str, opts: RunOptions, progress: Progress,
+           take_over: bool) -> dict[str, Any]:
+    """Connect a new installation to an existing vault (``take_over``: become its writer)."""
+    existing = load_config(home)
+    if existing is not None and existing.tiers and not take_over:
+        raise UsageError(f"{home} already has a vault configured; use another --home")
+    inst = Installation(home, InstallationConfig(tiers=list(urls)), opts)
+    if existing is not None:
+        inst.config.installation_id = existing.installation_id
+    inst.lock()
+    ts = build_tierset(inst, progress)
+    try:
+        revs = _adopt(ts)
+        if not ts.online():
+            raise TierVaultError("no tier of the vault could be reached")
+        cfg = read_config(ts)
+        open_key(ts, passphrase)
+        if take_over:
+            ts._raise(ts.online())
+            ts.end_session()
+        import secrets
+
+        inst.config.vault_id = cfg.id
+        inst.config.installation_id = inst.config.installation_id or secrets.token_hex(8)
+        inst.save()
+        return {"vault_id": cfg.id, "home": str(home), "take_over": take_over,
+                "revisions": revs, "tiers": [{"url": t.name, "state": t.state,
+                                              "revision": t.revision} for t in ts.tiers]}
+    finally:
+        ts.close()
+        inst.close()
+
+
+def _adopt(ts: TierSet) -> dict[str, int | None]:
+    """Take each reachable tier's revision as the one expected."""
+    revs: dict[str, int | None] = {}
+    for t in ts.tiers:
+        rev = ts._read_rev(t)
+        revs[t.name] = rev
+        t.record.intended = None
+        t.record.missed = False
+        if rev is not None:
+            t.record.revision = rev
+            t.revision = rev
+    ts._classify()
+    ts._save_records()
+    return revs
+
+
+def tier_status(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
+    """Per tier: url, state, revision, expected revision, last online, sync progress."""
+    ts = build_tierset(inst, progress, read_only=True)
+    try:
+        ts.connect()
+        return [_tier_json(ts, t) for t in ts.tiers]
+    finally:
+        ts.close()
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat()
+
+
+def _tier_json(ts: TierSet, t: Any) -> dict[str, Any]:
+    r = t.record
+    sync = None
+    if r.sync_total is not None and t.state != ONLINE:
+        done = r.sync_done or 0
+        sync = {"bytes_done": done, "bytes_total": r.sync_total,
+                "percent": round(100.0 * done / r.sync_total, 1) if r.sync_total else 100.0}
+    return {"url": t.name, "state": t.state, "revision": t.revision if t.state != OFFLINE
+            else None, "expected_revision": r.revision, "max_revision": ts.max_revision,
+            "missed_writes": r.missed, "last_online": _iso(r.last_online),
+            "offline_since": _iso(r.first_offline) if t.state == OFFLINE else None,
+            "error": t.error if t.state == OFFLINE else None, "sync": sync}
+
+
+def sync_now(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
+    """Synchronize every reachable stale tier in the foreground."""
+    inst.lock()
+    ts = build_tierset(inst, progress)
+    try:
+        ts.connect()
+        results = run_sync(ts, progress, inst.workers())
+        return [dict(_result_json(r), **_tier_json(ts, t))
+                for t in ts.tiers for r in results if r.tier == t.name] + \
+            [dict(_tier_json(ts, t), completed=None) for t in ts.tiers
+             if t.name not in {r.tier for r in results}]
+    finally:
+        ts.close()
+
+
+def run_sync(ts: TierSet, progress: Progress, workers: int = 4) -> list[SyncResult]:
+    """Synchronize stale tiers, reporting per-tier progress."""
+    last: dict[str, int] = {}
+
+    def report(t: Any, done: int, total: int) -> None:
+        pct = int(100 * done / total) if total else 100
+        if last.get(t.name, -1) // 10 != pct // 10:
+            last[t.name] = pct
+            progress.status(f"sync {t.name}: {pct}% ({done} of {total} bytes)")
+
+    stale = ts.stale()
+    results = sync_all(ts, report, workers=workers)
+    for r in results:
+        if r.completed:
+            progress.info(f"tier {r.tier} is synchronized ({r.files_copied} files copied, "
+                          f"{r.files_removed} removed)")
+        else:
+            progress.info(f"tier {r.tier} could not be synchronized: {r.error}")
+    _ = stale
+    return results
+
+
+def _result_json(r: SyncResult) -> dict[str, Any]:
+    return {"completed": r.completed, "files_copied": r.files_copied,
+            "bytes_copied": r.bytes_copied, "files_removed": r.files_removed,
+            "sync_error": r.error}
+
+
+def tier_add(inst: Installation, url: str, progress: Progress) -> dict[str, Any]:
+    """Add a tier: created empty at revision 0 and filled by synchronization."""
+    parse_url(url)
+    if tier_key(url) in {tier_key(u) for u in inst.config.tiers}:
+        raise UsageError(f"{redact(url)} is already a tier of this vault")
+    inst.lock()
+    inst.config.tiers.append(url)
+    ts = build_tierset(inst, progress)
+    try:
+        new = ts.tiers[-1]
+        new.record.revision = 0
+        new.record.missed = False
+        inst.db.save_tier(new.record)
+        new.backend.create()
+        inst.save()
+        return {"url": new.name, "added": True}
+    finally:
+        ts.close()
+
+
+def tier_remove(inst: Installation, url: str) -> dict[str, Any]:
+    """Stop using a tier (its files are left where they are)."""
+    keys = [tier_key(u) for u in inst.config.tiers]
+    key = tier_key(url)
+    if key not in keys:
+        raise UsageError(f"{redact(url)} is not a tier of this vault "
+                         f"(tiers: {', '.join(keys)})")
+    if len(keys) == 1:
+        raise UsageError("cannot remove the only tier of the vault")
+    inst.lock()
+    idx = keys.index(key)
+    removed = inst.config.tiers.pop(idx)
+    inst.save()
+    inst.db.remove_tier(tier_key(removed))
+    return {"url": redact(removed), "removed": True}

@@ -1,0 +1,1 @@
+"""The tier set: one backend made of ordered tiers, applying SPEC §2-§6."""

@@ -1,0 +1,158 @@
+"""Synchronization (SPEC §5): bring a stale tier level with an online one.
+
+Copy what is missing or differs, in dependency order (config and keys, then
+packs, then the indexes naming them, then the snapshots needing those), then
+remove what the source no longer has, newest kinds first. The target is a
+valid vault at every moment; an interrupted sync resumes by copying only what
+is still missing. Any write aborts it. Afterwards the target's revision is set
+explicitly to the max revision and it is marked online.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import blake3
+
+from tiervault.errors import BackendError, IntegrityError, NotFoundError, TierVaultError
+from tiervault.storage.base import MUTABLE, FileInfo, FileType, Handle
+from tiervault.tiers.tier import ONLINE, SYNCING, UNSYNCHRONIZED, Tier
+from tiervault.tiers.tierset import TierSet
+
+COPY_ORDER = [FileType.CONFIG, FileType.KEY, FileType.PACK, FileType.INDEX, FileType.SNAPSHOT]
+REMOVE_ORDER = [FileType.SNAPSHOT, FileType.INDEX, FileType.PACK, FileType.KEY]
+
+
+@dataclass
+class SyncResult:
+    """What one tier's synchronization did."""
+
+    tier: str
+    completed: bool
+    files_copied: int = 0
+    bytes_copied: int = 0
+    files_removed: int = 0
+    error: str | None = None
+
+
+class SyncAborted(TierVaultError):
+    """A write started: synchronization stops and resumes later."""
+
+
+ProgressFn = Callable[[Tier, int, int], None]
+
+
+def _differs(src: Tier, dst: Tier, fi: FileInfo, theirs: FileInfo | None) -> bool:
+    if theirs is None:
+        return True
+    if fi.handle.type in MUTABLE:
+        try:
+            return bool(src.backend.load(fi.handle) != dst.backend.load(fi.handle))
+        except NotFoundError:
+            return True
+    return theirs.size != fi.size  # immutable files are named by their content
+
+
+def _verified_copy(src: Tier, dst: Tier, h: Handle) -> int:
+    data = src.backend.load(h)
+    if h.type not in MUTABLE and blake3.blake3(data, max_threads=1).hexdigest() != h.name:
+        raise IntegrityError(f"{h} on {src.name} is damaged (content does not match its name)")
+    dst.backend.save(h, data)
+    return len(data)
+
+
+def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
+              workers: int = 4) -> SyncResult:
+    """Synchronize ``dst`` from the first online tier of ``ts``."""
+    sources = ts.online()
+    res = SyncResult(dst.name, False)
+    if not sources:
+        res.error = "no online tier at the max revision to copy from"
+        return res
+    src = sources[0]
+    abort = ts.abort_sync
+    abort.clear()
+    dst.state = SYNCING
+    top = ts.max_revision
+    try:
+        plan: list[tuple[FileType, list[FileInfo]]] = []
+        extra: dict[FileType, list[Handle]] = {}
+        for t in COPY_ORDER:
+            mine = {fi.handle: fi for fi in src.backend.list(t)}
+            theirs = {fi.handle: fi for fi in dst.backend.list(t)}
+            todo = [fi for h, fi in mine.items() if _differs(src, dst, fi, theirs.get(h))]
+            plan.append((t, todo))
+            extra[t] = [h for h in theirs if h not in mine]
+        total = sum(fi.size for _, fis in plan for fi in fis)
+        done = 0
+        lock = threading.Lock()
+        dst.record.sync_total, dst.record.sync_done = total, 0
+        ts.db.save_tier(dst.record)
+
+        def copy(fi: FileInfo) -> None:
+            nonlocal done
+            if abort.is_set():
+                raise SyncAborted("synchronization aborted by a write")
+            n = _verified_copy(src, dst, fi.handle)
+            with lock:
+                done += n
+                res.files_copied += 1
+                res.bytes_copied += n
+                if progress is not None:
+                    progress(dst, done, total)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="sync") as ex:
+            for _t, fis in plan:
+                # Each kind completes before the next starts: dependency order.
+                for f in [ex.submit(copy, fi) for fi in fis]:
+                    f.result()
+                dst.record.sync_done = done
+                ts.db.save_tier(dst.record)
+        for t in REMOVE_ORDER:
+            for h in extra.get(t, []):
+                if abort.is_set():
+                    raise SyncAborted("synchronization aborted by a write")
+                try:
+                    dst.backend.remove(h)
+                except NotFoundError:
+                    pass
+                res.files_removed += 1
+        if abort.is_set():
+            raise SyncAborted("synchronization aborted by a write")
+        with ts._raise_lock:
+            dst.write_revision(top)
+            dst.record.revision = top
+            dst.record.missed = False
+            dst.record.intended = None
+            dst.record.sync_done = dst.record.sync_total = None
+            dst.mark_online()
+            ts.db.save_tier(dst.record)
+        res.completed = True
+    except SyncAborted as e:
+        dst.state = UNSYNCHRONIZED
+        res.error = str(e)
+    except (BackendError, IntegrityError) as e:
+        dst.state = UNSYNCHRONIZED if dst.state == SYNCING else dst.state
+        res.error = str(e)
+    finally:
+        if dst.state == SYNCING:
+            dst.state = UNSYNCHRONIZED
+        dst.record.state = dst.state
+        ts.db.save_tier(dst.record)
+    return res
+
+
+def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True,
+             workers: int = 4) -> list[SyncResult]:
+    """Probe offline tiers, then synchronize every reachable stale tier."""
+    if probe:
+        for t in ts.tiers:
+            if t.state not in (ONLINE, UNSYNCHRONIZED):
+                ts.reconnect(t)
+    results = []
+    for t in ts.stale():
+        results.append(sync_tier(ts, t, progress, workers))
+    return results

@@ -1,0 +1,409 @@
+"""The tier set (SPEC §2-§6): ordered tiers that look like one backend.
+
+- Reads come from the first online tier and fall through to the next on a
+  transport failure, a missing file, or data that fails authentication.
+- Writes go to every online tier concurrently and complete once at least one
+  tier took them; tiers that failed become offline and are recorded (durably,
+  at once) as having missed writes. With no tier online, a write waits,
+  probing, until one comes online (``wait_timeout`` bounds the wait).
+- Revisions: at the first write of a session every online tier is raised to
+  max+1; when a tier drops out, the remaining ones are raised again, so a tier
+  at the max revision has received every write. Raises are recorded in the
+  state database before they are written (crash-safe).
+- Every connect compares each tier's revision with the one recorded: a
+  difference means another installation wrote to the vault.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from tiervault.errors import (
+    BackendError,
+    IntegrityError,
+    NotFoundError,
+    PermanentError,
+    SecondInstallationError,
+    TierVaultError,
+    TransientError,
+    WaitTimeoutError,
+)
+from tiervault.state.db import StateDB
+from tiervault.storage.base import Backend, FileInfo, FileType, Handle
+from tiervault.tiers.tier import OFFLINE, ONLINE, SYNCING, UNSYNCHRONIZED, Tier
+
+T = TypeVar("T")
+Notify = Callable[[str], None]
+
+
+class TierSet(Backend):
+    """Ordered tiers behaving as one backend; see the module docstring."""
+
+    def __init__(self, tiers: list[Tier], db: StateDB, vault_name: str = "",
+                 wait_timeout: float | None = None, probe_interval: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 notify: Notify | None = None, read_only: bool = False,
+                 probe_backend: Callable[[Tier], Backend] | None = None) -> None:
+        if not tiers:
+            raise TierVaultError("no tiers configured")
+        self.tiers = tiers
+        self.db = db
+        self.vault_name = vault_name
+        self.location = ", ".join(t.name for t in tiers)
+        self.wait_timeout = wait_timeout
+        self.probe_interval = probe_interval
+        self.clock = clock
+        self.sleep = sleep
+        self.notify = notify or (lambda _m: None)
+        self.read_only = read_only
+        # A single-attempt view of a tier for probing while waiting.
+        self.probe_backend = probe_backend or (lambda t: t.backend)
+        self.abort_sync = threading.Event()
+        self._lock = threading.RLock()
+        self._raise_lock = threading.Lock()
+        self._session = False
+        self._unconfirmed: set[str] = set()
+        self._confirmed: set[str] = set()
+        self._pool = ThreadPoolExecutor(max(2, 3 * len(tiers)), thread_name_prefix="tier")
+        self.damaged: list[tuple[str, str]] = []  # (tier, file) that failed authentication
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def max_revision(self) -> int:
+        """The highest revision the installation knows for any tier."""
+        return max(t.record.revision for t in self.tiers)
+
+    def online(self) -> builtins.list[Tier]:
+        """Online tiers in read order."""
+        return [t for t in self.tiers if t.state == ONLINE]
+
+    def _save_records(self, tiers: list[Tier] | None = None) -> None:
+        for t in tiers or self.tiers:
+            t.record.state = t.state
+        self.db.save_tiers([t.record for t in tiers or self.tiers])
+
+    def _go_offline(self, t: Tier, e: BaseException) -> None:
+        if t.state != OFFLINE or t.error is None:
+            self.notify(f"tier {t.name} is offline: {e}")
+        t.state = OFFLINE
+        t.error = str(e)
+        if t.record.first_offline is None:
+            t.record.first_offline = time.time()
+
+    # -- connecting ----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Read every tier's revision, detect other installations, classify tiers.
+
+        Nothing is written before every reachable tier passed the second
+        installation check; then pending raises of a crashed run are finished.
+        """
+        revs = list(self._pool.map(self._read_rev, self.tiers))
+        for t, rev in zip(self.tiers, revs, strict=True):
+            if rev is not None:
+                self._check_revision(t, rev)
+        for t, rev in zip(self.tiers, revs, strict=True):
+            if rev is not None:
+                t.revision = rev
+        self._classify()
+        self._save_records()
+        self._finish_pending_raise()
+
+    def _read_rev(self, t: Tier, backend: Backend | None = None) -> int | None:
+        """The tier's revision (0 if it has none yet); None if unreachable."""
+        try:
+            b = backend or t.backend
+            raw = b.load(Handle(FileType.REVISION))
+            from tiervault.tiers.tier import parse_revision
+
+            return parse_revision(raw, t.name)
+        except NotFoundError:
+            return 0
+        except (BackendError, IntegrityError) as e:
+            self._go_offline(t, e)
+            return None
+
+    def _check_revision(self, t: Tier, rev: int) -> None:
+        rec = t.record
+        if rec.intended is not None:
+            # A raise was in flight when we stopped: either value is consistent.
+            if rev == rec.intended:
+                rec.revision = rev
+            if rev in (rec.intended, rec.revision):
+                rec.intended = None
+        if rev == rec.revision:
+            return
+        never_seen = rec.last_online is None and rec.revision == 0
+        if never_seen and rev <= self.max_revision:
+            rec.revision = rev  # a tier added with older content: sync brings it level
+            return
+        if rev == 0 and rec.revision > 0 and self._is_empty(t):
+            rec.revision = 0  # an empty replacement (new disk): refilled by sync
+            rec.missed = True
+            return
+        raise SecondInstallationError(
+            f"another installation has written to vault {self.vault_name} on {t.name} "
+            f"(tier revision {rev}, this installation expected {rec.revision}); nothing was "
+            f"written. If this computer replaces the other one, run 'tiervault attach "
+            f"{' '.join(x.name for x in self.tiers)} --take-over'")
+
+    def _is_empty(self, t: Tier) -> bool:
+        try:
+            t.backend.stat(Handle(FileType.CONFIG))
+            return False
+        except NotFoundError:
+            return True
+        except BackendError:
+            return False
+
+    def _classify(self) -> None:
+        top = self.max_revision
+        for t in self.tiers:
+            if t.revision is None or (t.state == OFFLINE and t.error is not None \
+                    and t.revision is None):
+                continue
+            if t.record.missed or t.record.revision < top:
+                t.state = UNSYNCHRONIZED
+            else:
+                t.mark_online()
+
+    def _finish_pending_raise(self) -> None:
+        """A tier recorded as having missed writes must end below the max."""
+        top = self.max_revision
+        behind = [t for t in self.tiers if t.record.missed and t.record.revision == top]
+        if behind and self.online() and not self.read_only:
+            self._raise(self.online())
+
+    def reconnect(self, t: Tier, backend: Backend | None = None) -> bool:
+        """Probe an offline tier; True if it is now online."""
+        rev = self._read_rev(t, backend)
+        if rev is None:
+            return False
+        with self._lock:
+            self._check_revision(t, rev)
+            t.revision = rev
+            t.error = None
+            if t.record.missed or t.record.revision < self.max_revision:
+                t.state = UNSYNCHRONIZED
+                self.notify(f"tier {t.name} is back but behind (revision {rev} < "
+                            f"{self.max_revision}): it will be synchronized")
+            else:
+                t.mark_online()
+                if self._session:
+                    # Rejoining during a session: raised with the others first.
+                    self._raise(self.online())
+            self._save_records([t])
+        return t.state == ONLINE
+
+    # -- revisions -------------------------------------------------------------------------
+
+    def _raise(self, tiers: list[Tier]) -> None:
+        """Raise ``tiers`` to max+1, recorded durably before it is written."""
+        with self._raise_lock:
+            new = self.max_revision + 1
+            for t in tiers:
+                t.record.intended = new
+            self.db.save_tiers([t.record for t in tiers])
+
+            def one(t: Tier) -> BaseException | None:
+                try:
+                    t.write_revision(new)
+                    return None
+                except BackendError as e:
+                    return e
+
+            for t, err in zip(tiers, self._pool.map(one, tiers), strict=True):
+                t.record.intended = None
+                if err is None:
+                    t.record.revision = new
+                else:
+                    self._go_offline(t, err)
+            self._save_records(tiers)
+
+    def _begin_write(self) -> None:
+        if self.read_only:
+            raise TierVaultError("this installation is read-only; it never writes to the vault")
+        self.abort_sync.set()
+        with self._lock:
+            if self._session:
+                return
+            if not self.online():
+                self.wait_for_online()
+            self._raise(self.online())
+            while not self.online():
+                self.wait_for_online()
+                self._raise(self.online())
+            self._session = True
+
+    def wait_for_online(self) -> None:
+        """Probe offline tiers until one is online; WaitTimeoutError past the bound."""
+        start = self.clock()
+        last_msg = -1e9
+        while True:
+            for t in self.tiers:
+                if t.state == OFFLINE and self.reconnect(t, self.probe_backend(t)):
+                    return
+            now = self.clock()
+            if self.wait_timeout is not None and now - start >= self.wait_timeout:
+                raise WaitTimeoutError(
+                    f"no tier of vault {self.vault_name} came online within "
+                    f"{self.wait_timeout:g} s ({self._why_waiting()})")
+            if now - last_msg >= 30 or last_msg < 0:
+                self.notify(f"waiting for a tier to come online: {self._why_waiting()}")
+                last_msg = now
+            self.sleep(self.probe_interval)
+
+    def _why_waiting(self) -> str:
+        parts = []
+        for t in self.tiers:
+            why = t.error or t.state
+            if t.state == UNSYNCHRONIZED:
+                why = "behind, needs a tier at the max revision to sync from"
+            parts.append(f"{t.name}: {why}")
+        return "; ".join(parts)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[Tier], None], missing_ok: bool = False) -> None:
+        self._begin_write()
+        while True:
+            targets = self.online()
+            if not targets:
+                with self._lock:
+                    self.wait_for_online()
+                continue
+            results = list(self._pool.map(lambda t: _attempt(fn, t, missing_ok), targets))
+            ok = [t for t, e in zip(targets, results, strict=True) if e is None]
+            failed = [(t, e) for t, e in zip(targets, results, strict=True) if e is not None]
+            with self._lock:
+                for t, e in failed:
+                    if t.state == ONLINE:
+                        self._go_offline(t, e)
+                    if not t.record.missed:
+                        t.record.missed = True
+                        self._unconfirmed.add(t.url)
+                if failed:
+                    self._save_records([t for t, _ in failed])
+                if ok:
+                    self._after_success(ok)
+                    return
+                if all(isinstance(e, NotFoundError) for _, e in failed):
+                    raise failed[0][1]
+                # Nobody took this write, so nobody missed it: undo the marks.
+                for t, _ in failed:
+                    if t.url in self._unconfirmed and t.url not in self._confirmed:
+                        t.record.missed = False
+                        self._unconfirmed.discard(t.url)
+                self._save_records([t for t, _ in failed])
+
+    def _after_success(self, ok: list[Tier]) -> None:
+        got = {t.url for t in ok}
+        newly_behind = []
+        for t in self.tiers:
+            if t.url in got:
+                continue
+            if not t.record.missed:
+                t.record.missed = True
+            if t.url not in self._confirmed:
+                self._confirmed.add(t.url)
+                self._unconfirmed.discard(t.url)
+                newly_behind.append(t)
+        if newly_behind:
+            self._save_records(newly_behind)
+            top = self.max_revision
+            if any(t.record.revision == top for t in newly_behind):
+                # A tier dropped out: raise the others so it ends below the max.
+                self._raise(self.online())
+
+    def create(self) -> None:
+        """Create the vault root on every reachable tier."""
+        for t in self.tiers:
+            try:
+                t.backend.create()
+            except BackendError as e:
+                self._go_offline(t, e)
+
+    def save(self, h: Handle, data: bytes) -> None:
+        self._write(lambda t: t.backend.save(h, data))
+
+    def remove(self, h: Handle) -> None:
+        self._write(lambda t: t.backend.remove(h), missing_ok=True)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read(self, fn: Callable[[Tier], T], what: str) -> T:
+        last: BaseException | None = None
+        for _round in range(2):
+            for t in self.online():
+                try:
+                    return fn(t)
+                except TransientError as e:
+                    self._go_offline(t, e)
+                    self._save_records([t])
+                    last = e
+                except IntegrityError as e:
+                    self.damaged.append((t.name, what))
+                    self.notify(f"{what} on {t.name} is damaged; reading it from the next tier")
+                    last = e
+                except (NotFoundError, PermanentError) as e:
+                    last = e
+            if last is not None:
+                raise last
+            self.wait_for_online()
+        raise last or TierVaultError("no tier could serve the read")
+
+    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        return self._read(lambda t: t.backend.load(h, offset, length), str(h))
+
+    def load_verified(self, h: Handle, decode: Callable[[bytes], T], offset: int = 0,
+                      length: int | None = None) -> T:
+        return self._read(lambda t: decode(t.backend.load(h, offset, length)), str(h))
+
+    def stat(self, h: Handle) -> FileInfo:
+        return self._read(lambda t: t.backend.stat(h), str(h))
+
+    def list(self, t: FileType) -> Iterator[FileInfo]:
+        return iter(self._read(lambda tier: list(tier.backend.list(t)), t.value))
+
+    def probe(self) -> None:
+        if not self.online():
+            self.wait_for_online()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def end_session(self) -> None:
+        """The writing session is over (the next write starts a new one)."""
+        with self._lock:
+            self._session = False
+            self._unconfirmed.clear()
+            self._confirmed.clear()
+            self._save_records()
+
+    def close(self) -> None:
+        for t in self.tiers:
+            try:
+                t.backend.close()
+            except Exception:  # closing must never mask the real outcome
+                pass
+        self._pool.shutdown(wait=False)
+
+    def stale(self) -> builtins.list[Tier]:
+        """Reachable tiers below the max revision (to be synchronized)."""
+        return [t for t in self.tiers if t.state in (UNSYNCHRONIZED, SYNCING)]
+
+
+def _attempt(fn: Callable[[Tier], None], t: Tier, missing_ok: bool) -> BaseException | None:
+    try:
+        fn(t)
+        return None
+    except NotFoundError as e:
+        return None if missing_ok else e
+    except BackendError as e:
+        return e
