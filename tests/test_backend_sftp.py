@@ -108,6 +108,18 @@ def test_host_key_of_other_port_does_not_count(sshd: SshdProcess, tmp_path: Path
     _raises(PermanentError, b.probe)
 
 
+def test_hashed_known_hosts_entry(sshd: SshdProcess, tmp_path: Path) -> None:
+    # HashKnownHosts (Debian's default for ~/.ssh/known_hosts) stores names hashed.
+    from paramiko.hostkeys import HostKeys
+
+    kh = tmp_path / "known_hosts"
+    name, rest = sshd.known_hosts.read_text().split(" ", 1)
+    kh.write_text(f"{HostKeys.hash_host(name)} {rest}")
+    b = SftpBackend(**{**sshd.backend_args(tmp_path), "known_hosts": str(kh)})
+    b.probe()
+    b.close()
+
+
 def test_missing_known_hosts_file(sshd: SshdProcess, tmp_path: Path) -> None:
     b = SftpBackend(**{**sshd.backend_args(tmp_path), "known_hosts": str(tmp_path / "nope")})
     assert "ssh-keyscan" in str(_raises(PermanentError, b.probe))
@@ -119,12 +131,32 @@ def test_missing_known_hosts_file(sshd: SshdProcess, tmp_path: Path) -> None:
 def test_wrong_key_is_permanent(sshd: SshdProcess, tmp_path: Path) -> None:
     write_keypair(tmp_path / "stranger")
     b = SftpBackend(**{**sshd.backend_args(tmp_path), "key_file": str(tmp_path / "stranger")})
-    assert "authentication failed" in str(_raises(PermanentError, b.probe))
+    assert "authentication as" in str(_raises(PermanentError, b.probe))
 
 
 def test_missing_key_file_is_permanent(sshd: SshdProcess, tmp_path: Path) -> None:
     b = SftpBackend(**{**sshd.backend_args(tmp_path), "key_file": str(tmp_path / "nokey")})
     _raises(PermanentError, b.probe)
+
+
+def test_encrypted_key_unlocked_by_password(sshd: SshdProcess, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "enc").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(b"key-pass")))
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                        serialization.PublicFormat.OpenSSH).decode()
+    with sshd.authorized_keys.open("a") as f:
+        f.write(pub + "\n")
+    args = {**sshd.backend_args(tmp_path), "key_file": str(tmp_path / "enc")}
+    e = _raises(PermanentError, SftpBackend(**args).probe)
+    assert "key file" in str(e)
+    b = SftpBackend(**args, password="key-pass")
+    b.probe()
+    b.close()
 
 
 @pytest.fixture
@@ -153,7 +185,7 @@ def test_password_auth(pw_server: PasswordSftpServer) -> None:
 
 def test_wrong_password_is_permanent(pw_server: PasswordSftpServer) -> None:
     b = _pw_backend(pw_server, "not-" + pw_server.password)
-    assert "authentication failed" in str(_raises(PermanentError, b.probe))
+    assert "authentication as" in str(_raises(PermanentError, b.probe))
 
 
 def test_password_never_shown(pw_server: PasswordSftpServer, tmp_path: Path) -> None:
@@ -235,8 +267,9 @@ def test_restart_between_operations_is_invisible(own_sshd: SshdProcess, tmp_path
     b.close()
 
 
-def test_stalled_server_times_out(own_sshd: SshdProcess, tmp_path: Path) -> None:
-    b = SftpBackend(**own_sshd.backend_args(tmp_path / "vault"), timeout=1)
+@pytest.mark.parametrize("operation", ["load", "save", "list"])
+def test_stalled_server_times_out(own_sshd: SshdProcess, tmp_path: Path, operation: str) -> None:
+    b = SftpBackend(**own_sshd.backend_args(tmp_path / "vault"), timeout=1.5)
     b.create()
     h = Handle(FileType.INDEX, "ab")
     b.save(h, b"x")
@@ -247,13 +280,19 @@ def test_stalled_server_times_out(own_sshd: SshdProcess, tmp_path: Path) -> None
         os.kill(pid, signal.SIGSTOP)
     try:
         t0 = time.monotonic()
-        e = _raises(TransientError, b.load, h)
+        if operation == "load":
+            e = _raises(TransientError, b.load, h)
+        elif operation == "save":
+            e = _raises(TransientError, b.save, Handle(FileType.INDEX, "cd"), b"y" * 100_000)
+        else:
+            e = _raises(TransientError, lambda: list(b.list(FileType.INDEX)))
         assert "did not answer" in str(e)
-        assert time.monotonic() - t0 < 4
+        assert time.monotonic() - t0 < 2.9  # one timeout, no second wait while cleaning up
+        # The stalled session was dropped: a new connection works meanwhile.
+        assert b.load(h) == b"x"
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
-    assert b.load(h) == b"x"  # a new connection; the stalled one was dropped
     b.close()
 
 
@@ -291,6 +330,7 @@ def test_location_and_layout(sshd: SshdProcess, tmp_path: Path) -> None:
     b = SftpBackend(**sshd.backend_args(tmp_path / "v"))
     assert b.location == f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{tmp_path}/v"
     assert SftpBackend("h", path="rel/dir", user="u").location == "sftp://u@h:22/~/rel/dir"
+    assert SftpBackend("h", path="~/rel/", user="u").location == "sftp://u@h:22/~/rel"
     assert SftpBackend("::1", 2222, user="u", path="/x").location == "sftp://u@[::1]:2222/x"
     b.create()
     assert sorted(os.listdir(tmp_path / "v")) == ["data", "index", "keys", "snapshots"]
@@ -318,6 +358,16 @@ def test_failed_save_leaves_no_temp_file(backend: SftpBackend, tmp_path: Path) -
     _raises(PermanentError, backend.save, Handle(FileType.INDEX, "ab"), b"x")
     assert os.listdir(tmp_path / "vault" / "index") == ["ab"]
     backend.save(Handle(FileType.INDEX, "cd"), b"y")  # the session is still usable
+
+
+def test_list_many_pack_dirs(backend: SftpBackend) -> None:
+    # Enough data/xx directories for list() to spread them over connections.
+    saved = {Handle(FileType.PACK, f"{i:02x}" * 32) for i in range(0, 256, 5)}
+    for h in saved:
+        backend.save(h, h.name.encode())
+    listed = list(backend.list(FileType.PACK))
+    assert {fi.handle for fi in listed} == saved
+    assert all(fi.size == 64 for fi in listed)
 
 
 def test_close_then_reuse(backend: SftpBackend) -> None:

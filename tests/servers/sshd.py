@@ -30,6 +30,13 @@ from types import TracebackType
 from typing import Any
 
 import paramiko
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_SUCCEEDED,
+)
+from paramiko.sftp import SFTP_FAILURE, SFTP_OK, SFTP_OP_UNSUPPORTED
 
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
@@ -178,13 +185,10 @@ class SshdProcess:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         except OSError:
             pass  # not root: sshd then runs without privilege separation
-        log = open(self.log, "ab")
-        try:
+        with open(self.log, "ab") as log:
             self._proc = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self.config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        finally:
-            log.close()
         try:
             _wait_port(self.port, lambda: self.running)
         except RuntimeError as e:
@@ -250,14 +254,14 @@ class _LocalHandle(paramiko.SFTPHandle):
         try:
             return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
         except OSError as e:
-            return paramiko.SFTPServer.convert_errno(e.errno)
+            return paramiko.SFTPServer.convert_errno(e.errno or 0)
 
     def chattr(self, attr: paramiko.SFTPAttributes) -> int:
         try:
             paramiko.SFTPServer.set_file_attr(self.path, attr)
         except OSError as e:
-            return paramiko.SFTPServer.convert_errno(e.errno)
-        return paramiko.SFTP_OK
+            return paramiko.SFTPServer.convert_errno(e.errno or 0)
+        return SFTP_OK
 
 
 class _LocalSftp(paramiko.SFTPServerInterface):
@@ -279,8 +283,8 @@ class _LocalSftp(paramiko.SFTPServerInterface):
         try:
             fn(*args)
         except OSError as e:
-            return paramiko.SFTPServer.convert_errno(e.errno)
-        return paramiko.SFTP_OK
+            return paramiko.SFTPServer.convert_errno(e.errno or 0)
+        return SFTP_OK
 
     def open(self, path: str, flags: int, attr: paramiko.SFTPAttributes) -> Any:
         real = self._real(path)
@@ -288,7 +292,7 @@ class _LocalSftp(paramiko.SFTPServerInterface):
         try:
             fd = os.open(real, flags | getattr(os, "O_BINARY", 0), mode & 0o7777)
         except OSError as e:
-            return paramiko.SFTPServer.convert_errno(e.errno)
+            return paramiko.SFTPServer.convert_errno(e.errno or 0)
         fmode = "r+b" if flags & (os.O_WRONLY | os.O_RDWR) else "rb"
         if flags & os.O_WRONLY and not flags & os.O_RDWR:
             fmode = "wb" if not flags & os.O_APPEND else "ab"
@@ -304,19 +308,19 @@ class _LocalSftp(paramiko.SFTPServerInterface):
                 out.append(a)
             return out
         except OSError as e:
-            return paramiko.SFTPServer.convert_errno(e.errno)
+            return paramiko.SFTPServer.convert_errno(e.errno or 0)
 
     def stat(self, path: str) -> Any:
         try:
             return paramiko.SFTPAttributes.from_stat(os.stat(self._real(path)))
         except OSError as e:
-            return paramiko.SFTPServer.convert_errno(e.errno)
+            return paramiko.SFTPServer.convert_errno(e.errno or 0)
 
     def lstat(self, path: str) -> Any:
         try:
             return paramiko.SFTPAttributes.from_stat(os.lstat(self._real(path)))
         except OSError as e:
-            return paramiko.SFTPServer.convert_errno(e.errno)
+            return paramiko.SFTPServer.convert_errno(e.errno or 0)
 
     def remove(self, path: str) -> int:
         return self._call(os.remove, self._real(path))
@@ -324,12 +328,12 @@ class _LocalSftp(paramiko.SFTPServerInterface):
     def rename(self, oldpath: str, newpath: str) -> int:
         # SFTP v3 semantics: never replace an existing file.
         if os.path.lexists(self._real(newpath)):
-            return paramiko.SFTP_FAILURE
+            return SFTP_FAILURE
         return self._call(os.rename, self._real(oldpath), self._real(newpath))
 
     def posix_rename(self, oldpath: str, newpath: str) -> int:
         if not self.posix:
-            return paramiko.SFTP_OP_UNSUPPORTED
+            return SFTP_OP_UNSUPPORTED
         return self._call(os.replace, self._real(oldpath), self._real(newpath))
 
     def mkdir(self, path: str, attr: paramiko.SFTPAttributes) -> int:
@@ -353,13 +357,13 @@ class _PasswordAuth(paramiko.ServerInterface):
 
     def check_auth_password(self, username: str, password: str) -> int:
         if username == self.user and password == self.password:
-            return paramiko.AUTH_SUCCESSFUL
-        return paramiko.AUTH_FAILED
+            return AUTH_SUCCESSFUL
+        return AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
-            return paramiko.OPEN_SUCCEEDED
-        return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+            return OPEN_SUCCEEDED
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
 
 class PasswordSftpServer:

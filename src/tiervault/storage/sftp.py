@@ -25,6 +25,8 @@ import stat as stat_mod
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar, cast
 
 import paramiko
@@ -61,6 +63,8 @@ _KEEPALIVE = 30
 # servers and middleboxes drop idle connections silently, and a fresh connect
 # is cheaper than waiting for a timeout on a dead one.
 _MAX_IDLE = 300.0
+# Directories listed per session before list() spreads over more connections.
+_DIRS_PER_SESSION = 8
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 
@@ -92,11 +96,15 @@ class _Session:
         self.gen = gen
         self.last_used = time.monotonic()
         self.reused = False
+        # Set when a reply may still be outstanding (e.g. after a timeout): the
+        # session is out of step with the server and must not be reused.
+        self.broken = False
 
     def alive(self) -> bool:
         transport = self.client.get_transport()
         return (
-            transport is not None
+            not self.broken
+            and transport is not None
             and transport.is_active()
             and not self.sftp.get_channel().closed  # type: ignore[union-attr]
         )
@@ -155,11 +163,14 @@ class SftpBackend(Backend):
         self._known_hosts_given = known_hosts is not None
         self.known_hosts = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
         self.timeout = timeout
+        if path == "~" or path.startswith("~/"):
+            path = path[2:] or "."  # SFTP does not expand "~": the login dir is the default
         self.root = path.rstrip("/") or ("/" if path.startswith("/") else ".")
         self.location = _location(self.user, host, port, self.root)
 
         self._key: paramiko.PKey | None = None
         self._lock = threading.Lock()
+        self._connections = connections
         self._slots = threading.BoundedSemaphore(connections)
         self._idle: list[_Session] = []
         self._gen = 0
@@ -175,27 +186,26 @@ class SftpBackend(Backend):
             text = text.replace(self._password, "***")
         return text
 
-    def _err(self, cls: type[BackendError], msg: str, cause: BaseException | None = None
-             ) -> BackendError:
-        """Build ``cls(msg)`` with the password scrubbed, chained to a safe cause."""
-        err = cls(self._scrub(msg))
-        if cause is not None and not (self._password and self._password in str(cause)):
-            err.__cause__ = cause
-        err.__suppress_context__ = True
-        return err
+    def _err(self, cls: type[BackendError], msg: str) -> BackendError:
+        """Build ``cls(msg)`` with the password scrubbed from the message."""
+        return cls(self._scrub(msg))
 
-    def _connect_error(self, e: BaseException) -> BackendError:
-        where = f"{self.location}"
+    def _safe(self, cause: BaseException) -> BaseException | None:
+        """``cause`` if chaining it cannot show the password, else None."""
+        if self._password and self._password in str(cause):
+            return None
+        return cause
+
+    def _connect_error(self, e: Exception) -> BackendError:
+        where = self.location
         kh = self.known_hosts
         add = f"ssh-keyscan -p {self.port} {self.host} >> {kh}"
-        if isinstance(e, BackendError):
-            return e
         if isinstance(e, _UnknownHostKey):
             return self._err(
                 PermanentError,
                 f"{where}: the server's host key ({e.key.get_name()} {e.key.fingerprint}) "
                 f"is not in {kh}; after checking the fingerprint with the server's "
-                f"administrator, add it with: {add}", e)
+                f"administrator, add it with: {add}")
         if isinstance(e, paramiko.BadHostKeyException):
             return self._err(
                 PermanentError,
@@ -203,17 +213,17 @@ class SftpBackend(Backend):
                 f"{e.key.fingerprint}, {kh} expects {e.expected_key.fingerprint}); "
                 f"this may be an attack. If the change is legitimate, remove the old "
                 f"entry (ssh-keygen -R '[{self.host}]:{self.port}' -f {kh}) and add the "
-                f"new key with: {add}", e)
+                f"new key with: {add}")
         if isinstance(e, paramiko.AuthenticationException):
             return self._err(
                 PermanentError,
-                f"{where}: authentication failed ({_describe(e)}); check user, "
-                f"password and key file", e)
+                f"{where}: authentication as {self.user} failed; check user, "
+                f"password and key file")
         if isinstance(e, IncompatiblePeer):
-            return self._err(PermanentError, f"{where}: incompatible SSH server: {_describe(e)}", e)
+            return self._err(PermanentError, f"{where}: incompatible SSH server: {_describe(e)}")
         # Refused, unreachable, DNS failure, timeout, dropped during the handshake:
         # the server is not there right now.
-        return self._err(TransientError, f"{where}: cannot connect: {_describe(e)}", e)
+        return self._err(TransientError, f"{where}: cannot connect: {_describe(e)}")
 
     def _status_error(self, e: OSError, what: str, s: _Session) -> BackendError:
         """Translate an SFTP status reply (the connection itself is fine)."""
@@ -222,15 +232,16 @@ class SftpBackend(Backend):
                 s.sftp.stat(self.root)
             except FileNotFoundError:
                 return self._err(
-                    TransientError, f"{self.location}: vault directory is not there", e)
+                    TransientError, f"{self.location}: vault directory is not there")
             except Exception as e2:  # the connection died under us: not a definite answer
-                return self._err(TransientError, f"{what} on {self.location}: {_describe(e2)}", e2)
-            return self._err(NotFoundError, f"{what} not found on {self.location}", e)
+                s.broken = True
+                return self._err(TransientError, f"{what} on {self.location}: {_describe(e2)}")
+            return self._err(NotFoundError, f"{what} not found on {self.location}")
         if isinstance(e, PermissionError):
-            return self._err(PermanentError, f"{what} on {self.location}: permission denied", e)
+            return self._err(PermanentError, f"{what} on {self.location}: permission denied")
         # SFTP v3 folds disk full, quota exceeded and I/O errors into one
         # "Failure" status: all definite refusals from a server that is up.
-        return self._err(PermanentError, f"{what} on {self.location}: {_describe(e)}", e)
+        return self._err(PermanentError, f"{what} on {self.location}: {_describe(e)}")
 
     # ------------------------------------------------------------------- pool
 
@@ -242,16 +253,22 @@ class SftpBackend(Backend):
                 try:
                     try:
                         self._key = paramiko.PKey.from_path(self.key_file)
-                    except paramiko.PasswordRequiredException:
+                    except (paramiko.PasswordRequiredException, TypeError):
+                        # An encrypted key (paramiko 5 lets cryptography's
+                        # TypeError through for OpenSSH-format keys). Like ssh
+                        # and paramiko, the password also unlocks the key.
                         if not self._password:
                             raise
-                        # Like ssh and paramiko: the password also unlocks the key.
-                        self._key = paramiko.PKey.from_path(self.key_file, self._password)
-                except (OSError, paramiko.SSHException, ValueError) as e:
+                        # from_path hands the password to cryptography as is,
+                        # which wants bytes (the annotation says str).
+                        self._key = paramiko.PKey.from_path(
+                            self.key_file, cast(str, self._password.encode()))
+                except Exception as e:  # unreadable, encrypted, corrupt, unknown type
+                    hint = "" if self._password else " (encrypted keys need the password)"
                     raise self._err(
                         PermanentError,
-                        f"{self.location}: cannot use key file {self.key_file}: {_describe(e)}",
-                        e) from None
+                        f"{self.location}: cannot use key file {self.key_file}: "
+                        f"{_describe(e)}{hint}") from self._safe(e)
             return self._key
 
     def _connect(self) -> _Session:
@@ -291,9 +308,9 @@ class SftpBackend(Backend):
             channel.settimeout(self.timeout)  # every SFTP reply wait is bounded
         except BaseException as e:
             client.close()
-            if isinstance(e, Exception):
-                raise self._connect_error(e) from None
-            raise
+            if isinstance(e, BackendError) or not isinstance(e, Exception):
+                raise
+            raise self._connect_error(e) from self._safe(e)
         with self._lock:
             gen = self._gen
         return _Session(client, sftp, gen)
@@ -361,7 +378,7 @@ class SftpBackend(Backend):
             except Exception as e:
                 if _is_status(e) and s.alive():
                     keep = True
-                    raise self._status_error(cast(OSError, e), what, s) from None
+                    raise self._status_error(cast(OSError, e), what, s) from self._safe(e)
                 lost = e
             finally:
                 self._release(s, keep)
@@ -373,7 +390,7 @@ class SftpBackend(Backend):
                 msg = f"{what} on {self.location}: server did not answer within {self.timeout:g}s"
             else:
                 msg = f"{what} on {self.location}: connection lost ({_describe(lost)})"
-            raise self._err(TransientError, msg, lost)
+            raise self._err(TransientError, msg) from self._safe(lost)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ paths
@@ -393,7 +410,12 @@ class SftpBackend(Backend):
 
         def op(s: _Session) -> None:
             sftp = s.sftp
-            parts = [p for p in self.root.split("/") if p and p != "."]
+            try:
+                exists = stat_mod.S_ISDIR(sftp.stat(self.root).st_mode or 0)
+            except FileNotFoundError:
+                exists = False
+            # mkdir -p, but only when needed: parents may not be stat-able.
+            parts = [] if exists else [p for p in self.root.split("/") if p and p != "."]
             prefix = "/" if self.root.startswith("/") else ""
             for p in parts:
                 prefix = f"{prefix}{p}" if prefix in ("", "/") else f"{prefix}/{p}"
@@ -420,34 +442,52 @@ class SftpBackend(Backend):
                 _mkdir_quiet(sftp, d)  # data/xx/ is created on first use
                 f = sftp.open(tmp, "wbx")
             try:
-                with f:
+                try:
                     f.chmod(_FILE_MODE)
-                    f.set_pipelined(True)
-                    f.write(data)
-                    _finish_writes(sftp, f)
-                    self._fsync(sftp, f)
+                except OSError as e:
+                    if not _unsupported(e):
+                        raise  # some servers cannot set modes; the data is encrypted anyway
+                f.set_pipelined(True)
+                f.write(data)
+                _finish_writes(sftp, f)
+                synced = self._fsync(sftp, f)
+                f.close()  # paramiko ignores errors of the close itself
+                if not synced and (sftp.stat(tmp).st_size or 0) != len(data):
+                    # Without fsync a late write error may only show as a short file.
+                    raise OSError(f"wrote {len(data)} bytes but the file is shorter")
                 self._rename(sftp, tmp, path, h)
-            except BaseException:
-                if s.alive():
+            except BaseException as e:
+                if _is_status(e) and s.alive():
+                    f.close()
                     try:
                         sftp.remove(tmp)
                     except Exception:
                         pass  # best effort; list() never shows temp files anyway
+                else:
+                    # A reply may still be outstanding (timeout): closing the file
+                    # or removing the temp file would wait again. Drop the session.
+                    s.broken = True
                 raise
 
         self._run(str(h), op)
 
-    def _fsync(self, sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
-        # fsync@openssh.com makes the bytes durable before the rename publishes
-        # them; paramiko has no public call for it.
+    def _fsync(self, sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> bool:
+        """fsync the file on the server; False if the server cannot.
+
+        fsync@openssh.com makes the bytes durable before the rename publishes
+        them, and reports write errors a plain close would not; paramiko has no
+        public call for it.
+        """
         if not self._has_fsync:
-            return
+            return False
         try:
             cast(Any, sftp)._request(CMD_EXTENDED, "fsync@openssh.com", f.handle)
         except OSError as e:
             if not _unsupported(e):
                 raise
             self._has_fsync = False
+            return False
+        return True
 
     def _rename(self, sftp: paramiko.SFTPClient, tmp: str, path: str, h: Handle) -> None:
         if self._has_posix_rename:
@@ -482,7 +522,7 @@ class SftpBackend(Backend):
             raise UsageError("negative offset or length")
 
         def op(s: _Session) -> bytes:
-            with s.sftp.open(self._path(h), "rb") as f:
+            with _opened(s, self._path(h)) as f:
                 if length is None:
                     size = f.stat().st_size or 0
                     want = max(size - offset, 0)
@@ -504,7 +544,7 @@ class SftpBackend(Backend):
                             raise IntegrityError(
                                 f"{h} on {self.location} is shorter than expected")
                         f.prefetch(offset + length)
-                data = f.read(want)
+                data = _read_exactly(f, want)
             if len(data) != want:
                 # paramiko's read() swallows EOF; tell a short file from a dead link.
                 if not s.alive():
@@ -527,26 +567,23 @@ class SftpBackend(Backend):
                 pass
             return
 
-        def op(s: _Session) -> list[FileInfo]:
-            sftp = s.sftp
-            base = self._abs(t.value)
+        def pack_dirs(s: _Session) -> list[str]:
             try:
-                if t is FileType.PACK:
-                    dirs = [f"{t.value}/{n}" for n in sorted(sftp.listdir(base))
-                            if len(n) == 2 and not n.startswith(".")]
-                else:
-                    dirs = [t.value]
+                names = s.sftp.listdir(self._abs(t.value))
             except FileNotFoundError:
-                sftp.stat(self.root)  # root missing → translated to TransientError
-                return []  # the type's directory is missing: nothing stored yet
+                s.sftp.stat(self.root)  # root missing → translated to TransientError
+                return []  # data/ itself is missing: nothing stored yet
+            return [f"{t.value}/{n}" for n in sorted(names) if len(n) == 2]
+
+        def scan(s: _Session, dirs: list[str]) -> list[FileInfo]:
             out: list[FileInfo] = []
             for d in dirs:
                 try:
-                    entries = sftp.listdir_attr(self._abs(d))
+                    entries = s.sftp.listdir_attr(self._abs(d))
                 except FileNotFoundError:
                     if d == t.value:
-                        sftp.stat(self.root)
-                    continue  # a data/xx dir removed concurrently
+                        s.sftp.stat(self.root)  # root missing → TransientError
+                    continue  # type dir missing, or a data/xx removed concurrently
                 for a in entries:
                     if a.filename.startswith("."):
                         continue  # temp files of saves in progress
@@ -558,9 +595,21 @@ class SftpBackend(Backend):
                     out.append(FileInfo(fh, a.st_size or 0))
             return out
 
-        # Collected under one session, yielded after it is back in the pool, so a
-        # slow consumer never holds a connection.
-        yield from self._run(t.value, op)
+        dirs = self._run(t.value, pack_dirs) if t is FileType.PACK else [t.value]
+        # data/ has up to 256 subdirectories, one round trip each: spread them
+        # over the pool's connections instead of paying the latency 256 times.
+        n = min(self._connections, -(-len(dirs) // _DIRS_PER_SESSION))
+        if n <= 1:
+            results = [self._run(t.value, lambda s: scan(s, dirs))]
+        else:
+            batches = [dirs[i::n] for i in range(n)]
+            with ThreadPoolExecutor(n, thread_name_prefix="sftp-list") as pool:
+                results = [*pool.map(
+                    lambda batch: self._run(t.value, lambda s: scan(s, batch)), batches)]
+        # Collected first and yielded after the sessions are back in the pool,
+        # so a slow consumer never holds a connection.
+        for r in results:
+            yield from r
 
     def remove(self, h: Handle) -> None:
         """Remove ``h``; NotFoundError if it is not there."""
@@ -636,6 +685,42 @@ def _mkdir_quiet(sftp: paramiko.SFTPClient, path: str) -> None:
         if a.st_mode is not None and not stat_mod.S_ISDIR(a.st_mode):
             raise
         # Exists already (created earlier or by a concurrent save): fine.
+
+
+@contextmanager
+def _opened(s: _Session, path: str) -> Iterator[paramiko.SFTPFile]:
+    """Open ``path`` for reading; close it unless the session fell out of step.
+
+    After a timeout a reply may still be outstanding; closing the file would
+    wait for the server once more, so the session is marked broken instead.
+    """
+    f = s.sftp.open(path, "rb")
+    try:
+        yield f
+    except BaseException as e:
+        if not (_is_status(e) or isinstance(e, BackendError | IntegrityError)):
+            s.broken = True
+        raise
+    finally:
+        if not s.broken:
+            f.close()
+
+
+def _read_exactly(f: paramiko.SFTPFile, n: int) -> bytes:
+    """Read ``n`` bytes (fewer only at EOF) in request-sized pieces.
+
+    paramiko's ``read(n)`` grows its result with ``bytes +=``, quadratic in
+    ``n``: a 32 MiB read took seconds instead of a fraction of one.
+    """
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        piece = f.read(min(n - got, f.MAX_REQUEST_SIZE))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)
 
 
 def _finish_writes(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
