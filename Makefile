@@ -1,0 +1,37 @@
+# make demo: set up and run the two-tier story on this machine.
+# make test: set up and run every test (lint, types, layers, pytest).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint system-deps clean bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# The SFTP tests run OpenSSH's sshd; install it when we can (root with apt).
+system-deps:
+	@if [ ! -x /usr/sbin/sshd ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		 openssh-server openssh-client >/dev/null) || echo "warning: could not install sshd"; \
+	fi
+
+demo: $(BIN)/.installed
+	bash scripts/demo.sh
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: system-deps $(BIN)/.installed lint
+	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py --scale 0.3
+
+clean:
+	rm -rf $(VENV) demo-work
