@@ -38,6 +38,7 @@ from tiervault.storage.base import Backend, FileInfo, FileType, Handle
 from tiervault.tiers.tier import OFFLINE, ONLINE, SYNCING, UNSYNCHRONIZED, Tier
 
 T = TypeVar("T")
+_DIRTY = "session_in_progress"
 Notify = Callable[[str], None]
 
 
@@ -114,7 +115,30 @@ class TierSet(Backend):
                 t.revision = rev
         self._classify()
         self._save_records()
+        self._recover_interrupted_session()
         self._finish_pending_raise()
+
+    def _recover_interrupted_session(self) -> None:
+        """After a crash mid-session the tiers may differ by half-done writes.
+
+        The first online tier becomes authoritative: every other tier is marked
+        as having missed writes and is synchronized from it (copy what is
+        missing, remove what it lacks), so all tiers converge on one valid vault.
+        """
+        if self.read_only or self.db.get(_DIRTY) is None:
+            return
+        online = self.online()
+        if not online:
+            return
+        keep = online[0]
+        for t in self.tiers:
+            if t is not keep:
+                t.record.missed = True
+                if t.state == ONLINE:
+                    t.state = UNSYNCHRONIZED
+        self._save_records()
+        self._raise([keep])
+        self.db.put(_DIRTY, None)
 
     def _read_rev(self, t: Tier, backend: Backend | None = None) -> int | None:
         """The tier's revision (0 if it has none yet); None if unreachable."""
@@ -236,6 +260,8 @@ class TierSet(Backend):
                 return
             if not self.online():
                 self.wait_for_online()
+            # Durable before the first raise: a crash from here on is detected.
+            self.db.put(_DIRTY, "1")
             self._raise(self.online())
             while not self.online():
                 self.wait_for_online()
@@ -381,6 +407,8 @@ class TierSet(Backend):
     def end_session(self) -> None:
         """The writing session is over (the next write starts a new one)."""
         with self._lock:
+            if self._session:
+                self.db.put(_DIRTY, None)
             self._session = False
             self._unconfirmed.clear()
             self._confirmed.clear()
