@@ -15,10 +15,13 @@ from typing import Any
 from tiervault.errors import TierVaultError
 
 DB_NAME = "state.db"
-_SCHEMA = """
+CACHE_NAME = "files-cache.db"
+_CACHE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     dir BLOB NOT NULL, name BLOB NOT NULL, size INTEGER, mtime INTEGER, ctime INTEGER,
     inode INTEGER, content BLOB, PRIMARY KEY (dir, name)) WITHOUT ROWID;
+"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tiers (
     url TEXT PRIMARY KEY, revision INTEGER NOT NULL DEFAULT 0, intended INTEGER,
     missed INTEGER NOT NULL DEFAULT 0, last_online REAL, first_offline REAL,
@@ -56,26 +59,61 @@ class TierRecord:
     state: str | None = None
 
 
+def _connect(path: Path, schema: str, synchronous: str) -> sqlite3.Connection:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.executescript(schema)
+    except sqlite3.DatabaseError as e:
+        raise TierVaultError(f"the state database {path} is damaged: {e}; "
+                             "move it away to start afresh") from None
+    return db
+
+
 class StateDB:
-    """Thread-safe wrapper around one SQLite connection (WAL, durable commits)."""
+    """The durable state (every commit synced) and the files cache.
+
+    The files cache is a separate database committed in batches without
+    syncing: losing it only costs re-reading files, while tier revisions must
+    be on disk before the tier is written.
+    """
 
     def __init__(self, home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = home / DB_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                       timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise TierVaultError(f"the state database {path} is damaged: {e}") from None
+        self._db = _connect(home / DB_NAME, _SCHEMA, "FULL")
+        self._cache_path = home / CACHE_NAME
+        self._cache: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._cache_lock = threading.RLock()
+
+    def _files(self) -> sqlite3.Connection:
+        if self._cache is None:
+            try:
+                self._cache = _connect(self._cache_path, _CACHE_SCHEMA, "OFF")
+            except TierVaultError:
+                # A damaged cache is simply rebuilt.
+                self._cache_path.unlink(missing_ok=True)
+                self._cache = _connect(self._cache_path, _CACHE_SCHEMA, "OFF")
+            self._cache.execute("BEGIN")
+        return self._cache
+
+    def commit_cache(self) -> None:
+        """Make the files cache updates so far visible and start a new batch."""
+        with self._cache_lock:
+            if self._cache is not None:
+                self._cache.execute("COMMIT")
+                self._cache.execute("BEGIN")
 
     def close(self) -> None:
-        """Close the connection."""
+        """Commit the files cache and close both databases."""
+        with self._cache_lock:
+            if self._cache is not None:
+                self._cache.execute("COMMIT")
+                self._cache.close()
+                self._cache = None
         with self._lock:
             self._db.close()
 
@@ -83,8 +121,8 @@ class StateDB:
 
     def cached_dir(self, directory: bytes) -> dict[bytes, CachedFile]:
         """Every cached file of one directory, by name."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._cache_lock:
+            rows = self._files().execute(
                 "SELECT name, size, mtime, ctime, inode, content FROM files WHERE dir = ?",
                 (directory,)).fetchall()
         out = {}
@@ -95,25 +133,20 @@ class StateDB:
 
     def update_dir(self, directory: bytes, entries: dict[bytes, CachedFile],
                    drop: Iterable[bytes]) -> None:
-        """Replace cache rows of one directory."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("DELETE FROM files WHERE dir = ? AND name = ?",
-                                     [(directory, n) for n in drop])
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(directory, n, c.size, c.mtime, c.ctime, c.inode, b"".join(c.content))
-                     for n, c in entries.items()])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        """Replace cache rows of one directory (committed in batches)."""
+        with self._cache_lock:
+            db = self._files()
+            db.executemany("DELETE FROM files WHERE dir = ? AND name = ?",
+                           [(directory, n) for n in drop])
+            db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(directory, n, c.size, c.mtime, c.ctime, c.inode, b"".join(c.content))
+                 for n, c in entries.items()])
 
     def clear_files_cache(self) -> None:
         """Forget every cached file (the vault changed under us)."""
-        with self._lock:
-            self._db.execute("DELETE FROM files")
+        with self._cache_lock:
+            self._files().execute("DELETE FROM files")
 
     # -- tiers -----------------------------------------------------------------------
 
