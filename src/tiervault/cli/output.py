@@ -32,6 +32,7 @@ class TextProgress(Progress):
         super().__init__()
         self.json_mode = json_mode
         self.live = not json_mode and not quiet and sys.stderr.isatty()
+        self.wants_totals = self.live
         self._bar: Any = None
         self._task: Any = None
         self._last = 0.0

@@ -25,6 +25,9 @@ class Counters:
 class Progress:
     """Silent base: thread-safe counters, a warning list and no output."""
 
+    #: True when a display would use totals (the backup then scans ahead for an ETA).
+    wants_totals = False
+
     def __init__(self) -> None:
         self.counters = Counters()
         self.warnings: list[tuple[str, str]] = []

@@ -12,6 +12,7 @@ from tiervault.engine.policy import Policy, apply_policy
 from tiervault.engine.progress import Progress
 from tiervault.engine.prune import execute_prune, plan_prune
 from tiervault.engine.restore import Restorer
+from tiervault.engine.scan import start_scan
 from tiervault.errors import UsageError
 from tiervault.service.session import VaultSession
 from tiervault.vault.snapshot import Snapshot
@@ -32,13 +33,18 @@ def backup(sess: VaultSession, opts: BackupOptions) -> tuple[Snapshot, dict[str,
     db = sess.inst.db
     sid = db.start_session("backup")
     writer = sess.repo.writer(pack_size=sess.inst.config.settings.pack_size_mib << 20)
+    stop_scan = None
     try:
         sess.progress.phase("backup")
+        if sess.progress.wants_totals:
+            stop_scan = start_scan(opts.paths, opts.excludes, sess.progress)
         snap = Archiver(sess.repo, writer, db, sess.progress, opts).run()
     except BaseException as e:
         db.end_session(sid, "failed", {"error": str(e)})
         raise
     finally:
+        if stop_scan is not None:
+            stop_scan.set()
         writer.close()
     st = snap.stats
     summary = {
