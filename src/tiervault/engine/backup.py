@@ -87,6 +87,7 @@ class Archiver:
         self._inflight: deque[Future[FileResult]] = deque()
         self._ready: deque[_PendingDir] = deque()
         self._hardlinks: dict[tuple[int, int], Future[FileResult]] = {}
+        self._counted: set[Future[FileResult]] = set()
         self._start_ns = time.time_ns()
         self.stats = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
                       "files_read": 0, "bytes_read": 0, "bytes_total": 0, "errors": 0}
@@ -255,8 +256,11 @@ class Archiver:
                     continue
                 node["content"] = res.content
                 node["size"] = res.size
-                self.stats["files_read"] += 1
-                self.stats["bytes_read"] += res.size
+                if fut not in self._counted:  # hard links share one read
+                    self.stats["files_read"] += 1
+                    self.stats["bytes_read"] += res.size
+                    if node.get("nlink", 1) > 1:
+                        self._counted.add(fut)
                 nodes.append(node)
                 self._remember(pd, node, res)
             else:

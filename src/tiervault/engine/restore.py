@@ -25,6 +25,8 @@ from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node
 
 _GAP = 1024 * 1024  # read through gaps smaller than this instead of seeking
+_BLOCK = 4096  # sparse files: zero runs this large (and aligned) stay holes
+_ZEROS = bytes(_BLOCK)
 
 
 @dataclass
@@ -234,17 +236,20 @@ class Restorer:
         self.stats["files"] += len(files)
 
     def _pwrite(self, f: _File, off: int, data: bytes) -> None:
-        if f.node.get("_sparse") and data.count(0) == len(data):
+        # Sparse files: skip whole zero blocks (ftruncate already made them holes).
+        runs = _nonzero_runs(data, off) if f.node.get("_sparse") else [(0, len(data))]
+        if not runs:
             self.progress.add(0, len(data))
             return  # a hole: ftruncate already made it
         try:
             fd = os.open(f.path, os.O_WRONLY | os.O_NOFOLLOW)
             try:
-                view = memoryview(data)
-                pos = off
-                while view:
-                    n = os.pwrite(fd, view, pos)
-                    view, pos = view[n:], pos + n
+                for start, end in runs:
+                    view = memoryview(data)[start:end]
+                    pos = off + start
+                    while view:
+                        n = os.pwrite(fd, view, pos)
+                        view, pos = view[n:], pos + n
             finally:
                 os.close(fd)
             self.progress.add(0, len(data))
@@ -316,6 +321,23 @@ class Restorer:
                          follow_symlinks=False)
         except OSError as e:
             self._warn(path, e.strerror or str(e))
+
+
+def _nonzero_runs(data: bytes, off: int) -> list[tuple[int, int]]:
+    """Ranges of ``data`` (to be written at file offset ``off``) that are not
+    whole file-system blocks of zeros; the zero blocks between stay holes."""
+    runs: list[tuple[int, int]] = []
+    mv = memoryview(data)
+    i, n = 0, len(data)
+    while i < n:
+        j = min(n, (off + i) // _BLOCK * _BLOCK + _BLOCK - off)
+        if mv[i:j] != _ZEROS[:j - i]:
+            if runs and runs[-1][1] == i:
+                runs[-1] = (runs[-1][0], j)
+            else:
+                runs.append((i, j))
+        i = j
+    return runs
 
 
 def _remove_if_file(path: bytes) -> None:

@@ -1,0 +1,136 @@
+"""Running the ``tiervault`` CLI in a subprocess, as a user would.
+
+Every call starts a fresh interpreter that runs ``tiervault.cli.main.main(argv)``
+(the console script's entry point), so exit codes, stdout and stderr are the
+real ones, and nothing of the test process (cwd, environment, open vaults)
+leaks into the command. Arguments may be ``str``, ``bytes`` (for file names
+that are not UTF-8) or ``os.PathLike``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PASSWORD = "correct horse battery staple"
+_BOOT = "import sys; from tiervault.cli.main import main; main(sys.argv[1:])"
+#: Small retry settings so that a missing or damaged tier fails fast.
+FAST_RETRY = ("--retry-attempts", "2", "--retry-delay", "0.05")
+
+Arg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+
+def tv_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a CLI run: ours, a known passphrase, then ``env``.
+
+    A value of ``None`` in ``env`` removes that variable.
+    """
+    out = dict(os.environ)
+    out.pop("TIERVAULT_HOME", None)
+    out["TIERVAULT_PASSWORD"] = PASSWORD
+    for k, v in (env or {}).items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def run_tv(home: Arg, *args: Arg, env: Mapping[str, str | None] | None = None,
+           input: bytes | str | None = None, timeout: float = 300,
+           preexec_fn: Any = None, cwd: Arg | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``tiervault --home HOME <fast retries> ARGS...``; never raises on a non-zero exit.
+
+    Standard input is empty (not a terminal) unless ``input`` is given; stdout and
+    stderr are decoded as UTF-8 with ``surrogateescape`` so odd file names survive.
+    """
+    argv: list[Arg] = [sys.executable, "-c", _BOOT, "--home", home, *FAST_RETRY, *args]
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run(argv, input=data if data is not None else b"",
+                          capture_output=True, env=tv_env(env), timeout=timeout,
+                          preexec_fn=preexec_fn, cwd=cwd)
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode,
+        proc.stdout.decode("utf-8", "surrogateescape"),
+        proc.stderr.decode("utf-8", "surrogateescape"))
+
+
+def describe(proc: subprocess.CompletedProcess[str]) -> str:
+    """A readable account of a run for assertion messages."""
+    return (f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}"
+            f"\n--- stderr ---\n{proc.stderr[-4000:]}")
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """Assert the run exited 0 and printed no traceback; returns it."""
+    assert proc.returncode == 0, describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    return proc
+
+
+def tv_json(home: Arg, *args: Arg, env: Mapping[str, str | None] | None = None) -> Any:
+    """Run ``tiervault --json ARGS`` expecting success; the parsed stdout."""
+    proc = ok(run_tv(home, "--json", *args, env=env))
+    return json.loads(proc.stdout)
+
+
+def stderr_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    """Non-empty lines printed on stderr."""
+    return [ln for ln in proc.stderr.splitlines() if ln.strip()]
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assert a clean failure: non-zero exit, no traceback, one line on stderr."""
+    assert proc.returncode != 0, describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, describe(proc)
+    return lines[0]
+
+
+def init_vault(tmp: Path, name: str = "vault") -> tuple[Path, Path]:
+    """A new vault in ``tmp/name`` with its installation home in ``tmp/name-home``."""
+    home, vault = tmp / f"{name}-home", tmp / name
+    ok(run_tv(home, "init", str(vault)))
+    return home, vault
+
+
+def backup(home: Arg, *paths: Arg, expect: int = 0) -> dict[str, Any]:
+    """``backup --json PATHS``; asserts the exit code; returns the summary."""
+    proc = run_tv(home, "--json", "backup", *paths)
+    assert proc.returncode == expect, describe(proc)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def restore(home: Arg, snapshot: str, target: Arg, *extra: Arg,
+            expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+    """``restore SNAPSHOT TARGET [EXTRA]``; asserts the exit code unless ``expect`` is None."""
+    proc = run_tv(home, "--json", "restore", snapshot, target, *extra)
+    assert "Traceback" not in proc.stderr, describe(proc)
+    if expect is not None:
+        assert proc.returncode == expect, describe(proc)
+    return proc
+
+
+def dir_size(path: Path) -> int:
+    """Bytes of all regular files below ``path`` (apparent size)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def under(target: Path, abs_path: str | bytes | Path) -> bytes:
+    """Where an absolute source path lands inside a restore target."""
+    p = os.fsencode(abs_path)
+    return os.fsencode(target) + (p if p.startswith(b"/") else b"/" + p)
