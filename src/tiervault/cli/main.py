@@ -98,6 +98,9 @@ def with_session(lock: bool = False, load_index: bool = True,
             wait_timeout = kwargs.pop("wait_timeout", None)
             if wait_timeout is not None:
                 ctx.opts.wait_timeout = wait_timeout
+            elif not write:
+                # Reads don't wait for tiers: probe once, then say what is offline.
+                ctx.opts.wait_timeout = 0
             inst = ctx.installation()
             try:
                 if lock or write:

@@ -151,7 +151,7 @@ def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True
     if probe:
         for t in ts.tiers:
             if t.state not in (ONLINE, UNSYNCHRONIZED):
-                ts.reconnect(t)
+                ts.reconnect(t, ts.probe_backend(t))  # one attempt: it was just offline
     results = []
     for t in ts.stale():
         results.append(sync_tier(ts, t, progress, workers))

@@ -278,9 +278,10 @@ class TierSet(Backend):
                     return
             now = self.clock()
             if self.wait_timeout is not None and now - start >= self.wait_timeout:
+                within = f"came online within {self.wait_timeout:g} s" if self.wait_timeout \
+                    else "is reachable"
                 raise WaitTimeoutError(
-                    f"no tier of vault {self.vault_name} came online within "
-                    f"{self.wait_timeout:g} s ({self._why_waiting()})")
+                    f"no tier of vault {self.vault_name} {within} ({self._why_waiting()})")
             if now - last_msg >= 30 or last_msg < 0:
                 self.notify(f"waiting for a tier to come online: {self._why_waiting()}")
                 last_msg = now
