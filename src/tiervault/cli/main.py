@@ -22,7 +22,7 @@ from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.engine.policy import Policy
 from tiervault.errors import EXIT_INCOMPLETE, TierVaultError, UsageError
-from tiervault.service import ops, tierops
+from tiervault.service import keyops, ops, tierops
 from tiervault.service.installation import Installation, RunOptions
 from tiervault.service.session import VaultSession
 from tiervault.service.tierops import run_sync
@@ -62,6 +62,22 @@ class Ctx:
             raise UsageError("no passphrase: set TIERVAULT_PASSWORD, use --password-file, "
                              "or run on a terminal")
         pw = click.prompt("passphrase", hide_input=True, confirmation_prompt=confirm,
+                          err=True)
+        if not pw:
+            raise UsageError("an empty passphrase is not allowed")
+        return str(pw)
+
+    def new_passphrase(self, new_password_file: str | None) -> str:
+        """The new passphrase for key add/passwd: file, TIERVAULT_NEW_PASSWORD or prompt."""
+        if new_password_file:
+            return Ctx(self.home, self.json, self.opts, new_password_file).passphrase()
+        env = self.opts.env.get("TIERVAULT_NEW_PASSWORD")
+        if env:
+            return env
+        if not sys.stdin.isatty():
+            raise UsageError("no new passphrase: set TIERVAULT_NEW_PASSWORD or use "
+                             "--new-password-file")
+        pw = click.prompt("new passphrase", hide_input=True, confirmation_prompt=True,
                           err=True)
         if not pw:
             raise UsageError("an empty passphrase is not allowed")
@@ -532,6 +548,60 @@ def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool) -> None:
         verb = "took over" if take_over else "attached to"
         click.echo(f"{verb} vault {res['vault_id'][:8]}: "
                    + ", ".join(f"{t['url']} ({t['state']})" for t in res["tiers"]))
+
+
+@cli.group()
+def key() -> None:
+    """Manage the vault's passphrases (no data is re-encrypted)."""
+
+
+@key.command(name="list")
+@json_option
+@with_session(load_index=False)
+def key_list(ctx: Ctx, sess: VaultSession) -> None:
+    """List key files."""
+    rows = keyops.list_keys(sess)
+    if ctx.json:
+        emit_json(rows)
+        return
+    for r in rows:
+        mark = "*" if r.get("current") else " "
+        click.echo(f"{mark} {r['id']}  {r.get('created') or ''}  "
+                   f"{r.get('username') or ''}@{r.get('hostname') or ''}"
+                   f"{'  ' + r['error'] if 'error' in r else ''}")
+
+
+@key.command(name="add")
+@json_option
+@click.option("--new-password-file", metavar="FILE", help="Read the new passphrase from FILE.")
+@with_session(load_index=False, write=True)
+def key_add(ctx: Ctx, sess: VaultSession, new_password_file: str | None) -> None:
+    """Add another passphrase that opens the vault."""
+    res = keyops.add_key(sess, ctx.new_passphrase(new_password_file))
+    emit_json(res) if ctx.json else click.echo(f"added key {res['added']}")
+
+
+@key.command(name="passwd")
+@json_option
+@click.option("--new-password-file", metavar="FILE", help="Read the new passphrase from FILE.")
+@with_session(load_index=False, write=True)
+def key_passwd(ctx: Ctx, sess: VaultSession, new_password_file: str | None) -> None:
+    """Change the passphrase in use."""
+    res = keyops.change_passphrase(sess, ctx.new_passphrase(new_password_file))
+    emit_json(res) if ctx.json else click.echo(
+        f"passphrase changed (key {res['removed']} replaced by {res['added']})")
+
+
+@key.command(name="remove")
+@json_option
+@click.argument("key_id")
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
+@with_session(load_index=False, write=True)
+def key_remove(ctx: Ctx, sess: VaultSession, key_id: str, dry_run: bool) -> None:
+    """Remove a key file (not the one in use)."""
+    res = keyops.remove_key(sess, key_id, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    emit_json(res) if ctx.json else click.echo(f"{verb} key {res['removed']}")
 
 
 def main(argv: list[str] | None = None) -> None:
