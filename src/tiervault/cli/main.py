@@ -22,7 +22,7 @@ from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.engine.policy import Policy
 from tiervault.errors import EXIT_INCOMPLETE, TierVaultError, UsageError
-from tiervault.service import keyops, ops, tierops
+from tiervault.service import keyops, lost, ops, tierops
 from tiervault.service.installation import Installation, RunOptions
 from tiervault.service.session import VaultSession
 from tiervault.service.tierops import run_sync
@@ -236,7 +236,7 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
 @with_session()
 def snapshots(ctx: Ctx, sess: VaultSession, tag: tuple[str, ...], host: str | None) -> None:
     """List snapshots."""
-    snaps = [s for s in sess.repo.snapshots()
+    snaps = [s for s in ops.list_snapshots(sess)
              if (not tag or set(tag) & set(s.tags)) and (not host or s.hostname == host)]
     if ctx.json:
         emit_json([ops.snapshot_json(s) for s in snaps])
@@ -526,6 +526,32 @@ def tier_remove(ctx: Ctx, url: str) -> None:
         emit_json(res)
     else:
         click.echo(f"removed tier {res['url']}")
+
+
+@tier.command(name="lost")
+@json_option
+@click.argument("url")
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would happen.")
+@click.pass_obj
+def tier_lost(ctx: Ctx, url: str, dry_run: bool) -> None:
+    """Give up an unreachable tier: the most recent reachable tier takes over."""
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        res = lost.tier_lost(inst, url, dry_run, progress)
+    finally:
+        progress.close()
+        inst.close()
+    if ctx.json:
+        emit_json(res)
+        return
+    verb = "would give up" if dry_run else "gave up"
+    click.echo(f"{verb} tier {res['tier']}; {res['authoritative_tier']} (revision "
+               f"{res['authoritative_revision']}) is authoritative")
+    for s in res["lost_snapshots"]:
+        click.echo(f"  lost snapshot {s['id'][:8]}  {s['time']}  {', '.join(s['paths'])}")
+    click.echo(f"{len(res['lost_snapshots'])} snapshot(s) existed only on the lost tier"
+               + ("" if dry_run else "; the next backup uploads their data again"))
 
 
 @cli.command()

@@ -58,6 +58,7 @@ def backup(sess: VaultSession, opts: BackupOptions) -> tuple[Snapshot, dict[str,
         "duration_ms": st.get("duration_ms", 0), "complete": snap.complete,
         "warnings": [{"path": p, "message": m} for p, m in sess.progress.warnings],
     }
+    db.note_snapshots([(snap.id, snap.time, snap.paths)], replace=False)
     db.end_session(sid, "warnings" if not snap.complete else "success", summary)
     return snap, summary
 
@@ -83,6 +84,7 @@ def forget(sess: VaultSession, policy: Policy, dry_run: bool) -> dict[str, Any]:
     if not dry_run:
         for s in remove:
             sess.repo.remove_snapshot(s.id)
+        sess.inst.db.forget_snapshots([s.id for s in remove])
     return {"keep": [dict(snapshot_json(s), reasons=reasons.get(s.id, [])) for s in keep],
             "remove": [snapshot_json(s) for s in remove], "dry_run": dry_run}
 
@@ -98,6 +100,13 @@ def prune(sess: VaultSession, dry_run: bool) -> dict[str, Any]:
 def check_vault(sess: VaultSession, read_data: bool, subset: float | None) -> CheckReport:
     """Check the vault."""
     return check(sess.repo, sess.progress, read_data, subset, workers=sess.inst.workers())
+
+
+def list_snapshots(sess: VaultSession) -> list[Snapshot]:
+    """Every snapshot, remembered so that snapshots lost with a tier can be named."""
+    snaps = sess.repo.snapshots()
+    sess.inst.db.note_snapshots([(s.id, s.time, s.paths) for s in snaps], replace=True)
+    return snaps
 
 
 def find_snapshots(sess: VaultSession, refs: list[str]) -> list[Snapshot]:

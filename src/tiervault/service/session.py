@@ -35,12 +35,18 @@ def tier_key(url: str) -> str:
     return redact(url)
 
 
+def lost_key(url: str) -> str:
+    """The state key marking a tier as given up."""
+    return f"lost:{tier_key(url)}"
+
+
 def build_tierset(inst: Installation, progress: Progress, read_only: bool = False) -> TierSet:
     """The tier set over every configured tier."""
     tiers = []
     for url in inst.config.tiers:
         rec = inst.db.tier(tier_key(url))
-        tiers.append(Tier(url, build_tier_backend(inst, url), rec))
+        lost = inst.db.get(lost_key(url)) is not None
+        tiers.append(Tier(url, build_tier_backend(inst, url), rec, lost=lost))
     probes: dict[str, Backend] = {}
 
     def probe_backend(t: Tier) -> Backend:
@@ -64,6 +70,10 @@ class VaultSession:
         self.backend: Backend = self.tiers
         try:
             self.tiers.connect()
+            if not read_only:
+                from tiervault.service.lost import give_up_long_unavailable
+
+                give_up_long_unavailable(inst, self.tiers, progress)
             self.repo = Repository.open(self.backend, passphrase, load_index=load_index)
         except BaseException:
             self.tiers.close()

@@ -116,10 +116,19 @@ def _adopt(ts: TierSet) -> dict[str, int | None]:
 
 def tier_status(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
     """Per tier: url, state, revision, expected revision, last online, sync progress."""
+    from tiervault.service.lost import unavailable_days, warnings_for
+
     ts = build_tierset(inst, progress, read_only=True)
     try:
         ts.connect()
-        return [_tier_json(ts, t) for t in ts.tiers]
+        rows = [_tier_json(ts, t) for t in ts.tiers]
+        for row, t in zip(rows, ts.tiers, strict=True):
+            days = unavailable_days(t)
+            row["lost"] = t.lost
+            row["unavailable_days"] = None if days is None else round(days, 2)
+        for w in warnings_for(inst, ts):
+            progress.info(f"warning: {w}")
+        return rows
     finally:
         ts.close()
 

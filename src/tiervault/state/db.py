@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, started REAL, ended REAL,
     status TEXT, details TEXT);
 CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT);
+CREATE TABLE IF NOT EXISTS known_snapshots (id TEXT PRIMARY KEY, time TEXT, paths TEXT);
 """
 
 
@@ -210,6 +211,33 @@ class StateDB:
                 "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [{"id": r[0], "kind": r[1], "started": r[2], "ended": r[3], "status": r[4],
                  "details": json.loads(r[5]) if r[5] else {}} for r in rows]
+
+    # -- snapshots this installation knows of (to report lost ones) ----------------------
+
+    def note_snapshots(self, snaps: list[tuple[str, str, list[str]]], replace: bool) -> None:
+        """Remember snapshots (id, time, paths); ``replace`` forgets all others."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                if replace:
+                    self._db.execute("DELETE FROM known_snapshots")
+                self._db.executemany("INSERT OR REPLACE INTO known_snapshots VALUES (?, ?, ?)",
+                                     [(i, t, json.dumps(p)) for i, t, p in snaps])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def forget_snapshots(self, ids: list[str]) -> None:
+        """Drop snapshots from the known set."""
+        with self._lock:
+            self._db.executemany("DELETE FROM known_snapshots WHERE id = ?", [(i,) for i in ids])
+
+    def known_snapshots(self) -> dict[str, dict[str, Any]]:
+        """Every snapshot this installation knows of."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, time, paths FROM known_snapshots").fetchall()
+        return {r[0]: {"id": r[0], "time": r[1], "paths": json.loads(r[2])} for r in rows}
 
     def get(self, key: str) -> str | None:
         """A small stored value."""

@@ -120,6 +120,9 @@ class LocalBackend(Backend):
         if t is FileType.PACK:
             try:
                 dirs = [base / d for d in sorted(os.listdir(base)) if len(d) == 2]
+            except FileNotFoundError:
+                self._check_root()
+                return  # an empty tier (no data/ yet)
             except OSError as e:
                 raise self._translate(e, t.value) from e
         for d in dirs:

@@ -78,6 +78,7 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
     dst.state = SYNCING
     top = ts.max_revision
     try:
+        dst.backend.create()  # a fresh replacement disk may lack the directories
         plan: list[tuple[FileType, list[FileInfo]]] = []
         extra: dict[FileType, list[Handle]] = {}
         for t in COPY_ORDER:

@@ -42,6 +42,7 @@ class Tier:
     state: str = OFFLINE
     revision: int | None = None  # as last read from the tier
     error: str | None = None
+    lost: bool = False  # given up (``tier lost``): its content no longer counts
 
     @property
     def name(self) -> str:

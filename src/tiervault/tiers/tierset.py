@@ -91,7 +91,7 @@ class TierSet(Backend):
         self.db.save_tiers([t.record for t in tiers or self.tiers])
 
     def _go_offline(self, t: Tier, e: BaseException) -> None:
-        if t.state != OFFLINE or t.error is None:
+        if (t.state != OFFLINE or t.error is None) and not t.lost:
             self.notify(f"tier {t.name} is offline: {e}")
         t.state = OFFLINE
         t.error = str(e)
@@ -164,6 +164,10 @@ class TierSet(Backend):
                 rec.intended = None
         if rev == rec.revision:
             return
+        if t.lost:
+            # A given-up tier came back: whatever it holds is stale; sync refills it.
+            rec.missed = True
+            return
         never_seen = rec.last_online is None and rec.revision == 0
         if never_seen and rev <= self.max_revision:
             rec.revision = rev  # a tier added with older content: sync brings it level
@@ -197,6 +201,33 @@ class TierSet(Backend):
                 t.state = UNSYNCHRONIZED
             else:
                 t.mark_online()
+
+    def declare_lost(self, lost: Tier, authority: Tier) -> None:
+        """Give up ``lost``: ``authority`` (reachable) becomes the reference.
+
+        The lost tier's recorded revision drops to 0 and it counts as having
+        missed writes, so if it ever returns it is synchronized from the others
+        instead of being taken for another installation.
+        """
+        with self._lock:
+            lost.lost = True
+            lost.record.revision = 0
+            lost.record.intended = None
+            lost.record.missed = True
+            if lost.state != OFFLINE:
+                lost.state = UNSYNCHRONIZED
+            assert authority.revision is not None
+            authority.record.revision = authority.revision
+            authority.record.intended = None
+            authority.record.missed = False
+            for t in self.tiers:
+                if t is not authority and t is not lost and t.revision is not None:
+                    t.record.revision = min(t.revision, authority.revision)
+                    t.record.missed = True
+            self._classify()
+            self._save_records()
+            if not self.read_only:
+                self._raise([authority])
 
     def _finish_pending_raise(self) -> None:
         """A tier recorded as having missed writes must end below the max."""
