@@ -22,7 +22,7 @@ from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.engine.policy import Policy
 from tiervault.errors import EXIT_INCOMPLETE, TierVaultError, UsageError
-from tiervault.service import keyops, lost, ops, tierops
+from tiervault.service import keyops, lost, ops, repair, tierops
 from tiervault.service.installation import Installation, RunOptions
 from tiervault.service.session import VaultSession
 from tiervault.service.tierops import run_sync
@@ -126,6 +126,7 @@ def with_session(lock: bool = False, load_index: bool = True,
                     sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index)
                     try:
                         code = fn(ctx, sess, *args, **kwargs)
+                        repair.record_damage(sess.tiers)
                         if write:
                             sess.end_writes()
                             if not no_sync:
@@ -391,25 +392,43 @@ def prune(ctx: Ctx, sess: VaultSession, dry_run: bool) -> None:
 @json_option
 @click.option("--read-data", is_flag=True, help="Read, decrypt and verify every byte.")
 @click.option("--read-data-subset", metavar="N/M|P%", help="Read only a part of the data.")
-@with_session()
-def check(ctx: Ctx, sess: VaultSession, read_data: bool, read_data_subset: str | None) -> None:
-    """Check the vault's structure (and with --read-data, every byte)."""
+@click.option("--tier", "tier_sel", metavar="N|URL", help="Check only this tier.")
+@click.option("--repair", "do_repair", is_flag=True,
+              help="Heal damaged or missing files from a good copy on another tier.")
+@click.option("--dry-run", "-n", is_flag=True, help="With --repair: only say what it would do.")
+@with_session(load_index=True)
+def check(ctx: Ctx, sess: VaultSession, read_data: bool, read_data_subset: str | None,
+          tier_sel: str | None, do_repair: bool, dry_run: bool) -> None:
+    """Check the vault on every reachable tier (with --read-data, every byte)."""
     subset = _parse_subset(read_data_subset) if read_data_subset else None
-    rep = ops.check_vault(sess, read_data or subset is not None, subset)
+    if do_repair and not dry_run:
+        sess.inst.lock()
+    res = repair.check_tiers(sess, sess.progress, tier_sel, read_data or subset is not None,
+                             subset, do_repair, dry_run, sess.inst.workers())
+    if do_repair and not dry_run:
+        sess.end_writes()
     if ctx.json:
-        emit_json(rep.to_json())
+        emit_json(res)
     else:
-        for w in rep.warnings:
-            click.echo(f"warning: {w}", err=True)
-        for e in rep.errors:
-            snaps = f" (affects snapshots {', '.join(s[:8] for s in e['snapshots'])})" \
-                if e["snapshots"] else ""
-            click.echo(f"error: {e['file']}: {e['message']}{snaps}")
-        c = rep.counts
-        click.echo(f"checked {c.get('snapshots', 0)} snapshots, {c.get('packs', 0)} packs, "
-                   f"{c.get('blobs', 0)} blobs: " + ("no errors" if rep.ok else
-                                                    f"{len(rep.errors)} error(s)"))
-    if not rep.ok:
+        for t in res["tiers"]:
+            for w in t["warnings"]:
+                click.echo(f"warning: {t['url']}: {w}", err=True)
+            for e in t["errors"]:
+                snaps = f" (affects snapshots {', '.join(s[:8] for s in e['snapshots'])})" \
+                    if e["snapshots"] else ""
+                where = f"{e['file']}: " if e["file"] and \
+                    not e["message"].startswith(e["file"]) else ""
+                click.echo(f"error: {t['url']}: {where}{e['message']}{snaps}")
+            for a in t["repairs"]:
+                src = f" from {a['source']}" if a["source"] else ""
+                click.echo(f"repair: {t['url']}: {a['file']}: {a['message']}{src}")
+            c = t["counts"]
+            click.echo(f"{t['url']}: {c.get('snapshots', 0)} snapshots, {c.get('packs', 0)} "
+                       f"packs, {c.get('blobs', 0)} blobs: "
+                       + ("no errors" if not t["errors"] else f"{len(t['errors'])} error(s)"))
+        for name in res["rebuilt_indexes"]:
+            click.echo(f"repair: rebuilt index {name}")
+    if not res["ok"]:
         sys.exit(1)
 
 

@@ -18,6 +18,7 @@ from tiervault.engine.progress import Progress
 from tiervault.engine.usage import used_blobs
 from tiervault.errors import IntegrityError, NotFoundError, TierVaultError
 from tiervault.storage.base import FileType, Handle
+from tiervault.vault.index import MasterIndex
 from tiervault.vault.pack import header_length, parse_header, trailer_size
 from tiervault.vault.repository import Repository, check_content_name
 from tiervault.vault.snapshot import Snapshot
@@ -52,9 +53,13 @@ def check(repo: Repository, progress: Progress, read_data: bool = False,
     rep = CheckReport()
     progress.phase("index")
     index_names = [fi.handle.name for fi in repo.backend.list(FileType.INDEX)]
+    # Rebuild the in-memory index from the index files that are good, so that
+    # one damaged index does not hide the rest of the vault.
+    repo.index = MasterIndex()
     for name in index_names:
         try:
-            repo.read_index_file(name)
+            for pid, ents in repo.read_index_file(name).items():
+                repo.index.add_pack(pid, ents)
         except (IntegrityError, NotFoundError) as e:
             rep.error(f"index/{name}", str(e))
     pack_sizes = {fi.handle.name: fi.size for fi in repo.backend.list(FileType.PACK)}
@@ -80,16 +85,12 @@ def check(repo: Repository, progress: Progress, read_data: bool = False,
 
     used_blobs(repo, snaps, on_error=on_error, on_tree=lambda: progress.add(1))
     for msg, sids in bad.items():
-        rep.error(_file_of(repo, msg), msg, sorted(set(sids)))
+        rep.error("", msg, sorted(set(sids)))
     rep.counts = {"snapshots": len(snaps), "packs": len(pack_sizes), "index_files":
                   len(index_names), "blobs": len(repo.index)}
     if read_data:
         _read_data(repo, rep, progress, pack_sizes, snaps, subset, workers)
     return rep
-
-
-def _file_of(repo: Repository, msg: str) -> str:
-    return msg.split(" is ")[0] if " is " in msg else "?"
 
 
 def _read_data(repo: Repository, rep: CheckReport, progress: Progress, pack_sizes: dict[str, int],

@@ -176,8 +176,11 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4) -> list[SyncResu
             last[t.name] = pct
             progress.status(f"sync {t.name}: {pct}% ({done} of {total} bytes)")
 
+    from tiervault.service.repair import heal_recorded
+
     stale = ts.stale()
     results = sync_all(ts, report, workers=workers)
+    heal_recorded(ts, progress)
     for r in results:
         if r.completed:
             progress.info(f"tier {r.tier} is synchronized ({r.files_copied} files copied, "

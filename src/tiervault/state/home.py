@@ -33,7 +33,9 @@ class InstallationLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise LockedError naming the holder."""
+        """Take the lock or raise LockedError naming the holder (idempotent)."""
+        if self._fd is not None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

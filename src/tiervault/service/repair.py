@@ -1,0 +1,246 @@
+"""Checking every tier, and healing one tier from another (``check --repair``).
+
+Tiers at the max revision must hold identical files. A file that is damaged
+or missing on one of them is copied from a tier whose copy verifies (content
+hash, and for packs every blob decrypted and authenticated) before it is
+written. Packs whose index was lost everywhere get a new index rebuilt from
+their headers. Nothing is deleted: a file without any good copy is reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiervault.engine.check import check
+from tiervault.engine.progress import Progress
+from tiervault.errors import BackendError, IntegrityError, TierVaultError, UsageError
+from tiervault.service.session import VaultSession, tier_key
+from tiervault.storage.base import FileType, Handle, handle_from_path
+from tiervault.tiers.tier import ONLINE, Tier
+from tiervault.tiers.tierset import TierSet
+from tiervault.vault.index import INDEX_AAD, decode_index
+from tiervault.vault.pack import header_length, parse_header, trailer_size
+from tiervault.vault.repository import Repository, check_content_name
+from tiervault.vault.snapshot import SNAPSHOT_AAD
+
+DAMAGED_KEY = "damaged_files"
+_TYPES = (FileType.KEY, FileType.PACK, FileType.INDEX, FileType.SNAPSHOT)
+
+
+@dataclass
+class RepairAction:
+    """One file healed (or that could not be)."""
+
+    tier: str
+    file: str
+    source: str | None
+    done: bool
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"tier": self.tier, "file": self.file, "source": self.source, "done": self.done,
+                "message": self.message}
+
+
+@dataclass
+class TierCheck:
+    """The check result of the vault as one tier holds it."""
+
+    tier: Tier
+    report: Any
+    repairs: list[RepairAction] = field(default_factory=list)
+
+
+def select_tiers(sess: VaultSession, sel: str | None) -> list[Tier]:
+    """Reachable tiers, or the one named by number (1-based) or URL."""
+    tiers = sess.tiers.tiers
+    if sel:
+        if sel.isdigit():
+            i = int(sel) - 1
+            if not 0 <= i < len(tiers):
+                raise UsageError(f"--tier {sel}: there are {len(tiers)} tiers")
+            chosen = [tiers[i]]
+        else:
+            chosen = [t for t in tiers if tier_key(t.url) == tier_key(sel)]
+            if not chosen:
+                raise UsageError(f"--tier {sel}: not a tier of this vault")
+        if chosen[0].revision is None:
+            raise TierVaultError(f"tier {chosen[0].name} is not reachable")
+        return chosen
+    return [t for t in tiers if t.revision is not None]
+
+
+def tier_repo(sess: VaultSession, t: Tier) -> Repository:
+    """The vault as this one tier holds it (same key, no tier set in between)."""
+    return Repository(t.backend, sess.repo.key, sess.repo.config, sess.repo.key_name)
+
+
+def verify_copy(repo: Repository | None, h: Handle, data: bytes) -> None:
+    """Raise IntegrityError unless ``data`` is a good copy of ``h``.
+
+    The content hash (the file's name) already proves an immutable file is
+    intact; with the key, packs, indexes and snapshots are also decrypted.
+    """
+    check_content_name(h, data)
+    if h.type not in (FileType.PACK, FileType.INDEX, FileType.SNAPSHOT):
+        raise IntegrityError(f"{h} is mutable and cannot be verified; not copied")
+    if repo is None:
+        return
+    what = str(h)
+    if h.type is FileType.PACK:
+        n = header_length(data[-trailer_size():], len(data), what)
+        mv = memoryview(data)
+        pid = bytes.fromhex(h.name)
+        for e in parse_header(data[-trailer_size() - n:-trailer_size()], repo.key, len(data),
+                              what):
+            repo.decode_blob(pid, e, mv[e.offset:e.offset + e.length])
+    elif h.type is FileType.INDEX:
+        plain = repo.key.open(data, INDEX_AAD, what)
+        decode_index(repo.codec.decompress(plain, None, what, 1 << 30), what)
+    elif h.type is FileType.SNAPSHOT:
+        repo.codec.decompress(repo.key.open(data, SNAPSHOT_AAD, what), None, what)
+
+
+def heal(ts: TierSet, repo: Repository | None, target: Tier, h: Handle,
+         dry_run: bool) -> RepairAction:
+    """Copy a verified good copy of ``h`` from another tier onto ``target``."""
+    for src in ts.tiers:
+        if src is target or src.state != ONLINE:
+            continue
+        try:
+            data = src.backend.load(h)
+            verify_copy(repo, h, data)
+        except (BackendError, IntegrityError):
+            continue
+        if not dry_run:
+            try:
+                target.backend.save(h, data)
+            except BackendError as e:
+                return RepairAction(target.name, str(h), src.name, False, str(e))
+        return RepairAction(target.name, str(h), src.name, not dry_run,
+                            "would copy" if dry_run else "copied")
+    return RepairAction(target.name, str(h), None, False, "no good copy on any other tier")
+
+
+def _missing_files(tiers: list[Tier]) -> dict[str, list[Handle]]:
+    """Files some online tier has and another lacks."""
+    names: dict[str, set[Handle]] = {}
+    for t in tiers:
+        have: set[Handle] = set()
+        for ft in _TYPES:
+            have.update(fi.handle for fi in t.backend.list(ft))
+        names[t.url] = have
+    union = set().union(*names.values()) if names else set()
+    return {t.url: sorted(union - names[t.url]) for t in tiers}
+
+
+def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_data: bool,
+                subset: float | None, repair: bool, dry_run: bool,
+                workers: int) -> dict[str, Any]:
+    """Check each selected tier; with ``repair``, heal them from each other."""
+    if repair and not dry_run:
+        sess.tiers._begin_write()
+    results: list[TierCheck] = []
+    for t in select_tiers(sess, sel):
+        progress.info(f"checking {t.name}")
+        results.append(TierCheck(t, check(tier_repo(sess, t), progress, read_data, subset,
+                                          workers)))
+    if repair:
+        online = [r.tier for r in results if r.tier.state == ONLINE]
+        missing = _missing_files([t for t in sess.tiers.tiers if t.state == ONLINE]) \
+            if len(online) > 1 or sel else {}
+        for r in results:
+            if r.tier.state != ONLINE:
+                continue
+            todo = {h for h in missing.get(r.tier.url, [])}
+            for e in r.report.errors:
+                h = handle_from_path(e["file"]) if e["file"] else None
+                if h is not None:
+                    todo.add(h)
+            for h in sorted(todo):
+                r.repairs.append(heal(sess.tiers, sess.repo, r.tier, h, dry_run))
+        rebuilt = _rebuild_index(sess, results, dry_run)
+    else:
+        rebuilt = []
+    ok = all(r.report.ok for r in results)
+    if repair:
+        # A repaired tier is re-checked so the verdict says what holds now.
+        ok = all(a.done for r in results for a in r.repairs) and (
+            not dry_run) and all(check(tier_repo(sess, r.tier), Progress(), False, None,
+                                       workers).ok for r in results)
+        if not any(r.repairs for r in results) and not rebuilt:
+            ok = all(r.report.ok for r in results)
+        sess.inst.db.put(DAMAGED_KEY, None)
+    return {
+        "ok": ok,
+        "tiers": [dict(r.report.to_json(), url=r.tier.name, state=r.tier.state,
+                       repairs=[a.to_json() for a in r.repairs]) for r in results],
+        "rebuilt_indexes": rebuilt, "dry_run": dry_run, "repair": repair,
+    }
+
+
+def _rebuild_index(sess: VaultSession, results: list[TierCheck], dry_run: bool) -> list[str]:
+    """Index the packs that no index names, when snapshots need their blobs."""
+    needs = any("missing" in e["message"] and not e["file"]
+                for r in results for e in r.report.errors)
+    if not needs:
+        return []
+    repo = sess.repo
+    indexed = set(repo.index.packs())
+    orphans = [fi for fi in repo.backend.list(FileType.PACK)
+               if bytes.fromhex(fi.handle.name) not in indexed]
+    packs = {}
+    for fi in orphans:
+        try:
+            data = repo.backend.load(fi.handle)
+            verify_copy(repo, fi.handle, data)
+            n = header_length(data[-trailer_size():], len(data), str(fi.handle))
+            packs[bytes.fromhex(fi.handle.name)] = parse_header(
+                data[-trailer_size() - n:-trailer_size()], repo.key, len(data), str(fi.handle))
+        except (BackendError, IntegrityError):
+            continue
+    if not packs or dry_run:
+        return [f"would index {len(packs)} pack(s)"] if packs else []
+    return [repo.write_index(packs)]
+
+
+def record_damage(ts: TierSet) -> None:
+    """Remember files that failed authentication on a tier, to heal when idle."""
+    if not ts.damaged:
+        return
+    prev = json.loads(ts.db.get(DAMAGED_KEY) or "[]")
+    new = [list(d) for d in ts.damaged if list(d) not in prev]
+    ts.db.put(DAMAGED_KEY, json.dumps(prev + new))
+    ts.damaged.clear()
+
+
+def heal_recorded(ts: TierSet, progress: Progress) -> list[RepairAction]:
+    """Heal the damaged files recorded by earlier reads (idle time)."""
+    record_damage(ts)
+    raw = ts.db.get(DAMAGED_KEY)
+    if not raw or ts.read_only:
+        return []
+    done: list[RepairAction] = []
+    left = []
+    by_name = {t.name: t for t in ts.tiers}
+    ts._begin_write()
+    for tier_name, path in json.loads(raw):
+        t = by_name.get(tier_name)
+        h = handle_from_path(path)
+        if t is None or h is None:
+            continue
+        if t.state != ONLINE:
+            left.append([tier_name, path])
+            continue
+        a = heal(ts, None, t, h, dry_run=False)
+        done.append(a)
+        progress.info(f"healed {path} on {tier_name} from {a.source}" if a.done
+                      else f"could not heal {path} on {tier_name}: {a.message}")
+        if not a.done:
+            left.append([tier_name, path])
+    ts.db.put(DAMAGED_KEY, json.dumps(left) if left else None)
+    ts.end_session()
+    return done
