@@ -98,7 +98,8 @@ class BackendContract:
         backend.save(h, data)
         assert backend.stat(h).size == len(data)
         assert backend.load(h) == data
-        assert backend.load(h, 9 * 1024 * 1024, 1024) == data[9 * 1024 * 1024:9 * 1024 * 1024 + 1024]
+        mib9 = 9 * 1024 * 1024
+        assert backend.load(h, mib9, 1024) == data[mib9:mib9 + 1024]
 
     def test_concurrent_use(self, backend: Backend) -> None:
         errors: list[BaseException] = []
