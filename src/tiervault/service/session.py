@@ -12,7 +12,7 @@ from tiervault.engine.progress import Progress
 from tiervault.service.installation import Installation
 from tiervault.storage.base import Backend
 from tiervault.storage.retry import RetryBackend
-from tiervault.storage.urls import open_backend, redact
+from tiervault.storage.urls import open_backend, parse_url, redact
 from tiervault.tiers.sync import SyncResult, sync_all
 from tiervault.tiers.tier import Tier
 from tiervault.tiers.tierset import TierSet
@@ -44,6 +44,10 @@ def build_tierset(inst: Installation, progress: Progress, read_only: bool = Fals
     """The tier set over every configured tier."""
     tiers = []
     for url in inst.config.tiers:
+        if parse_url(url).params.get("insecure", "").lower() in ("1", "true", "yes", "on"):
+            progress.info(f"WARNING: TLS certificate verification is DISABLED for {redact(url)} "
+                          "(insecure=1): anyone between you and the server can read and alter "
+                          "your backups' traffic; use ca_file= for a private CA instead")
         rec = inst.db.tier(tier_key(url))
         lost = inst.db.get(lost_key(url)) is not None
         tiers.append(Tier(url, build_tier_backend(inst, url), rec, lost=lost))
