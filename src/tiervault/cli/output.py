@@ -80,7 +80,9 @@ class TextProgress(Progress):
             self._print(f"warning: {path}: {message}")
 
     def on_info(self, message: str) -> None:
-        if not self.json_mode:
+        if self.json_mode:
+            sys.stderr.write(json.dumps({"message_type": "info", "message": message}) + "\n")
+        else:
             self._print(message)
 
     def on_status(self, message: str) -> None:
