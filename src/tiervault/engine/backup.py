@@ -28,7 +28,8 @@ from tiervault.vault.repository import BlobWriter, Repository
 from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node, encode_tree
 
-_SMALL = 8 * 1024 * 1024  # files up to this size are read in one go
+_SMALL = 2 * 1024 * 1024  # files up to this size are read in one go
+_INFLIGHT_BYTES = 32 * 1024 * 1024  # bound on file data being read at once
 _CACHE_SAFETY_NS = 2_000_000_000  # don't trust mtimes this close to the backup start
 
 
@@ -84,7 +85,8 @@ class Archiver:
         self.excluder = Excluder(opts.excludes)
         self.pool = ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="read")
         self._chunkers: dict[int, object] = {}
-        self._inflight: deque[Future[FileResult]] = deque()
+        self._inflight: deque[tuple[Future[FileResult], int]] = deque()
+        self._inflight_bytes = 0
         self._ready: deque[_PendingDir] = deque()
         self._hardlinks: dict[tuple[int, int], Future[FileResult]] = {}
         self._counted: set[Future[FileResult]] = set()
@@ -190,7 +192,9 @@ class Archiver:
             fut = self._hardlinks[key]
         else:
             fut = self.pool.submit(self._read_file, path, st)
-            self._inflight.append(fut)
+            cost = min(st.st_size, _SMALL) + 65536
+            self._inflight.append((fut, cost))
+            self._inflight_bytes += cost
             if st.st_nlink > 1:
                 self._hardlinks[key] = fut
             self._throttle()
@@ -227,11 +231,13 @@ class Archiver:
 
     def _throttle(self) -> None:
         limit = max(16, self.opts.workers * 8)
-        while len(self._inflight) > limit:
-            self._inflight.popleft().exception()
+        while len(self._inflight) > limit or self._inflight_bytes > _INFLIGHT_BYTES:
+            fut, cost = self._inflight.popleft()
+            fut.exception()
+            self._inflight_bytes -= cost
             self._drain(block=False)
-        while self._inflight and self._inflight[0].done():
-            self._inflight.popleft()
+        while self._inflight and self._inflight[0][0].done():
+            self._inflight_bytes -= self._inflight.popleft()[1]
 
     def _drain(self, block: bool) -> None:
         """Finish directories whose files are all done (post-order)."""

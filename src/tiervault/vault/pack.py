@@ -59,8 +59,8 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.buf)
 
-    def finish(self, key: MasterKey) -> bytes:
-        """The complete pack file."""
+    def finish(self, key: MasterKey) -> bytearray:
+        """The complete pack file (the builder's own buffer: no copy)."""
         header = bytearray(_MAGIC)
         header += struct.pack("<I", len(self.entries))
         for e in self.entries:
@@ -68,7 +68,7 @@ class PackBuilder:
         sealed = key.seal(bytes(header), _HEADER_AAD)
         self.buf += sealed
         self.buf += _TRAILER.pack(len(sealed))
-        return bytes(self.buf)
+        return self.buf
 
 
 def header_length(trailer: bytes, pack_size: int, what: str) -> int:

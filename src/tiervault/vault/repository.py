@@ -35,7 +35,7 @@ _MAX_SNAPSHOT = 64 * 1024 * 1024
 _MAX_CONFIG = 64 * 1024
 
 
-def content_name(data: bytes) -> str:
+def content_name(data: bytes | bytearray | memoryview) -> str:
     """The file name of an immutable vault file: BLAKE3 of its stored bytes."""
     return blake3.blake3(data, max_threads=1).hexdigest()
 
@@ -325,7 +325,7 @@ class BlobWriter:
         self._packers = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
         self._pending: set[bytes] = set()
         self._ex = ThreadPoolExecutor(uploads, thread_name_prefix="upload")
-        self._slots = threading.BoundedSemaphore(uploads + 1)
+        self._slots = threading.BoundedSemaphore(uploads)
         self._futures: list[Future[None]] = []
         self._unindexed: dict[bytes, list[PackEntry]] = {}
         self._error: BaseException | None = None
@@ -372,7 +372,7 @@ class BlobWriter:
         try:
             data = pack.finish(self.repo.key)
             name = content_name(data)
-            self.repo.backend.save(Handle(FileType.PACK, name), data)
+            self.repo.backend.save(Handle(FileType.PACK, name), data)  # type: ignore[arg-type]
             pid = bytes.fromhex(name)
             self.repo.index.add_pack(pid, pack.entries)
             with self._lock:
