@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from tiervault.engine.progress import Progress
 from tiervault.engine.trees import TreeReader, split_path
-from tiervault.errors import TierVaultError, UsageError
+from tiervault.errors import IntegrityError, TierVaultError, UsageError
 from tiervault.vault.pack import PackEntry
 from tiervault.vault.repository import Repository
 from tiervault.vault.snapshot import Snapshot
@@ -63,6 +63,7 @@ class Restorer:
         self.trees = TreeReader(repo)
         self.is_root = os.geteuid() == 0
         self.stats = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "errors": 0}
+        self._failed: set[bytes] = set()  # files whose content could not be restored
 
     def _selected(self, path: tuple[bytes, ...]) -> bool:
         if not self.includes:
@@ -195,6 +196,7 @@ class Restorer:
                 targets[bid].append((f, off))
                 loc = self.repo.index.lookup(bid)
                 if loc is None:
+                    self._failed.add(f.path)
                     self._warn(f.path, f"data blob {bid.hex()[:16]} is missing from the vault")
                     break
                 off += loc[1].raw_length
@@ -214,12 +216,17 @@ class Restorer:
                     run = []
                 run.append(e)
             jobs.append((pid, run))
-        failed: set[bytes] = set()
+        failed = self._failed
 
         def job(pid: bytes, run: list[PackEntry]) -> None:
             try:
                 blobs = self.repo.load_blobs_from_pack(pid, run)
             except TierVaultError as e:
+                if len(run) > 1 and isinstance(e, IntegrityError):
+                    # One damaged blob must not cost the good ones read with it.
+                    for ent in run:
+                        job(pid, [ent])
+                    return
                 for ent in run:
                     for f, _ in targets[ent.id]:
                         if f.path not in failed:
@@ -233,7 +240,7 @@ class Restorer:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as ex:
             for fut in [ex.submit(job, pid, run) for pid, run in jobs]:
                 fut.result()
-        self.stats["files"] += len(files)
+        self.stats["files"] += sum(1 for f in files if f.path not in failed)
 
     def _pwrite(self, f: _File, off: int, data: bytes) -> None:
         # Sparse files: skip whole zero blocks (ftruncate already made them holes).
@@ -255,6 +262,7 @@ class Restorer:
             self.progress.add(0, len(data))
             self.stats["bytes"] += len(data)
         except OSError as e:
+            self._failed.add(f.path)
             self._warn(f.path, e.strerror or str(e))
 
     def _hardlink(self, f: _File) -> None:
