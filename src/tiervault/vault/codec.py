@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import zstandard
@@ -14,6 +15,10 @@ ZSTD = 1
 ZSTD_LEVEL = 3
 #: Largest plaintext blob we accept (chunker max is 8 MiB; trees may be larger).
 MAX_BLOB = 64 * 1024 * 1024
+#: Frames declaring up to this size are decompressed in one call (which
+#: allocates the declared size); larger ones are streamed.
+_ONE_SHOT_MAX = 16 * 1024 * 1024
+_STREAM_PIECE = 4 * 1024 * 1024
 
 
 class Codec:
@@ -62,7 +67,13 @@ class Codec:
                 params = zstandard.get_frame_parameters(body)
                 if params.content_size > limit:
                     raise IntegrityError(f"{what} is damaged (size)")
-                out = self._dctx().decompress(body, max_output_size=limit)
+                if params.content_size <= _ONE_SHOT_MAX:
+                    out = self._dctx().decompress(body, max_output_size=limit)
+                else:
+                    # One-shot decompression allocates the declared size up front,
+                    # so a few bytes declaring 500 MiB would allocate 500 MiB:
+                    # stream, so memory follows the data actually produced.
+                    out = self._stream(body, params.content_size, what)
             except zstandard.ZstdError:
                 raise IntegrityError(f"{what} is damaged (compression)") from None
         else:
@@ -70,6 +81,20 @@ class Codec:
         if raw_len is not None and len(out) != raw_len:
             raise IntegrityError(f"{what} is damaged (length)")
         return out
+
+    def _stream(self, body: memoryview, size: int, what: str) -> bytes:
+        """Decompress a frame of declared ``size`` in pieces; exactly ``size`` bytes or damage."""
+        out = io.BytesIO()
+        got = 0
+        with self._dctx().stream_reader(body, read_across_frames=False) as reader:
+            while got < size:
+                piece = reader.read(min(_STREAM_PIECE, size - got))
+                if not piece:
+                    break
+                got += out.write(piece)
+            if got != size or reader.read(1):
+                raise IntegrityError(f"{what} is damaged (length)")
+        return out.getvalue()
 
     def encode(self, data: bytes | memoryview, aad: bytes) -> bytes:
         """Compress and seal ``data``."""
