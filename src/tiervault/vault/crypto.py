@@ -32,6 +32,11 @@ _KEYFILE_AAD = b"tiervault key file v1"
 # scrypt cost: 2^15 * 8 * 128 B = 32 MiB of memory, ~0.1 s here.
 DEFAULT_SCRYPT_N = 2**15
 _MAX_SCRYPT_N = 2**22
+# Each of n, r, p within its bound still allows 16 GiB and ~8000x the default
+# work (n=2^22, r=32, p=16): bound the memory (128*n*r bytes) and the total
+# work (n*r*p) of an untrusted key file too.
+_MAX_SCRYPT_NR = 2**23  # 1 GiB of memory
+_MAX_SCRYPT_NRP = 2**25  # 128x the default cost
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ def parse_key_file(raw: bytes, what: str) -> dict[str, Any]:
     """Parse and validate a key file's public fields (no passphrase needed)."""
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
         raise IntegrityError(f"{what} is damaged (not JSON)") from None
     if not isinstance(doc, dict) or doc.get("version") != 1 or doc.get("kdf") != "scrypt":
         raise IntegrityError(f"{what} is not a supported key file")
@@ -129,7 +134,8 @@ def parse_key_file(raw: bytes, what: str) -> dict[str, Any]:
             raise IntegrityError(f"{what} is damaged ({f})")
     n, r, p = doc["n"], doc["r"], doc["p"]
     # Bound the work an untrusted file can make us do.
-    if not (2 <= n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+    if not (2 <= n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16
+            and n * r <= _MAX_SCRYPT_NR and n * r * p <= _MAX_SCRYPT_NRP):
         raise IntegrityError(f"{what} has unreasonable KDF parameters")
     return doc
 

@@ -45,7 +45,7 @@ class Snapshot:
         what = f"snapshot {snap_id[:8]}"
         try:
             doc = json.loads(plain)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
             raise IntegrityError(f"{what} is damaged (not JSON)") from None
         if not isinstance(doc, dict) or doc.pop("v", None) != 1:
             raise IntegrityError(f"{what} is not a supported snapshot")
