@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from tiervault.engine.progress import Progress
+from tiervault.errors import UsageError
 from tiervault.service.installation import Installation
 from tiervault.storage.base import Backend
 from tiervault.storage.retry import RetryBackend
+from tiervault.storage.throttle import ThrottledBackend, ThrottleSchedule
 from tiervault.storage.urls import open_backend, parse_url, redact
 from tiervault.tiers.sync import SyncResult, sync_all
 from tiervault.tiers.tier import Tier
@@ -24,10 +26,34 @@ def raw_tier_backend(inst: Installation, url: str) -> Backend:
     return open_backend(url, inst.opts.env, inst.secrets_for(url))
 
 
+def throttle_for(inst: Installation, url: str) -> ThrottleSchedule | None:
+    """The ``[[throttle]]`` entry of config.toml for this tier (by URL or 1-based number)."""
+    entries = inst.config.extra.get("throttle", [])
+    if isinstance(entries, dict):
+        entries = [entries]
+    if not isinstance(entries, list):
+        raise UsageError("config.toml: [[throttle]] must be a list of tables")
+    number = str(inst.config.tiers.index(url) + 1) if url in inst.config.tiers else ""
+    for e in entries:
+        if not isinstance(e, dict):
+            raise UsageError("config.toml: [[throttle]] must be a list of tables")
+        sel = str(e.get("tier", ""))
+        if sel in (number, tier_key(url), url):
+            return ThrottleSchedule.from_config(e)
+    return None
+
+
 def build_tier_backend(inst: Installation, url: str) -> Backend:
-    """One tier's stack: raw backend wrapped in the reconnect procedure."""
-    return RetryBackend(raw_tier_backend(inst, url), attempts=inst.retry_attempts,
-                        delay=inst.retry_delay, max_delay=max(2.0, inst.retry_delay))
+    """One tier's stack: raw backend -> bandwidth limit -> reconnect procedure.
+
+    The limit sits below the retries so that a re-sent upload is counted again.
+    """
+    b = raw_tier_backend(inst, url)
+    schedule = throttle_for(inst, url)
+    if schedule is not None:
+        b = ThrottledBackend(b, schedule)
+    return RetryBackend(b, attempts=inst.retry_attempts, delay=inst.retry_delay,
+                        max_delay=max(2.0, inst.retry_delay))
 
 
 def tier_key(url: str) -> str:
