@@ -79,7 +79,8 @@ class VaultConfig:
                 raise ValueError
             vid = str(doc["id"])
             bytes.fromhex(vid)
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError,
+                OverflowError, RecursionError):  # 1e400 is inf; deep nesting recurses
             raise IntegrityError("the vault config file is damaged or not a tiervault vault") \
                 from None
         return cls(vid, FORMAT_VERSION, params)
