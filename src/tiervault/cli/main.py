@@ -199,10 +199,12 @@ def init(ctx: Ctx, tier_urls: tuple[str, ...]) -> None:
 @click.option("--tag", multiple=True, help="Tag the snapshot.")
 @click.option("--no-cache", is_flag=True, help="Read every file even if unchanged.")
 @click.option("--one-file-system", "-x", is_flag=True, help="Stay on the file systems given.")
+@click.option("--archive", is_flag=True, help="Mark the snapshot as an archive (kept beyond "
+              "retention until released).")
 @with_session(write=True)
 def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[str, ...],
            exclude_file: tuple[str, ...], tag: tuple[str, ...], no_cache: bool,
-           one_file_system: bool) -> int:
+           one_file_system: bool, archive: bool) -> int:
     """Back up PATHS into a new snapshot."""
     patterns = list(exclude)
     for ef in exclude_file:
@@ -211,7 +213,8 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
                 patterns += [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
         except OSError as e:
             raise UsageError(f"cannot read {ef}: {e.strerror}") from None
-    opts = BackupOptions(list(paths), patterns, list(tag), workers=sess.inst.workers(),
+    tags = [*tag, "archive"] if archive else list(tag)
+    opts = BackupOptions(list(paths), patterns, tags, workers=sess.inst.workers(),
                          use_cache=not no_cache, one_file_system=one_file_system)
     snap, summary = ops.backup(sess, opts)
     if ctx.json:
@@ -239,15 +242,18 @@ def snapshots(ctx: Ctx, sess: VaultSession, tag: tuple[str, ...], host: str | No
     """List snapshots."""
     snaps = [s for s in ops.list_snapshots(sess)
              if (not tag or set(tag) & set(s.tags)) and (not host or s.hostname == host)]
+    flags = ops.snapshot_flags(sess, snaps)
     if ctx.json:
-        emit_json([ops.snapshot_json(s) for s in snaps])
+        emit_json([dict(ops.snapshot_json(s), flags=flags[s.id],
+                        archived="A" in flags[s.id], local_only="L" in flags[s.id],
+                        partial="P" in flags[s.id]) for s in snaps])
         return
-    click.echo(f"{'ID':8}  {'Time':25}  {'Host':15}  {'Tags':12}  Paths")
+    click.echo(f"{'ID':8}  {'Flags':5}  {'Time':25}  {'Host':15}  {'Tags':12}  Paths")
     for s in snaps:
-        flags = "" if s.complete else " (partial)"
-        click.echo(f"{s.id[:8]}  {s.time[:25]:25}  {s.hostname[:15]:15}  "
-                   f"{','.join(s.tags)[:12]:12}  {', '.join(s.paths)}{flags}")
-    click.echo(f"{len(snaps)} snapshot(s)")
+        click.echo(f"{s.id[:8]}  {flags[s.id]:5}  {s.time[:25]:25}  {s.hostname[:15]:15}  "
+                   f"{','.join(s.tags)[:12]:12}  {', '.join(s.paths)}")
+    click.echo(f"{len(snaps)} snapshot(s)   flags: A archived, L only on the speed vault so "
+               "far, P partial")
 
 
 @cli.command(name="ls")
@@ -593,6 +599,67 @@ def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool) -> None:
         verb = "took over" if take_over else "attached to"
         click.echo(f"{verb} vault {res['vault_id'][:8]}: "
                    + ", ".join(f"{t['url']} ({t['state']})" for t in res["tiers"]))
+
+
+@cli.command()
+@json_option
+@click.option("--keep-all-days", type=click.IntRange(0), default=7, show_default=True,
+              help="Keep every snapshot of the last N days.")
+@click.option("--daily", type=click.IntRange(0), default=30, show_default=True,
+              help="Then the last of each day for N days.")
+@click.option("--weekly", type=click.IntRange(0), default=12, show_default=True,
+              help="Then the last of each week for N weeks.")
+@click.option("--monthly", type=click.IntRange(0), default=12, show_default=True,
+              help="Then the last of each month for N months.")
+@click.option("--yearly", type=click.IntRange(0), default=5, show_default=True,
+              help="Then the last of each year for N years.")
+@click.option("--prune", "do_prune", is_flag=True, help="Prune unreferenced data afterwards.")
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
+@with_session(write=True)
+def retention(ctx: Ctx, sess: VaultSession, keep_all_days: int, daily: int, weekly: int,
+              monthly: int, yearly: int, do_prune: bool, dry_run: bool) -> None:
+    """Apply grandfather-father-son retention; archived snapshots are always kept."""
+    from tiervault.engine.policy import GfsPolicy
+
+    res = ops.apply_retention(sess, GfsPolicy(keep_all_days, daily, weekly, monthly, yearly),
+                              dry_run)
+    if do_prune:
+        res["prune"] = ops.prune(sess, dry_run)
+    if ctx.json:
+        emit_json(res)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for s in res["remove"]:
+        click.echo(f"{verb} snapshot {s['short_id']}  {s['time']}")
+    click.echo(f"{len(res['keep'])} kept, {len(res['remove'])} {verb}")
+    if "prune" in res:
+        _print_prune(res["prune"])
+
+
+@cli.group()
+def archive() -> None:
+    """Mark snapshots as archives (kept beyond retention) or release them."""
+
+
+@archive.command(name="mark")
+@json_option
+@click.argument("snapshot")
+@with_session(write=True, load_index=False)
+def archive_mark(ctx: Ctx, sess: VaultSession, snapshot: str) -> None:
+    """Mark SNAPSHOT as an archive."""
+    res = ops.set_archive(sess, snapshot, True)
+    emit_json(res) if ctx.json else click.echo(f"snapshot {res['snapshot_id'][:8]} is archived")
+
+
+@archive.command(name="release")
+@json_option
+@click.argument("snapshot")
+@with_session(write=True, load_index=False)
+def archive_release(ctx: Ctx, sess: VaultSession, snapshot: str) -> None:
+    """Release an archived SNAPSHOT: normal retention applies to it again."""
+    res = ops.set_archive(sess, snapshot, False)
+    emit_json(res) if ctx.json else click.echo(
+        f"snapshot {res['snapshot_id'][:8]} is no longer archived")
 
 
 @cli.group()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import Any
 
 from tiervault.engine import browse
 from tiervault.engine.backup import Archiver, BackupOptions
 from tiervault.engine.check import CheckReport, check
-from tiervault.engine.policy import Policy, apply_policy
+from tiervault.engine.policy import ARCHIVE_TAG, GfsPolicy, Policy, apply_gfs, apply_policy
 from tiervault.engine.progress import Progress
 from tiervault.engine.prune import execute_prune, plan_prune
 from tiervault.engine.restore import Restorer
@@ -89,6 +90,38 @@ def forget(sess: VaultSession, policy: Policy, dry_run: bool) -> dict[str, Any]:
             "remove": [snapshot_json(s) for s in remove], "dry_run": dry_run}
 
 
+def apply_retention(sess: VaultSession, policy: GfsPolicy, dry_run: bool,
+                    now: datetime | None = None, paths: list[str] | None = None
+                    ) -> dict[str, Any]:
+    """Grandfather-father-son retention (archives always kept); forget only."""
+    snaps = sess.repo.snapshots()
+    if paths is not None:
+        snaps = [s for s in snaps if sorted(s.paths) == sorted(paths)]
+    keep, remove, reasons = apply_gfs(snaps, policy, now or datetime.now().astimezone())
+    if not dry_run:
+        for s in remove:
+            sess.repo.remove_snapshot(s.id)
+        sess.inst.db.forget_snapshots([s.id for s in remove])
+    return {"keep": [dict(snapshot_json(s), reasons=reasons.get(s.id, [])) for s in keep],
+            "remove": [snapshot_json(s) for s in remove], "dry_run": dry_run}
+
+
+def set_archive(sess: VaultSession, ref: str, archived: bool) -> dict[str, Any]:
+    """Mark a snapshot as an archive or release it (rewrites the snapshot file)."""
+    snap = sess.repo.find_snapshot(ref)
+    old = snap.id
+    tags = set(snap.tags)
+    if (ARCHIVE_TAG in tags) == archived:
+        return {"snapshot_id": old, "changed": False, "archived": archived}
+    tags = tags | {ARCHIVE_TAG} if archived else tags - {ARCHIVE_TAG}
+    snap.tags = sorted(tags)
+    new = sess.repo.save_snapshot(snap)
+    sess.repo.remove_snapshot(old)
+    sess.inst.db.forget_snapshots([old])
+    sess.inst.db.note_snapshots([(new, snap.time, snap.paths)], replace=False)
+    return {"snapshot_id": new, "previous_id": old, "changed": True, "archived": archived}
+
+
 def prune(sess: VaultSession, dry_run: bool) -> dict[str, Any]:
     """Delete unreferenced data and repack sparse packs."""
     plan = plan_prune(sess.repo, sess.progress)
@@ -107,6 +140,37 @@ def list_snapshots(sess: VaultSession) -> list[Snapshot]:
     snaps = sess.repo.snapshots()
     sess.inst.db.note_snapshots([(s.id, s.time, s.paths) for s in snaps], replace=True)
     return snaps
+
+
+def snapshot_flags(sess: VaultSession, snaps: list[Snapshot]) -> dict[str, str]:
+    """Per snapshot: A archived, L held only on the speed vault so far, P partial."""
+    from tiervault.storage.base import FileType
+    from tiervault.tiers.tier import ONLINE, UNSYNCHRONIZED
+
+    servers = sess.tiers.tiers[1:]
+    on_server: set[str] = set()
+    unknown_after: float | None = None
+    for t in servers:
+        if t.state in (ONLINE, UNSYNCHRONIZED):
+            try:
+                on_server.update(fi.handle.name for fi in t.backend.list(FileType.SNAPSHOT))
+                continue
+            except Exception:  # an unreachable server: fall back to its records
+                pass
+        lo = t.record.last_online or 0.0
+        unknown_after = lo if unknown_after is None else max(unknown_after, lo)
+    out = {}
+    for s in snaps:
+        f = ""
+        if ARCHIVE_TAG in s.tags:
+            f += "A"
+        if servers and s.id not in on_server and (
+                unknown_after is None or s.datetime().timestamp() > unknown_after):
+            f += "L"
+        if not s.complete:
+            f += "P"
+        out[s.id] = f
+    return out
 
 
 def find_snapshots(sess: VaultSession, refs: list[str]) -> list[Snapshot]:
