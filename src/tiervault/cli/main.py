@@ -118,6 +118,10 @@ def with_session(lock: bool = False, load_index: bool = True,
                 # Reads don't wait for tiers: probe once, then say what is offline.
                 ctx.opts.wait_timeout = 0
             inst = ctx.installation()
+            if write and inst.config.settings.read_only:
+                inst.close()
+                raise UsageError("this is a restore-only installation (attach --read-only); "
+                                 "it never writes to the vault")
             try:
                 if lock or write:
                     inst.lock()
@@ -584,19 +588,23 @@ def tier_lost(ctx: Ctx, url: str, dry_run: bool) -> None:
 @click.argument("tier_urls", nargs=-1, required=True)
 @click.option("--take-over", is_flag=True,
               help="Make this installation the vault's writer; the old one will stop (exit 3).")
+@click.option("--read-only", is_flag=True,
+              help="Restore-only: list, browse and restore, never write (no clash with the "
+                   "writer).")
 @click.pass_obj
-def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool) -> None:
+def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool, read_only: bool) -> None:
     """Connect this installation to an existing vault on TIER_URL(s)."""
     progress = ctx.progress()
     try:
         res = tierops.attach(ctx.home, list(tier_urls), ctx.passphrase(), ctx.opts, progress,
-                             take_over)
+                             take_over, read_only)
     finally:
         progress.close()
     if ctx.json:
         emit_json(res)
     else:
-        verb = "took over" if take_over else "attached to"
+        verb = "took over" if take_over else (
+            "attached (restore-only) to" if read_only else "attached to")
         click.echo(f"{verb} vault {res['vault_id'][:8]}: "
                    + ", ".join(f"{t['url']} ({t['state']})" for t in res["tiers"]))
 

@@ -64,6 +64,12 @@ class Installation:
             self._db = StateDB(self.home)
         return self._db
 
+    def require_writer(self) -> None:
+        """Refuse writes in a restore-only installation."""
+        if self.config.settings.read_only:
+            raise UsageError("this is a restore-only installation (attach --read-only); "
+                             "it never writes to the vault")
+
     def lock(self) -> InstallationLock:
         """Take the installation's write lock (one writing process at a time)."""
         self._lock.acquire()

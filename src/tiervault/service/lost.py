@@ -101,6 +101,7 @@ def give_up_long_unavailable(inst: Installation, ts: TierSet,
 
 def tier_lost(inst: Installation, url: str, dry_run: bool, progress: Progress) -> dict[str, Any]:
     """``tiervault tier lost URL``."""
+    inst.require_writer()
     keys = [tier_key(u) for u in inst.config.tiers]
     if tier_key(url) not in keys:
         raise UsageError(f"{redact(url)} is not a tier of this vault (tiers: {', '.join(keys)})")

@@ -141,6 +141,8 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
                 subset: float | None, repair: bool, dry_run: bool,
                 workers: int) -> dict[str, Any]:
     """Check each selected tier; with ``repair``, heal them from each other."""
+    if repair:
+        sess.inst.require_writer()
     if repair and not dry_run:
         sess.tiers._begin_write()
     results: list[TierCheck] = []

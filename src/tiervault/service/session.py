@@ -85,8 +85,10 @@ def build_tierset(inst: Installation, progress: Progress, read_only: bool = Fals
             probes[t.url] = raw_tier_backend(inst, t.url)
         return probes[t.url]
 
+    restore_only = inst.config.settings.read_only
     return TierSet(tiers, inst.db, inst.config.vault_id[:8], wait_timeout=inst.wait_timeout,
-                   notify=progress.info, read_only=read_only, probe_backend=probe_backend)
+                   notify=progress.info, read_only=read_only or restore_only,
+                   probe_backend=probe_backend, adopt_revisions=restore_only)
 
 
 class VaultSession:

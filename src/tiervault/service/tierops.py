@@ -66,12 +66,20 @@ def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
 
 
 def attach(home: Path, urls: list[str], passphrase: str, opts: RunOptions, progress: Progress,
-           take_over: bool) -> dict[str, Any]:
-    """Connect a new installation to an existing vault (``take_over``: become its writer)."""
+           take_over: bool, read_only: bool = False) -> dict[str, Any]:
+    """Connect a new installation to an existing vault.
+
+    ``take_over``: become its writer (the old installation then stops with
+    exit 3). ``read_only``: a restore-only installation that never writes and
+    so never clashes with the writer.
+    """
+    if take_over and read_only:
+        raise UsageError("--take-over and --read-only exclude each other")
     existing = load_config(home)
     if existing is not None and existing.tiers and not take_over:
         raise UsageError(f"{home} already has a vault configured; use another --home")
     inst = Installation(home, InstallationConfig(tiers=list(urls)), opts)
+    inst.config.settings.read_only = read_only
     if existing is not None:
         inst.config.installation_id = existing.installation_id
     inst.lock()
@@ -91,6 +99,7 @@ def attach(home: Path, urls: list[str], passphrase: str, opts: RunOptions, progr
         inst.config.installation_id = inst.config.installation_id or secrets.token_hex(8)
         inst.save()
         return {"vault_id": cfg.id, "home": str(home), "take_over": take_over,
+                "read_only": read_only,
                 "revisions": revs, "tiers": [{"url": t.name, "state": t.state,
                                               "revision": t.revision} for t in ts.tiers]}
     finally:
@@ -153,6 +162,7 @@ def _tier_json(ts: TierSet, t: Any) -> dict[str, Any]:
 
 def sync_now(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
     """Synchronize every reachable stale tier in the foreground."""
+    inst.require_writer()
     inst.lock()
     ts = build_tierset(inst, progress)
     try:
@@ -199,6 +209,7 @@ def _result_json(r: SyncResult) -> dict[str, Any]:
 
 def tier_add(inst: Installation, url: str, progress: Progress) -> dict[str, Any]:
     """Add a tier: created empty at revision 0 and filled by synchronization."""
+    inst.require_writer()
     parse_url(url)
     if tier_key(url) in {tier_key(u) for u in inst.config.tiers}:
         raise UsageError(f"{redact(url)} is already a tier of this vault")

@@ -26,6 +26,7 @@ class Settings:
     workers: int = 0  # 0 = decide from the CPU count
     pack_size_mib: int = 16
     compression_level: int = 3
+    read_only: bool = False  # a restore-only installation (attach --read-only)
 
 
 @dataclass

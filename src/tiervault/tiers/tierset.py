@@ -50,7 +50,8 @@ class TierSet(Backend):
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  notify: Notify | None = None, read_only: bool = False,
-                 probe_backend: Callable[[Tier], Backend] | None = None) -> None:
+                 probe_backend: Callable[[Tier], Backend] | None = None,
+                 adopt_revisions: bool = False) -> None:
         if not tiers:
             raise TierVaultError("no tiers configured")
         self.tiers = tiers
@@ -62,7 +63,8 @@ class TierSet(Backend):
         self.clock = clock
         self.sleep = sleep
         self.notify = notify or (lambda _m: None)
-        self.read_only = read_only
+        self.read_only = read_only or adopt_revisions
+        self.adopt_revisions = adopt_revisions
         # A single-attempt view of a tier for probing while waiting.
         self.probe_backend = probe_backend or (lambda t: t.backend)
         self.abort_sync = threading.Event()
@@ -108,7 +110,11 @@ class TierSet(Backend):
         """
         revs = list(self._pool.map(self._read_rev, self.tiers))
         for t, rev in zip(self.tiers, revs, strict=True):
-            if rev is not None:
+            if rev is not None and self.adopt_revisions:
+                # A restore-only installation never writes, so it cannot clash
+                # with the writer: it simply follows the tiers' revisions.
+                t.record.revision, t.record.intended, t.record.missed = rev, None, False
+            elif rev is not None:
                 self._check_revision(t, rev)
         for t, rev in zip(self.tiers, revs, strict=True):
             if rev is not None:
@@ -242,7 +248,10 @@ class TierSet(Backend):
         if rev is None:
             return False
         with self._lock:
-            self._check_revision(t, rev)
+            if self.adopt_revisions:
+                t.record.revision = rev
+            else:
+                self._check_revision(t, rev)
             t.revision = rev
             t.error = None
             if t.record.missed or t.record.revision < self.max_revision:

@@ -261,7 +261,7 @@ class Repository:
             snaps = self.snapshots()
             if not snaps:
                 raise UsageError("the vault has no snapshots yet")
-            return snaps[-1]
+            return self._indexed(snaps[-1])
         ref = ref.lower()
         if not ref or any(c not in "0123456789abcdef" for c in ref):
             raise UsageError(f"{ref!r} is not a snapshot id")
@@ -270,7 +270,17 @@ class Repository:
             raise UsageError(f"no snapshot matches {ref!r}")
         if len(matches) > 1:
             raise UsageError(f"{ref!r} matches {len(matches)} snapshots; give more characters")
-        return self.load_snapshot(matches[0])
+        return self._indexed(self.load_snapshot(matches[0]))
+
+    def _indexed(self, snap: Snapshot) -> Snapshot:
+        """Reload the index if ``snap`` is newer than it (another installation wrote it).
+
+        A snapshot is written after the index naming its data, so reading the
+        index again after the snapshot always covers it.
+        """
+        if bytes.fromhex(snap.tree) not in self.index:
+            self.reload_index()
+        return snap
 
     def remove_snapshot(self, snap_id: str) -> None:
         """Delete a snapshot file."""
