@@ -25,6 +25,7 @@ from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node
 
 _GAP = 1024 * 1024  # read through gaps smaller than this instead of seeking
+_MAX_RUN = 8 * 1024 * 1024  # bound on one ranged read (memory per worker)
 _BLOCK = 4096  # sparse files: zero runs this large (and aligned) stay holes
 _ZEROS = bytes(_BLOCK)
 
@@ -211,16 +212,21 @@ class Restorer:
             entries.sort(key=lambda e: e.offset)
             run: list[PackEntry] = []
             for e in entries:
-                if run and e.offset - (run[-1].offset + run[-1].length) > _GAP:
+                if run and (e.offset - (run[-1].offset + run[-1].length) > _GAP
+                            or e.offset + e.length - run[0].offset > _MAX_RUN):
                     jobs.append((pid, run))
                     run = []
                 run.append(e)
             jobs.append((pid, run))
         failed = self._failed
 
+        def write(ent: PackEntry, data: bytes) -> None:
+            for f, off in targets[ent.id]:
+                self._pwrite(f, off, data)
+
         def job(pid: bytes, run: list[PackEntry]) -> None:
             try:
-                blobs = self.repo.load_blobs_from_pack(pid, run)
+                self.repo.stream_blobs_from_pack(pid, run, write)
             except TierVaultError as e:
                 if len(run) > 1 and isinstance(e, IntegrityError):
                     # One damaged blob must not cost the good ones read with it.
@@ -233,9 +239,6 @@ class Restorer:
                             failed.add(f.path)
                             self._warn(f.path, str(e))
                 return
-            for ent, data in blobs:
-                for f, off in targets[ent.id]:
-                    self._pwrite(f, off, data)
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as ex:
             for fut in [ex.submit(job, pid, run) for pid, run in jobs]:

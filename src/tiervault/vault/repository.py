@@ -216,6 +216,26 @@ class Repository:
         return self.backend.load_verified(Handle(FileType.PACK, pid.hex()), decode,
                                           start, end - start)
 
+    def stream_blobs_from_pack(self, pid: bytes, entries: list[PackEntry],
+                               consumer: Callable[[PackEntry, bytes], None]) -> None:
+        """Decode blobs of one pack with a single ranged read, handing each to
+        ``consumer`` as soon as it is verified (memory: one range, one blob).
+
+        ``consumer`` may be called again for the same blob with the same bytes
+        if a later blob of the range is damaged and the read moves on to the
+        next tier, so it must be idempotent (restore's positional writes are).
+        """
+        start = min(e.offset for e in entries)
+        end = max(e.offset + e.length for e in entries)
+
+        def decode(data: bytes) -> None:
+            mv = memoryview(data)
+            for e in entries:
+                consumer(e, self.decode_blob(pid, e, mv[e.offset - start:e.offset - start
+                                                        + e.length]))
+
+        self.backend.load_verified(Handle(FileType.PACK, pid.hex()), decode, start, end - start)
+
     def writer(self, pack_size: int = PACK_TARGET, uploads: int = 2) -> BlobWriter:
         """A writer that packs and uploads new blobs."""
         return BlobWriter(self, pack_size, uploads)
