@@ -354,6 +354,8 @@ def test_unreadable_file_gives_exit_6_and_a_partial_snapshot(vault: dict[str, Pa
     assert str(vault["src"] / "big") in listed
     assert str(vault["src"] / "sub" / "small") in listed
     assert str(locked) not in listed
-    # The text listing marks the partial snapshot.
+    # The listing flags the partial snapshot (P).
     proc = ok(run_tv(vault["home"], "snapshots"))
-    assert "(partial)" in proc.stdout
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(snaps[-1]["id"][:8]))
+    assert line.split()[1] == "P"
+    assert snaps[-1]["partial"] is True and snaps[-1]["flags"] == "P"
