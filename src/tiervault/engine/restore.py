@@ -27,6 +27,9 @@ from tiervault.vault.tree import Node
 _GAP = 1024 * 1024  # read through gaps smaller than this instead of seeking
 _MAX_RUN = 8 * 1024 * 1024  # bound on one ranged read (memory per worker)
 _BLOCK = 4096  # sparse files: zero runs this large (and aligned) stay holes
+# What hostile metadata (a uid of 2**40, a NUL in a symlink target, a negative
+# device number) makes the os functions raise besides OSError.
+_OS_ERRORS = (OSError, ValueError, OverflowError, TypeError)
 _ZEROS = bytes(_BLOCK)
 
 
@@ -65,6 +68,11 @@ class Restorer:
         self.is_root = os.geteuid() == 0
         self.stats = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "errors": 0}
         self._failed: set[bytes] = set()  # files whose content could not be restored
+        # Directories known to be real directories reached from the target through
+        # real directories only: nothing is created, changed or removed anywhere else,
+        # so a symlink already in the target (or restored earlier) is never followed.
+        self._good: set[bytes] = set()
+        self._created: set[bytes] = set()  # files this run created (hard link sources)
 
     def _selected(self, path: tuple[bytes, ...]) -> bool:
         if not self.includes:
@@ -125,7 +133,8 @@ class Restorer:
             self._symlink(path, node)
         # Directories last, deepest first, so their mtimes survive.
         for path, node in reversed(plan.dirs):
-            self._set_meta(path, node)
+            if path in self._good:
+                self._set_meta(path, node)
         self.stats["dirs"] = len(plan.dirs)
         return self.stats
 
@@ -136,6 +145,9 @@ class Restorer:
         self.progress.warn(os.fsdecode(path), msg)
 
     def _mkdir(self, path: bytes, top: bool = False) -> bool:
+        if not top and not self._parent_ok(path):
+            self._warn(path, "parent directory could not be restored")
+            return False
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -144,6 +156,7 @@ class Restorer:
                     os.makedirs(path, mode=0o700, exist_ok=True)
                 else:
                     os.mkdir(path, 0o700)
+                self._good.add(path)
                 return True
             except OSError as e:
                 if top:
@@ -156,14 +169,12 @@ class Restorer:
                 raise UsageError(f"{os.fsdecode(path)} exists and is not a directory")
             self._warn(path, "exists and is not a directory; not restoring beneath it")
             return False
+        self._good.add(path)
         return True
 
     def _parent_ok(self, path: bytes) -> bool:
-        parent = os.path.dirname(path)
-        try:
-            return stat.S_ISDIR(os.lstat(parent).st_mode)
-        except OSError:
-            return False
+        # Not lstat(parent): that follows symlinks in the parent's own ancestors.
+        return os.path.dirname(path) in self._good
 
     def _create_files(self, files: list[_File]) -> list[_File]:
         created = []
@@ -176,6 +187,7 @@ class Restorer:
             try:
                 _remove_if_file(f.path)
                 fd = os.open(f.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                self._created.add(f.path)
                 try:
                     size = f.node.get("size", 0)
                     if size:
@@ -183,8 +195,8 @@ class Restorer:
                 finally:
                     os.close(fd)
                 created.append(f)
-            except OSError as e:
-                self._warn(f.path, e.strerror or str(e))
+            except _OS_ERRORS as e:
+                self._warn(f.path, _strerror(e))
         return created
 
     def _write_content(self, files: list[_File]) -> None:
@@ -270,6 +282,9 @@ class Restorer:
 
     def _hardlink(self, f: _File) -> None:
         assert f.link_to is not None
+        if not self._parent_ok(f.path) or f.link_to not in self._created:
+            self._warn(f.path, "hard link: parent directory or first name could not be restored")
+            return
         try:
             _remove_if_file(f.path)
             os.link(f.link_to, f.path, follow_symlinks=False)
@@ -286,8 +301,8 @@ class Restorer:
             os.symlink(node.get("target", b""), path)
             self.stats["symlinks"] += 1
             self._set_meta(path, node)
-        except OSError as e:
-            self._warn(path, e.strerror or str(e))
+        except _OS_ERRORS as e:
+            self._warn(path, _strerror(e))
 
     def _special(self, path: bytes, node: Node) -> None:
         if not self._parent_ok(path):
@@ -306,8 +321,8 @@ class Restorer:
             else:
                 return  # sockets belong to the process that made them
             self._set_meta(path, node)
-        except OSError as e:
-            self._warn(path, e.strerror or str(e))
+        except _OS_ERRORS as e:
+            self._warn(path, _strerror(e))
 
     def _set_meta(self, path: bytes, node: Node) -> None:
         link = node.kind == "symlink"
@@ -316,22 +331,26 @@ class Restorer:
                 uid, gid = node.get("uid", -1), node.get("gid", -1)
                 try:
                     os.chown(path, uid, gid, follow_symlinks=False)
-                except OSError as e:
+                except _OS_ERRORS as e:
                     if not link:
-                        self._warn(path, f"owner: {e.strerror}")
+                        self._warn(path, f"owner: {_strerror(e)}")
             for name, value in node.get("xattrs") or []:
                 try:
                     os.setxattr(path, name, value, follow_symlinks=False)
-                except OSError as e:
-                    if e.errno not in (errno.EPERM, errno.ENOTSUP) or not link:
-                        self._warn(path, f"xattr {os.fsdecode(name)}: {e.strerror}")
+                except _OS_ERRORS as e:
+                    if getattr(e, "errno", None) not in (errno.EPERM, errno.ENOTSUP) or not link:
+                        self._warn(path, f"xattr {os.fsdecode(name)!r}: {_strerror(e)}")
             if not link:
                 os.chmod(path, node.get("mode", 0o600) & 0o7777)
             if "mtime" in node:
                 os.utime(path, ns=(node.get("atime", node["mtime"]), node["mtime"]),
                          follow_symlinks=False)
-        except OSError as e:
-            self._warn(path, e.strerror or str(e))
+        except _OS_ERRORS as e:
+            self._warn(path, _strerror(e))
+
+
+def _strerror(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e)
 
 
 def _nonzero_runs(data: bytes, off: int) -> list[tuple[int, int]]:

@@ -37,14 +37,25 @@ class TreeReader:
 
     def walk(self, tree_id: bytes, prefix: tuple[bytes, ...] = (),
              depth: int = 0) -> Iterator[tuple[tuple[bytes, ...], Node]]:
-        """Yield (path components, node) for every entry, parents before children."""
-        if depth > 4096:
-            raise IntegrityError("tree nesting is too deep (a loop?)")
-        for n in self.load(tree_id):
-            path = (*prefix, n.name)
+        """Yield (path components, node) for every entry, parents before children.
+
+        Iterative (an explicit stack), so trees deeper than Python's recursion
+        limit are walked too.
+        """
+        stack: list[tuple[tuple[bytes, ...], Iterator[Node]]] = [
+            (prefix, iter(self.load(tree_id)))]
+        while stack:
+            base, entries = stack[-1]
+            n = next(entries, None)
+            if n is None:
+                stack.pop()
+                continue
+            path = (*base, n.name)
             yield path, n
             if n.kind == "dir":
-                yield from self.walk(n["subtree"], path, depth + 1)
+                if depth + len(stack) > 4096:
+                    raise IntegrityError("tree nesting is too deep (a loop?)")
+                stack.append((path, iter(self.load(n["subtree"]))))
 
     def lookup(self, tree_id: bytes, path: tuple[bytes, ...]) -> Node | None:
         """The node at ``path`` (components) below ``tree_id``, or None."""
