@@ -156,3 +156,40 @@ def under(target: Path, abs_path: str | bytes | Path) -> bytes:
     """Where an absolute source path lands inside a restore target."""
     p = os.fsencode(abs_path)
     return os.fsencode(target) + (p if p.startswith(b"/") else b"/" + p)
+
+
+def rmtree_deep(top: Path | bytes) -> None:
+    """Remove a tree of any depth (shutil.rmtree recurses and fails past ~1000 levels)."""
+    stack = [os.fsencode(top)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack[-1]))
+        except FileNotFoundError:
+            stack.pop()
+            continue
+        dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                os.unlink(e.path)
+        if dirs:
+            stack.extend(dirs)
+        else:
+            os.rmdir(stack.pop())
+
+
+def make_deep(top: Path, depth: int, name: bytes = b"d") -> bytes:
+    """``top/d/d/.../d`` (``depth`` levels) with a file ``leaf``; returns the leaf's path."""
+    os.mkdir(top)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        leaf = os.open(b"leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(leaf, b"deep down")
+        os.close(leaf)
+    finally:
+        os.close(fd)
+    return os.path.join(os.fsencode(top), *[name] * depth, b"leaf")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import PASSWORD, describe, init_vault, run_tv, tv_json
+from tests.helpers import PASSWORD, describe, init_vault, rmtree_deep, run_tv, tv_json
 from tiervault.storage.local import LocalBackend
 from tiervault.vault.pack import BlobType
 from tiervault.vault.repository import Repository
@@ -291,25 +291,7 @@ def test_very_deep_tree(world: dict[str, Any]) -> None:
         with open(leaf, "rb") as fh:
             assert fh.read() == b"bottom"
     finally:
-        _rmtree_deep(world["target"])  # shutil.rmtree recurses and would fail
-
-
-def _rmtree_deep(top: Path) -> None:
-    stack = [os.fsencode(top)]
-    while stack:
-        try:
-            entries = list(os.scandir(stack[-1]))
-        except FileNotFoundError:
-            stack.pop()
-            continue
-        dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-        for e in entries:
-            if not e.is_dir(follow_symlinks=False):
-                os.unlink(e.path)
-        if dirs:
-            stack.extend(dirs)
-        else:
-            os.rmdir(stack.pop())
+        rmtree_deep(world["target"])  # shutil.rmtree recurses and would fail
 
 
 def test_missing_subtree_is_a_clean_error(world: dict[str, Any]) -> None:

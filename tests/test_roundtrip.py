@@ -21,7 +21,17 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import backup, init_vault, ok, restore, run_tv, tv_json, under
+from tests.helpers import (
+    backup,
+    init_vault,
+    make_deep,
+    ok,
+    restore,
+    rmtree_deep,
+    run_tv,
+    tv_json,
+    under,
+)
 
 MiB = 1024 * 1024
 T1990 = 631_152_000_123_456_789  # 1990-01-01 + some nanoseconds
@@ -467,3 +477,22 @@ def test_device_nodes_round_trip(tmp_path: Path) -> None:
     assert stat.S_ISCHR(st.st_mode)
     assert st.st_rdev == os.makedev(1, 3)
     assert stat.S_IMODE(st.st_mode) == 0o644
+
+
+def test_very_deep_tree_round_trip(tmp_path: Path) -> None:
+    """700 nested directories: deeper than Python's recursion limit allows a recursive walk."""
+    src = tmp_path / "deep-src"
+    leaf = make_deep(src, 700)
+    target = tmp_path / "out"
+    try:
+        home, _ = init_vault(tmp_path)
+        s = backup(home, str(src))
+        assert s["files_new"] == 1 and s["complete"] is True
+        restore(home, "latest", str(target))
+        with open(under(target, leaf), "rb") as f:
+            assert f.read() == b"deep down"
+        hits = tv_json(home, "find", "leaf")
+        assert [h["path"] for h in hits] == [os.fsdecode(leaf)]
+    finally:
+        rmtree_deep(src)
+        rmtree_deep(target)

@@ -14,7 +14,7 @@ import socket
 import stat
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +53,15 @@ class FileResult:
     size: int
     changed: bool = False
     error: str | None = None
+
+
+class _SubDir:
+    """A directory met while walking its parent: to be walked next."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
 
 
 class _PendingDir:
@@ -141,6 +150,7 @@ class Archiver:
             if b"" in sub:
                 item = self._entry(path, name, child)
                 if item is not None:
+                    assert not isinstance(item, _SubDir)  # descend=True walks it
                     pd.items.append(item)
             else:
                 try:
@@ -152,8 +162,8 @@ class Archiver:
 
     def _entry(self, parent: bytes, name: bytes, path: bytes,
                cached: dict[bytes, CachedFile] | None = None,
-               pd: _PendingDir | None = None
-               ) -> Node | _PendingDir | tuple[Node, Future[FileResult]] | None:
+               pd: _PendingDir | None = None, descend: bool = True
+               ) -> Node | _PendingDir | tuple[Node, Future[FileResult]] | _SubDir | None:
         try:
             st = os.lstat(path)
         except OSError as e:
@@ -172,7 +182,7 @@ class Archiver:
             if self.opts.one_file_system and self._dev is not None and st.st_dev != self._dev:
                 node["subtree"] = self._empty_tree()
                 return node
-            return self._walk_dir(path, node)
+            return self._walk_dir(path, node) if descend else _SubDir(node)
         if kind != "file":
             return node
         self.stats["bytes_total"] += st.st_size
@@ -201,6 +211,37 @@ class Archiver:
         return (node, fut)
 
     def _walk_dir(self, path: bytes, node: Node) -> _PendingDir | None:
+        """Walk a directory tree depth first with an explicit stack, so that no
+        depth of nesting can exhaust Python's recursion limit."""
+        top = self._open_dir(path, node)
+        if top is None:
+            return None
+        stack = [top]
+        while stack:
+            pd, names, cached = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if cached:
+                    pd.cache_drop = [n for n in cached if n not in pd.cache_new]
+                self._ready.append(pd)
+                self._drain(block=False)
+                continue
+            child = os.path.join(pd.path, name)
+            if self.excluder.excluded(child, name):
+                continue
+            item = self._entry(pd.path, name, child, cached, pd, descend=False)
+            if isinstance(item, _SubDir):
+                sub = self._open_dir(child, item.node)
+                if sub is not None:
+                    pd.items.append(sub[0])
+                    stack.append(sub)
+            elif item is not None:
+                pd.items.append(item)
+        return top[0]
+
+    def _open_dir(self, path: bytes, node: Node
+                  ) -> tuple[_PendingDir, Iterator[bytes], dict[bytes, CachedFile] | None] | None:
         pd = _PendingDir(path, node)
         try:
             with os.scandir(path) as it:
@@ -210,18 +251,7 @@ class Archiver:
             return None
         self.stats["dirs"] += 1
         cached = self.db.cached_dir(path) if self.db is not None else None
-        for name in names:
-            child = os.path.join(path, name)
-            if self.excluder.excluded(child, name):
-                continue
-            item = self._entry(path, name, child, cached, pd)
-            if item is not None:
-                pd.items.append(item)
-        if cached:
-            pd.cache_drop = [n for n in cached if n not in pd.cache_new]
-        self._ready.append(pd)
-        self._drain(block=False)
-        return pd
+        return pd, iter(names), cached
 
     def _unchanged(self, c: CachedFile, st: os.stat_result) -> bool:
         if (c.size, c.mtime, c.ctime, c.inode) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
