@@ -75,6 +75,10 @@ class Installation:
         self._lock.acquire()
         return self._lock
 
+    def lock_held_elsewhere(self) -> bool:
+        """True if another process of this installation is running a command."""
+        return self._lock.held_elsewhere()
+
     def close(self) -> None:
         """Release the database and the lock."""
         if self._db is not None:

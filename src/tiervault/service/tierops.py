@@ -130,8 +130,11 @@ def tier_status(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
     ts = build_tierset(inst, progress, read_only=True)
     try:
         ts.connect()
+        busy = inst.lock_held_elsewhere()
         rows = [_tier_json(ts, t) for t in ts.tiers]
         for row, t in zip(rows, ts.tiers, strict=True):
+            if busy and t.record.state == "syncing" and t.state == "unsynchronized":
+                row["state"] = "syncing"  # the daemon (another process) is syncing it now
             days = unavailable_days(t)
             row["lost"] = t.lost
             row["unavailable_days"] = None if days is None else round(days, 2)

@@ -76,6 +76,7 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
     abort = ts.abort_sync
     abort.clear()
     dst.state = SYNCING
+    dst.record.state = SYNCING  # so that `tiers` in another process can show it
     top = ts.max_revision
     try:
         dst.backend.create()  # a fresh replacement disk may lack the directories
