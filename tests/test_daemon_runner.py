@@ -286,3 +286,18 @@ def test_cancel_kills_a_running_pre_script(env: Env) -> None:
     assert res["status"] == "cancelled" and "pre-script" in res["error"]
     assert res["duration_s"] < 5
     assert "post-script| cancelled" in res["log"]
+
+
+def test_gfs_retention_when_the_engine_has_it(env: Env) -> None:
+    from tiervault.engine import policy as policy_mod
+    from tiervault.service import ops
+
+    if not hasattr(policy_mod, "GfsPolicy") or not hasattr(ops, "apply_retention"):
+        pytest.skip("grandfather-father-son retention is not in the engine yet")
+    for _ in range(2):
+        res = env.run({"retention": {"all_days": 0, "daily_days": 1, "weekly_weeks": 0,
+                                     "monthly_months": 0, "yearly_years": 0}})
+        assert res["status"] == "success", res
+    # today's last session is kept (daily), the earlier one of today is not
+    assert len(res["retention"]["kept"]) == 1 and len(res["retention"]["removed"]) == 1
+    assert len(env.snapshots()) == 1

@@ -42,11 +42,11 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 
 def utc(*a: int) -> datetime:
-    return datetime(*a, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*a, tzinfo=UTC)  # type: ignore[misc,arg-type]
 
 
 def local(tz: ZoneInfo, *a: int, fold: int = 0) -> datetime:
-    return datetime(*a, tzinfo=tz, fold=fold)  # type: ignore[misc]
+    return datetime(*a, tzinfo=tz, fold=fold)  # type: ignore[misc,arg-type]
 
 
 def runs(expr: str, start: datetime, end: datetime, tz: ZoneInfo) -> list[datetime]:
@@ -268,6 +268,10 @@ def test_missed_run_while_off_runs_once_at_start() -> None:
     # restarted before the next run: nothing missed
     third = Scheduler(BERLIN, store)
     assert third.configure(sets, local(BERLIN, 2024, 6, 6, 10, 0)) == []
+    # a schedule (re)added while the daemon runs never counts as missed
+    fourth = Scheduler(BERLIN, store)
+    assert fourth.configure(sets, local(BERLIN, 2024, 6, 9, 10, 0), startup=False) == []
+    assert fourth.due(local(BERLIN, 2024, 6, 9, 10, 0)) == []
 
 
 def test_missed_skip_policy_and_changed_schedule_do_not_run_at_start() -> None:
@@ -428,17 +432,32 @@ def test_manual_run_cancel_and_stop() -> None:
     assert not again["queued"] and again["request_id"] == res["request_id"]
     d.tick()
     assert runner.runs[0]["trigger"] == MANUAL and runner.runs[0]["status"] == "success"
-    # cancel reaches a running job (a token the runner checks)
-    tok = CancelToken(clock.now)
-    d.running = None
+    # cancel --all drops queued jobs; stop() refuses new ones and aborts the idle round
+    d.tick()  # the finished job is collected
     d.request_run("home")
-    d.cancel(drop_queue=True)
+    assert d.cancel(drop_queue=True)["dropped"][0]["set"] == "home"
     assert not d.queue
     d.stop()
     assert d.stopping and idle.aborts >= 1
     with pytest.raises(Exception, match="shutting down"):
         d.request_run("home")
-    assert not tok.cancelled()
+
+
+def test_cancel_and_stop_reach_the_running_job() -> None:
+    clock = FakeClock(local(BERLIN, 2024, 6, 3, 10, 0))
+    seen: list[CancelToken] = []
+
+    def spawn(fn: Any, name: str) -> Any:
+        return Lingering(FakeIdle())  # the job "runs" in the background: never started here
+
+    d = make_daemon(clock, one_set(), FakeRunner(clock), FakeIdle(), spawn=spawn)
+    d.request_run("home")
+    d.tick()
+    assert d.running is not None
+    seen.append(d.running.token)
+    assert d.status()["running"]["set"] == "home"
+    assert d.cancel()["cancelled"]["set"] == "home"
+    assert seen[0].cancelled() and seen[0].reason == "cancelled by the user"
 
 
 class Lingering:

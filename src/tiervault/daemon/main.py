@@ -234,7 +234,7 @@ class Daemon:
             new_sets = self.reload()
             if new_sets is not None:
                 self.sets = new_sets
-                self.scheduler.configure(new_sets, now)
+                self.scheduler.configure(new_sets, now, startup=False)
                 log.info("configuration re-read: %d set(s)", len(new_sets))
             if not self.stopping:
                 for job in self.scheduler.due(now):

@@ -132,10 +132,12 @@ class Scheduler:
         self.store.put(self._key(e.set_name, e.schedule),
                        None if e.next_run is None else e.next_run.isoformat())
 
-    def configure(self, sets: dict[str, BackupSet], now: datetime) -> list[Job]:
+    def configure(self, sets: dict[str, BackupSet], now: datetime,
+                  startup: bool = True) -> list[Job]:
         """Take (new) sets; returns runs missed while the daemon was not running.
 
-        Schedules that were already known keep their next run and pending run.
+        Schedules that were already known keep their next run and pending run;
+        ones added while the daemon runs (``startup=False``) start afresh.
         """
         old = {(e.set_name, e.schedule.key): e for e in self._entries}
         entries: list[_Entry] = []
@@ -149,7 +151,7 @@ class Scheduler:
                     continue
                 e = _Entry(bs.name, i, sched, sched.cron.next_after(now, self.tz))
                 stored = self.store.get(self._key(bs.name, sched))
-                if stored is not None and sched.missed == "run-once":
+                if startup and stored is not None and sched.missed == "run-once":
                     try:
                         was = datetime.fromisoformat(stored)
                     except ValueError:
