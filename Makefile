@@ -14,9 +14,10 @@ $(BIN)/.installed: pyproject.toml
 
 # The SFTP tests run OpenSSH's sshd; install it when we can (root with apt).
 system-deps:
-	@if [ ! -x /usr/sbin/sshd ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	@if { [ ! -x /usr/sbin/sshd ] || ! command -v strace >/dev/null; } && [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-		 openssh-server openssh-client >/dev/null) || echo "warning: could not install sshd"; \
+		 openssh-server openssh-client strace >/dev/null) || echo "warning: could not install sshd/strace"; \
 	fi
 
 demo: $(BIN)/.installed

@@ -76,6 +76,8 @@ class TextProgress(Progress):
         if self.json_mode:
             sys.stderr.write(json.dumps({"message_type": "warning", "path": path,
                                          "message": message}) + "\n")
+        elif message.startswith(path):
+            self._print(f"warning: {message}")
         else:
             self._print(f"warning: {path}: {message}")
 

@@ -39,6 +39,10 @@ class PrunePlan:
 
 def plan_prune(repo: Repository, progress: Progress, repack_below: float = 0.5) -> PrunePlan:
     """Decide which packs to delete or repack."""
+    if repo.damaged_indexes:
+        raise TierVaultError(
+            f"prune refused: index file {repo.damaged_indexes[0][0]} is damaged, so its packs "
+            "would look unused; run 'tiervault check --repair' first")
     progress.phase("scan snapshots")
     try:
         snaps = repo.snapshots()

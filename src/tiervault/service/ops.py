@@ -81,7 +81,8 @@ def forget(sess: VaultSession, policy: Policy, dry_run: bool) -> dict[str, Any]:
     """Remove snapshots outside the policy (data stays until prune)."""
     if policy.empty():
         raise UsageError("no --keep-* option given; refusing to forget every snapshot")
-    keep, remove, reasons = apply_policy(sess.repo.snapshots(), policy)
+    keep, remove, reasons = apply_policy(sess.repo.snapshots(
+        on_error=lambda sid, e: sess.progress.warn(f"snapshots/{sid}", str(e))), policy)
     if not dry_run:
         for s in remove:
             sess.repo.remove_snapshot(s.id)
@@ -137,8 +138,15 @@ def check_vault(sess: VaultSession, read_data: bool, subset: float | None) -> Ch
 
 def list_snapshots(sess: VaultSession) -> list[Snapshot]:
     """Every snapshot, remembered so that snapshots lost with a tier can be named."""
-    snaps = sess.repo.snapshots()
-    sess.inst.db.note_snapshots([(s.id, s.time, s.paths) for s in snaps], replace=True)
+    damaged: list[str] = []
+
+    def skip(sid: str, e: Exception) -> None:
+        damaged.append(sid)
+        sess.progress.warn(f"snapshots/{sid}", f"{e}; run 'tiervault check --repair'")
+
+    snaps = sess.repo.snapshots(on_error=skip)
+    known = [(s.id, s.time, s.paths) for s in snaps]
+    sess.inst.db.note_snapshots(known, replace=not damaged)
     return snaps
 
 

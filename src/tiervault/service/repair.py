@@ -165,16 +165,17 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
             for h in sorted(todo):
                 r.repairs.append(heal(sess.tiers, sess.repo, r.tier, h, dry_run))
         rebuilt = _rebuild_index(sess, results, dry_run)
+        if rebuilt and not dry_run:
+            _drop_unhealable_indexes(sess, results)
     else:
         rebuilt = []
     ok = all(r.report.ok for r in results)
-    if repair:
-        # A repaired tier is re-checked so the verdict says what holds now.
-        ok = all(a.done for r in results for a in r.repairs) and (
-            not dry_run) and all(check(tier_repo(sess, r.tier), Progress(), False, None,
-                                       workers).ok for r in results)
-        if not any(r.repairs for r in results) and not rebuilt:
-            ok = all(r.report.ok for r in results)
+    if repair and not dry_run and (rebuilt or any(r.repairs for r in results)):
+        # Re-check the repaired tiers so the verdict says what holds now.
+        sess.repo.reload_index()
+        ok = all(check(tier_repo(sess, r.tier), Progress(), read_data, subset, workers).ok
+                 for r in results)
+    if repair and not dry_run:
         sess.inst.db.put(DAMAGED_KEY, None)
     return {
         "ok": ok,
@@ -207,6 +208,21 @@ def _rebuild_index(sess: VaultSession, results: list[TierCheck], dry_run: bool) 
     if not packs or dry_run:
         return [f"would index {len(packs)} pack(s)"] if packs else []
     return [repo.write_index(packs)]
+
+
+def _drop_unhealable_indexes(sess: VaultSession, results: list[TierCheck]) -> None:
+    """Remove damaged index files no tier has a good copy of (now superseded)."""
+    for r in results:
+        for a in r.repairs:
+            h = handle_from_path(a.file)
+            if a.done or h is None or h.type is not FileType.INDEX:
+                continue
+            try:
+                r.tier.backend.remove(h)
+                a.message = "no good copy anywhere; removed (its packs are in the rebuilt index)"
+                a.done = True
+            except BackendError as e:
+                a.message = f"could not remove the damaged index: {e}"
 
 
 def record_damage(ts: TierSet) -> None:

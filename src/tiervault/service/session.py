@@ -107,6 +107,8 @@ class VaultSession:
 
                 give_up_long_unavailable(inst, self.tiers, progress)
             self.repo = Repository.open(self.backend, passphrase, load_index=load_index)
+            for name, err in self.repo.damaged_indexes:
+                progress.warn(f"index/{name}", f"{err}; run 'tiervault check --repair'")
         except BaseException:
             self.tiers.close()
             raise

@@ -40,14 +40,16 @@ def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
     inst.lock()
     ts = build_tierset(inst, progress)
     try:
+        ts.create()  # first, so that a missing local directory is not "unreachable"
         for t in ts.tiers:
+            if t.error is not None:
+                continue  # unreachable: it will be filled by synchronization
             try:
                 t.backend.stat(Handle(FileType.CONFIG))
                 raise UsageError(f"{t.name} already holds a vault; use 'tiervault attach'")
             except TierVaultError as e:
                 if isinstance(e, UsageError):
                     raise
-        ts.create()
         ts.connect()
         if not ts.online():
             raise TierVaultError("no tier could be reached; nothing was created")

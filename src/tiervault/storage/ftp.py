@@ -243,6 +243,13 @@ class FtpBackend(Backend):
                 if reused and attempt == 0 and _is_stale(e):
                     continue
                 raise self._translate(e, what) from self._cause(e)
+            except (UnicodeError, ValueError) as e:
+                # Garbage from the server (a listing that is not UTF-8, a SIZE
+                # reply that is no number): the exchange is out of step.
+                if c is not None:
+                    self._checkin(c, reuse=False)
+                raise TransientError(f"{what} on {self.location}: unexpected server reply "
+                                     f"({self._scrub(str(e))})") from None
             except BaseException:
                 if c is not None:
                     self._checkin(c, reuse=False)
@@ -600,7 +607,8 @@ class FtpBackend(Backend):
             if files != (kind == "file"):
                 continue
             size = facts.get("size", "")
-            out.append((name, int(size) if files and size.isdigit() else None))
+            # isascii: str.isdigit() accepts digits int() refuses, such as "²".
+            out.append((name, int(size) if files and size.isascii() and size.isdigit() else None))
         return out
 
     @staticmethod

@@ -417,7 +417,8 @@ class TierSet(Backend):
                     last = e
                 except IntegrityError as e:
                     self.damaged.append((t.name, what))
-                    self.notify(f"{what} on {t.name} is damaged; reading it from the next tier")
+                    if len(self.online()) > 1:
+                        self.notify(f"{what} on {t.name} is damaged; trying the next tier")
                     last = e
                 except (NotFoundError, PermanentError) as e:
                     last = e

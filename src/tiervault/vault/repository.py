@@ -98,6 +98,7 @@ class Repository:
         self.codec = Codec(key)
         self.index = MasterIndex()
         self.index_files: set[str] = set()
+        self.damaged_indexes: list[tuple[str, str]] = []
 
     # -- creating and opening -------------------------------------------------
 
@@ -156,10 +157,26 @@ class Repository:
     # -- index ------------------------------------------------------------------
 
     def load_index(self, workers: int = 4) -> None:
-        """Read every index file into the master index."""
+        """Read every index file into the master index.
+
+        A damaged index file (on every tier) is skipped and remembered in
+        ``damaged_indexes``: its blobs look missing, so backups upload them
+        again, ``check`` reports it and ``check --repair`` rebuilds it, while
+        ``prune`` refuses to run (its packs would look unreferenced).
+        """
         names = [fi.handle.name for fi in self.backend.list(FileType.INDEX)]
+
+        def read(name: str) -> dict[bytes, list[PackEntry]] | IntegrityError:
+            try:
+                return self.read_index_file(name)
+            except IntegrityError as e:
+                return e
+
         with ThreadPoolExecutor(workers) as ex:
-            for name, packs in zip(names, ex.map(self.read_index_file, names), strict=True):
+            for name, packs in zip(names, ex.map(read, names), strict=True):
+                if isinstance(packs, IntegrityError):
+                    self.damaged_indexes.append((name, str(packs)))
+                    continue
                 for pid, ents in packs.items():
                     self.index.add_pack(pid, ents)
                 self.index_files.add(name)
@@ -168,6 +185,7 @@ class Repository:
         """Forget the in-memory index and read the index files again."""
         self.index = MasterIndex()
         self.index_files = set()
+        self.damaged_indexes = []
         self.load_index()
 
     def read_index_file(self, name: str) -> dict[bytes, list[PackEntry]]:
@@ -278,7 +296,7 @@ class Repository:
     def find_snapshot(self, ref: str) -> Snapshot:
         """Resolve ``latest``, a full id or a unique prefix."""
         if ref == "latest":
-            snaps = self.snapshots()
+            snaps = self.snapshots(on_error=lambda *_: None)
             if not snaps:
                 raise UsageError("the vault has no snapshots yet")
             return self._indexed(snaps[-1])
