@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from tiervault import __version__
+from tiervault.cli import daemon_cmds
 from tiervault.cli.output import TextProgress, emit_json, human_bytes
 from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
@@ -164,7 +165,7 @@ def with_session(lock: bool = False, load_index: bool = True,
 @click.option("--retry-attempts", type=click.IntRange(1, 1000), metavar="N",
               help="Reconnect attempts per operation (default 10).")
 @click.option("--retry-delay", type=click.FloatRange(0), metavar="SECONDS",
-              help="First backoff delay between attempts (default 1).")
+              help="First backoff delay between attempts (default 0.5, doubling up to 2 s).")
 @click.option("--password-file", metavar="FILE", help="Read the passphrase from FILE.")
 @click.version_option(__version__, prog_name="tiervault")
 @click.pass_context
@@ -722,6 +723,9 @@ def key_remove(ctx: Ctx, sess: VaultSession, key_id: str, dry_run: bool) -> None
     res = keyops.remove_key(sess, key_id, dry_run)
     verb = "would remove" if dry_run else "removed"
     emit_json(res) if ctx.json else click.echo(f"{verb} key {res['removed']}")
+
+
+daemon_cmds.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

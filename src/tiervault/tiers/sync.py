@@ -74,7 +74,6 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
         return res
     src = sources[0]
     abort = ts.abort_sync
-    abort.clear()
     dst.state = SYNCING
     dst.record.state = SYNCING  # so that `tiers` in another process can show it
     top = ts.max_revision
@@ -154,6 +153,8 @@ def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True
         for t in ts.tiers:
             if t.state not in (ONLINE, UNSYNCHRONIZED):
                 ts.reconnect(t, ts.probe_backend(t))  # one attempt: it was just offline
+    # Writes before this point need not stop the sync; later ones do.
+    ts.abort_sync.clear()
     results = []
     for t in ts.stale():
         results.append(sync_tier(ts, t, progress, workers))

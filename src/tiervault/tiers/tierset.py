@@ -88,6 +88,10 @@ class TierSet(Backend):
         return [t for t in self.tiers if t.state == ONLINE]
 
     def _save_records(self, tiers: list[Tier] | None = None) -> None:
+        if self.read_only:
+            # A reader (`tiers`, a restore-only installation) must never write
+            # back older values over those of the process that writes.
+            return
         for t in tiers or self.tiers:
             t.record.state = t.state
         self.db.save_tiers([t.record for t in tiers or self.tiers])
