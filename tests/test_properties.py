@@ -411,7 +411,8 @@ def _config_like(draw: st.DrawFn) -> bytes:
     for k in draw(st.lists(st.sampled_from(["format", "version", "id", "chunker", "min", "avg",
                                             "max"]), max_size=3)):
         target = doc["chunker"] if k in ("min", "avg", "max") else doc
-        target[k] = draw(json_values)
+        if isinstance(target, dict):  # "chunker" itself may have been replaced already
+            target[k] = draw(json_values)
     return json.dumps(doc).encode()
 
 
