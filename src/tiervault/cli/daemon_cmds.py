@@ -30,7 +30,7 @@ from tiervault.daemon.sets import (
 from tiervault.errors import EXIT_INCOMPLETE, TierVaultError, UsageError
 
 if TYPE_CHECKING:
-    from tiervault.cli.main import Ctx
+    from tiervault.cli.context import Ctx
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -296,7 +296,10 @@ class Repository:
     def find_snapshot(self, ref: str) -> Snapshot:
         """Resolve ``latest``, a full id or a unique prefix."""
         if ref == "latest":
-            snaps = self.snapshots(on_error=lambda *_: None)
+            damaged: list[Exception] = []
+            snaps = self.snapshots(on_error=lambda _sid, e: damaged.append(e))
+            if not snaps and damaged:
+                raise damaged[0]
             if not snaps:
                 raise UsageError("the vault has no snapshots yet")
             return self._indexed(snaps[-1])

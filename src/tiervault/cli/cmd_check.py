@@ -1,0 +1,74 @@
+"""The check command: structure, data, and repair across tiers."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tiervault.cli.app import cli
+from tiervault.cli.context import Ctx, json_option, with_session
+from tiervault.cli.output import emit_json
+from tiervault.errors import UsageError
+from tiervault.service import repair
+from tiervault.service.session import VaultSession
+
+
+@cli.command()
+@json_option
+@click.option("--read-data", is_flag=True, help="Read, decrypt and verify every byte.")
+@click.option("--read-data-subset", metavar="N/M|P%", help="Read only a part of the data.")
+@click.option("--tier", "tier_sel", metavar="N|URL", help="Check only this tier.")
+@click.option("--repair", "do_repair", is_flag=True,
+              help="Heal damaged or missing files from a good copy on another tier.")
+@click.option("--dry-run", "-n", is_flag=True, help="With --repair: only say what it would do.")
+@with_session(load_index=True)
+def check(ctx: Ctx, sess: VaultSession, read_data: bool, read_data_subset: str | None,
+          tier_sel: str | None, do_repair: bool, dry_run: bool) -> None:
+    """Check the vault on every reachable tier (with --read-data, every byte)."""
+    subset = _parse_subset(read_data_subset) if read_data_subset else None
+    if do_repair and not dry_run:
+        sess.inst.lock()
+    res = repair.check_tiers(sess, sess.progress, tier_sel, read_data or subset is not None,
+                             subset, do_repair, dry_run, sess.inst.workers())
+    if do_repair and not dry_run:
+        sess.end_writes()
+    if ctx.json:
+        emit_json(res)
+    else:
+        for t in res["tiers"]:
+            for w in t["warnings"]:
+                click.echo(f"warning: {t['url']}: {w}", err=True)
+            for e in t["errors"]:
+                snaps = f" (affects snapshots {', '.join(s[:8] for s in e['snapshots'])})" \
+                    if e["snapshots"] else ""
+                where = f"{e['file']}: " if e["file"] and \
+                    not e["message"].startswith(e["file"]) else ""
+                click.echo(f"error: {t['url']}: {where}{e['message']}{snaps}")
+            for a in t["repairs"]:
+                src = f" from {a['source']}" if a["source"] else ""
+                click.echo(f"repair: {t['url']}: {a['file']}: {a['message']}{src}")
+            c = t["counts"]
+            click.echo(f"{t['url']}: {c.get('snapshots', 0)} snapshots, {c.get('packs', 0)} "
+                       f"packs, {c.get('blobs', 0)} blobs: "
+                       + ("no errors" if not t["errors"] else f"{len(t['errors'])} error(s)"))
+        for name in res["rebuilt_indexes"]:
+            click.echo(f"repair: rebuilt index {name}")
+    if not res["ok"]:
+        sys.exit(1)
+
+
+def _parse_subset(text: str) -> float:
+    try:
+        if text.endswith("%"):
+            v = float(text[:-1]) / 100
+        elif "/" in text:
+            n, m = text.split("/", 1)
+            v = int(n) / int(m)
+        else:
+            v = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--read-data-subset {text!r}: use N/M or P%") from None
+    if not 0 < v <= 1:
+        raise UsageError(f"--read-data-subset {text!r} must be between 0 and 100%")
+    return v

@@ -1,0 +1,65 @@
+"""Passphrase management: key list/add/passwd/remove."""
+
+from __future__ import annotations
+
+import click
+
+from tiervault.cli.app import cli
+from tiervault.cli.context import Ctx, json_option, with_session
+from tiervault.cli.output import emit_json
+from tiervault.service import keyops
+from tiervault.service.session import VaultSession
+
+
+@cli.group()
+def key() -> None:
+    """Manage the vault's passphrases (no data is re-encrypted)."""
+
+
+@key.command(name="list")
+@json_option
+@with_session(load_index=False)
+def key_list(ctx: Ctx, sess: VaultSession) -> None:
+    """List key files."""
+    rows = keyops.list_keys(sess)
+    if ctx.json:
+        emit_json(rows)
+        return
+    for r in rows:
+        mark = "*" if r.get("current") else " "
+        click.echo(f"{mark} {r['id']}  {r.get('created') or ''}  "
+                   f"{r.get('username') or ''}@{r.get('hostname') or ''}"
+                   f"{'  ' + r['error'] if 'error' in r else ''}")
+
+
+@key.command(name="add")
+@json_option
+@click.option("--new-password-file", metavar="FILE", help="Read the new passphrase from FILE.")
+@with_session(load_index=False, write=True)
+def key_add(ctx: Ctx, sess: VaultSession, new_password_file: str | None) -> None:
+    """Add another passphrase that opens the vault."""
+    res = keyops.add_key(sess, ctx.new_passphrase(new_password_file))
+    emit_json(res) if ctx.json else click.echo(f"added key {res['added']}")
+
+
+@key.command(name="passwd")
+@json_option
+@click.option("--new-password-file", metavar="FILE", help="Read the new passphrase from FILE.")
+@with_session(load_index=False, write=True)
+def key_passwd(ctx: Ctx, sess: VaultSession, new_password_file: str | None) -> None:
+    """Change the passphrase in use."""
+    res = keyops.change_passphrase(sess, ctx.new_passphrase(new_password_file))
+    emit_json(res) if ctx.json else click.echo(
+        f"passphrase changed (key {res['removed']} replaced by {res['added']})")
+
+
+@key.command(name="remove")
+@json_option
+@click.argument("key_id")
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would be removed.")
+@with_session(load_index=False, write=True)
+def key_remove(ctx: Ctx, sess: VaultSession, key_id: str, dry_run: bool) -> None:
+    """Remove a key file (not the one in use)."""
+    res = keyops.remove_key(sess, key_id, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    emit_json(res) if ctx.json else click.echo(f"{verb} key {res['removed']}")

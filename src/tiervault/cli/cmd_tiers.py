@@ -1,0 +1,163 @@
+"""Commands about the tiers: tiers, sync, tier add/remove/lost, attach."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tiervault.cli.app import cli
+from tiervault.cli.context import Ctx, json_option
+from tiervault.cli.output import emit_json
+from tiervault.service import lost, tierops
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def tiers(ctx: Ctx) -> None:
+    """Show every tier: state, revision, expected revision, last online, sync progress."""
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        rows = tierops.tier_status(inst, progress)
+    finally:
+        progress.close()
+        inst.close()
+    if ctx.json:
+        emit_json(rows)
+        return
+    for i, r in enumerate(rows, 1):
+        rev = "-" if r["revision"] is None else str(r["revision"])
+        extra = ""
+        if r["sync"]:
+            extra = f"  sync {r['sync']['percent']}%"
+        if r["error"]:
+            extra += f"  ({r['error']})"
+        click.echo(f"{i}. {r['url']}: {r['state']}, revision {rev} "
+                   f"(expected {r['expected_revision']}, max {r['max_revision']}), "
+                   f"last online {r['last_online'] or 'never'}{extra}")
+
+
+@cli.command()
+@json_option
+@click.option("--wait-timeout", type=click.FloatRange(0), metavar="SECONDS",
+              help="Bound any wait for a tier.")
+@click.pass_obj
+def sync(ctx: Ctx, wait_timeout: float | None) -> None:
+    """Synchronize every reachable stale tier now, in the foreground."""
+    if wait_timeout is not None:
+        ctx.opts.wait_timeout = wait_timeout
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        rows = tierops.sync_now(inst, progress)
+    finally:
+        progress.close()
+        inst.close()
+    if ctx.json:
+        emit_json(rows)
+    else:
+        for r in rows:
+            rev = "-" if r["revision"] is None else str(r["revision"])
+            click.echo(f"{r['url']}: {r['state']}, revision {rev} (max {r['max_revision']})")
+    if any(r.get("completed") is False for r in rows):
+        sys.exit(1)
+
+
+@cli.group()
+def tier() -> None:
+    """Add or remove tiers."""
+
+
+@tier.command(name="add")
+@json_option
+@click.argument("url")
+@click.option("--no-sync", is_flag=True, help="Only add; synchronize later.")
+@click.pass_obj
+def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
+    """Add a tier: it starts at revision 0 and is filled by synchronization."""
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        res = tierops.tier_add(inst, url, progress)
+        inst.close()
+        if not no_sync:
+            inst = ctx.installation()
+            res["sync"] = tierops.sync_now(inst, progress)
+    finally:
+        progress.close()
+        inst.close()
+    if ctx.json:
+        emit_json(res)
+    else:
+        click.echo(f"added tier {res['url']}")
+
+
+@tier.command(name="remove")
+@json_option
+@click.argument("url")
+@click.pass_obj
+def tier_remove(ctx: Ctx, url: str) -> None:
+    """Stop using a tier (its files stay where they are)."""
+    inst = ctx.installation()
+    try:
+        res = tierops.tier_remove(inst, url)
+    finally:
+        inst.close()
+    if ctx.json:
+        emit_json(res)
+    else:
+        click.echo(f"removed tier {res['url']}")
+
+
+@tier.command(name="lost")
+@json_option
+@click.argument("url")
+@click.option("--dry-run", "-n", is_flag=True, help="Only say what would happen.")
+@click.pass_obj
+def tier_lost(ctx: Ctx, url: str, dry_run: bool) -> None:
+    """Give up an unreachable tier: the most recent reachable tier takes over."""
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        res = lost.tier_lost(inst, url, dry_run, progress)
+    finally:
+        progress.close()
+        inst.close()
+    if ctx.json:
+        emit_json(res)
+        return
+    verb = "would give up" if dry_run else "gave up"
+    click.echo(f"{verb} tier {res['tier']}; {res['authoritative_tier']} (revision "
+               f"{res['authoritative_revision']}) is authoritative")
+    for s in res["lost_snapshots"]:
+        click.echo(f"  lost snapshot {s['id'][:8]}  {s['time']}  {', '.join(s['paths'])}")
+    click.echo(f"{len(res['lost_snapshots'])} snapshot(s) existed only on the lost tier"
+               + ("" if dry_run else "; the next backup uploads their data again"))
+
+
+@cli.command()
+@json_option
+@click.argument("tier_urls", nargs=-1, required=True)
+@click.option("--take-over", is_flag=True,
+              help="Make this installation the vault's writer; the old one will stop (exit 3).")
+@click.option("--read-only", is_flag=True,
+              help="Restore-only: list, browse and restore, never write (no clash with the "
+                   "writer).")
+@click.pass_obj
+def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool, read_only: bool) -> None:
+    """Connect this installation to an existing vault on TIER_URL(s)."""
+    progress = ctx.progress()
+    try:
+        res = tierops.attach(ctx.home, list(tier_urls), ctx.passphrase(), ctx.opts, progress,
+                             take_over, read_only)
+    finally:
+        progress.close()
+    if ctx.json:
+        emit_json(res)
+    else:
+        verb = "took over" if take_over else (
+            "attached (restore-only) to" if read_only else "attached to")
+        click.echo(f"{verb} vault {res['vault_id'][:8]}: "
+                   + ", ".join(f"{t['url']} ({t['state']})" for t in res["tiers"]))
