@@ -306,7 +306,7 @@ def test_proc_and_sys_files_whose_size_lies(tmp_path: Path) -> None:
             got = Path(os.fsdecode(under(target, p))).read_bytes()
             assert got == Path(p).read_bytes() and got, p
     cpuinfo = Path(os.fsdecode(under(target, "/proc/cpuinfo"))).read_bytes()
-    assert cpuinfo.startswith(b"processor"), cpuinfo[:100]
+    assert len(cpuinfo) > 20 and b":" in cpuinfo, cpuinfo[:100]  # not the 0 bytes stat says
     link = Path(os.fsdecode(under(target, src / "status-link")))
     assert link.is_symlink() and os.readlink(link) == "/proc/self/status"
     assert Path(os.fsdecode(under(target, src / "plain.txt"))).read_bytes() == b"plain\n"

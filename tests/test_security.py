@@ -218,6 +218,16 @@ def test_passphrase_and_password_never_leak(ftp: FtpServerProcess, tmp_path: Pat
     runs.append(wrong)
     assert "login refused" in wrong.stderr, describe(wrong)
 
+    # The password given in the environment instead of the URL is stored nowhere.
+    env_home = tmp_path / "home-env"
+    env_url = f"ftp://{FTP_USER}@127.0.0.1:{ftp.port}/vault-env"
+    for args in (("init", env_url), ("backup", src)):
+        proc = run_tv(env_home, *args, env={**env, "TIERVAULT_FTP_PASSWORD": password},
+                      timeout=TIMEOUT)
+        runs.append(ok(proc))
+    assert (ftp.root / "vault-env" / "config").exists()
+    assert password.encode() not in (env_home / "config.toml").read_bytes()
+
     quoted = quote(password, safe="")
     for proc in runs:
         text = proc.stdout + proc.stderr
@@ -226,13 +236,14 @@ def test_passphrase_and_password_never_leak(ftp: FtpServerProcess, tmp_path: Pat
 
     # Files: the vault (both tiers) and the installation never hold the passphrase;
     # only config.toml holds the password (inside the tier URL the user gave).
-    files = [p for root in (speed, ftp.root, home, tmp_path / "home-wrong", tmp_path / "speed2")
+    files = [p for root in (speed, ftp.root, home, env_home, tmp_path / "home-wrong",
+                            tmp_path / "speed2")
              if root.exists() for p in root.rglob("*") if p.is_file()]
     assert any(p.name == "state.db" for p in files)
     for p in files:
         data = p.read_bytes()
         assert passphrase.encode() not in data, p
-        if p.name != "config.toml":
+        if p.name != "config.toml" or env_home in p.parents:
             assert password.encode() not in data and quoted.encode() not in data, p
 
     # The installation's files are private.
