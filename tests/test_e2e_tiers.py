@@ -730,10 +730,6 @@ def test_speed_vault_blip_mid_backup_is_healed_by_the_backup(ftp_setup: Setup) -
     s.restore_and_compare(s.tmp / "restored")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sync.sync_tier calls dst.backend.create(), which for a local tier recreates the "
-    "vault directory of a speed vault unplugged during the backup (it was behind, so the "
-    "backup never touched it) and copies the whole vault there"))
 def test_speed_vault_unplugged_while_behind_is_not_recreated(ftp_setup: Setup) -> None:
     s = ftp_setup
     s.backup()

@@ -81,7 +81,7 @@ NAMES = [f"f{i}.bin" for i in range(6)] + [f"sub/g{i}.bin" for i in range(4)]
 MTIME_BASE = 1_600_000_000  # sources get past mtimes, so the files cache is used
 _DB_WRITES = ("save_tier", "save_tiers", "put", "update_dir", "clear_files_cache",
               "start_session", "end_session", "remove_tier")
-STRICT = bool(os.environ.get("TV_SM_STRICT"))
+STRICT = os.environ.get("TV_SM_STRICT", "1") != "0"  # the known bugs are fixed
 
 State = dict[str, bytes]
 
@@ -584,10 +584,6 @@ def _two_tiers(tmp_path: Path) -> tuple[Kit, list[LostReply], TierSet]:
     return kit, lost, ts
 
 
-@pytest.mark.xfail(strict=True, raises=SecondInstallationError, reason=(
-    "tierset._raise clears record.intended when the revision write fails, although the "
-    "write may have landed (lost reply): the next connect sees the intended value and "
-    "takes it for another installation (SPEC §4: either value is consistent)"))
 def test_lost_reply_on_revision_raise_is_not_a_second_installation(tmp_path: Path) -> None:
     kit, lost, ts = _two_tiers(tmp_path)
     lost[1].lose, lost[1].only = 2, FileType.REVISION  # both attempts land, both "fail"
@@ -602,11 +598,6 @@ def test_lost_reply_on_revision_raise_is_not_a_second_installation(tmp_path: Pat
     assert kit.files(0) == kit.files(1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tierset._raise/_after_success: a revision raise that lands but reports failure "
-    "leaves the dropped tier AT the new max revision (its record still says the old "
-    "value, so _after_success sees no need to raise the others again) although it "
-    "missed the session's writes (SPEC §4 invariant)"))
 def test_lost_reply_on_revision_raise_leaves_the_dropped_tier_below_max(
         tmp_path: Path) -> None:
     kit, lost, ts = _two_tiers(tmp_path)
@@ -618,10 +609,6 @@ def test_lost_reply_on_revision_raise_leaves_the_dropped_tier_below_max(
     assert (kit.revision(1) or 0) < (kit.revision(0) or 0), (kit.revision(0), kit.revision(1))
 
 
-@pytest.mark.xfail(strict=True, raises=SecondInstallationError, reason=(
-    "sync.sync_tier writes the target's revision without recording it as intended "
-    "first; if the write lands but reports failure, the tier holds a value the "
-    "installation never recorded"))
 def test_lost_reply_on_sync_revision_write_is_not_a_second_installation(
         tmp_path: Path) -> None:
     kit, lost, ts = _two_tiers(tmp_path)
@@ -642,10 +629,6 @@ def test_lost_reply_on_sync_revision_write_is_not_a_second_installation(
     assert kit.files(0) == kit.files(1)
 
 
-@pytest.mark.xfail(strict=True, raises=SecondInstallationError, reason=(
-    "sync.sync_tier: a crash between writing the target's revision and saving its "
-    "record (the intended value is never recorded) leaves the installation expecting "
-    "the old revision: the next start reports another installation"))
 def test_crash_after_sync_revision_write_is_not_a_second_installation(
         tmp_path: Path) -> None:
     kit, _lost, ts = _two_tiers(tmp_path)
@@ -680,12 +663,6 @@ def test_crash_after_sync_revision_write_is_not_a_second_installation(
     assert kit.files(0) == kit.files(1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sync.sync_tier calls dst.backend.create() first: for a local tier that was "
-    "unplugged after it was classified unsynchronized, LocalBackend.create() recreates "
-    "the missing vault directory (mkdir parents=True) and sync fills a whole copy of "
-    "the vault there (on the wrong disk) and marks it online; README: only init and "
-    "tier add create a missing directory"))
 def test_sync_does_not_recreate_an_unplugged_tier(tmp_path: Path) -> None:
     kit, _lost, ts = _two_tiers(tmp_path)
     kit.unplug(1)

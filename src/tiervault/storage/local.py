@@ -61,8 +61,11 @@ class LocalBackend(Backend):
         path = self._path(h)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
         try:
-            if h.type is FileType.PACK:
-                path.parent.mkdir(exist_ok=True)
+            if not path.parent.is_dir():
+                # data/xx on first use, or the type directories of an empty
+                # replacement disk; never the root (a missing root = unplugged).
+                self._check_root()
+                path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(data)

@@ -78,7 +78,6 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
     dst.record.state = SYNCING  # so that `tiers` in another process can show it
     top = ts.max_revision
     try:
-        dst.backend.create()  # a fresh replacement disk may lack the directories
         plan: list[tuple[FileType, list[FileInfo]]] = []
         extra: dict[FileType, list[Handle]] = {}
         for t in COPY_ORDER:
@@ -124,6 +123,9 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
         if abort.is_set():
             raise SyncAborted("synchronization aborted by a write")
         with ts._raise_lock:
+            # Recorded before it is written (crash or lost reply: either value is fine).
+            dst.record.intended = top
+            ts.db.save_tier(dst.record)
             dst.write_revision(top)
             dst.record.revision = top
             dst.record.missed = False

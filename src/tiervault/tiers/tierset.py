@@ -288,10 +288,12 @@ class TierSet(Backend):
                     return e
 
             for t, err in zip(tiers, self._pool.map(one, tiers), strict=True):
-                t.record.intended = None
                 if err is None:
                     t.record.revision = new
+                    t.record.intended = None
                 else:
+                    # The write may have landed with its reply lost: keep the
+                    # intended value, so either value is accepted on reconnect.
                     self._go_offline(t, err)
             self._save_records(tiers)
 
@@ -389,7 +391,7 @@ class TierSet(Backend):
         if newly_behind:
             self._save_records(newly_behind)
             top = self.max_revision
-            if any(t.record.revision == top for t in newly_behind):
+            if any(_effective(t) >= top for t in newly_behind):
                 # A tier dropped out: raise the others so it ends below the max.
                 self._raise(self.online())
 
@@ -471,6 +473,11 @@ class TierSet(Backend):
     def stale(self) -> builtins.list[Tier]:
         """Reachable tiers below the max revision (to be synchronized)."""
         return [t for t in self.tiers if t.state in (UNSYNCHRONIZED, SYNCING)]
+
+
+def _effective(t: Tier) -> int:
+    """The highest revision the tier may hold on disk (a raise may have landed)."""
+    return max(t.record.revision, t.record.intended or 0)
 
 
 def _attempt(fn: Callable[[Tier], None], t: Tier, missing_ok: bool) -> BaseException | None:
