@@ -819,11 +819,6 @@ def test_unreasonable_scrypt_parameters_are_refused_before_any_work() -> None:
     parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**15, r=8, p=1)), "keys/default")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug (src/tiervault/vault/repository.py VaultConfig.decode): chunker bounds "
-    "64 <= min <= avg <= max <= 2^26 accept sizes pyfastcdc refuses (min must be 64..1 MiB, "
-    "avg 256..4 MiB, max 1 KiB..16 MiB), so a damaged or hostile config passes validation and "
-    "the next backup dies with a ValueError traceback from Chunker()"))
 @pytest.mark.parametrize("sizes", [(64, 64, 64), (1 << 20, 1 << 23, 1 << 26),
                                    (1 << 21, 1 << 21, 1 << 21)])
 def test_config_chunker_bounds_match_the_chunker(sizes: tuple[int, int, int]) -> None:

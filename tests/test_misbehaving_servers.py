@@ -243,12 +243,6 @@ def test_garbage_listing(bad_server: BadFtpServerProcess, tmp_path: Path) -> Non
     ok(run_tv(s.home, "check", "--read-data", timeout=TIMEOUT))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug (src/tiervault/service/repair.py check_tiers, engine/check.py): check "
-    "verifies each tier only against its own listing, so a tier whose listing shows no vault "
-    "file at all (garbage names, or files lost) is reported as '0 snapshots, 0 packs: no "
-    "errors' with exit 0 although the other tier at the same revision has them; only "
-    "--repair compares tiers"))
 @pytest.mark.parametrize("bad_server", [("garbage-list", {})], indirect=True)
 def test_garbage_listing_of_names_only(bad_server: BadFtpServerProcess, tmp_path: Path) -> None:
     s = _setup(tmp_path, bad_server)
@@ -319,11 +313,6 @@ def test_server_losing_data_packs_is_healed(good_server: FtpServerProcess,
     assert files_of(s.ftp_vault) == files_of(s.speed)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug (src/tiervault/engine/usage.py:28 used_blobs catches only IntegrityError): "
-    "a tree blob whose pack is missing on the tier raises NotFoundError out of check(), so "
-    "'check' and 'check --repair' abort with 'error: data/xx/... not found on ftp://...' "
-    "(exit 1) instead of reporting the missing pack and copying it from the other tier"))
 def test_server_losing_a_tree_pack_is_healed(good_server: FtpServerProcess,
                                              tmp_path: Path) -> None:
     s = _setup(tmp_path, good_server)
@@ -333,10 +322,6 @@ def test_server_losing_a_tree_pack_is_healed(good_server: FtpServerProcess,
     assert files_of(s.ftp_vault) == files_of(s.speed)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug (src/tiervault/service/repair.py check_tiers/engine/check.py): plain 'check' "
-    "does not compare the tiers' file sets, so snapshots and indexes lost from one tier at "
-    "the max revision go unreported (exit 0, 'no errors')"))
 def test_check_reports_files_a_server_lost(good_server: FtpServerProcess,
                                            tmp_path: Path) -> None:
     s = _setup(tmp_path, good_server)
@@ -347,12 +332,6 @@ def test_check_reports_files_a_server_lost(good_server: FtpServerProcess,
     assert "snapshots/" in proc.stdout, describe(proc)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug (src/tiervault/service/repair.py:137 _missing_files and :165 "
-    "sorted(todo)): Handles of different FileTypes are sorted, and FileType (an Enum) has no "
-    "'<', so 'check --repair' dies with 'TypeError: < not supported between instances of "
-    "FileType and FileType' as soon as a tier lacks files of two kinds (e.g. a snapshot and "
-    "its index)"))
 def test_repair_refills_files_of_several_kinds(good_server: FtpServerProcess,
                                                tmp_path: Path) -> None:
     s = _setup(tmp_path, good_server)

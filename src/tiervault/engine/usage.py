@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tiervault.engine.trees import TreeReader
-from tiervault.errors import IntegrityError
+from tiervault.errors import IntegrityError, NotFoundError
 from tiervault.vault.repository import Repository
 from tiervault.vault.snapshot import Snapshot
 
@@ -25,7 +25,8 @@ def used_blobs(repo: Repository, snaps: list[Snapshot],
             used.add(tid)
             try:
                 nodes = trees.load(tid)
-            except IntegrityError as e:
+            except (IntegrityError, NotFoundError) as e:
+                # NotFoundError: the pack holding the tree is gone from this tier.
                 if on_error is None:
                     raise
                 on_error(s, str(e))

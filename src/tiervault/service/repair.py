@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiervault.engine.check import check
+from tiervault.engine.check import CheckReport, check
 from tiervault.engine.progress import Progress
 from tiervault.errors import BackendError, IntegrityError, TierVaultError, UsageError
 from tiervault.service.session import VaultSession, tier_key
@@ -125,6 +125,14 @@ def heal(ts: TierSet, repo: Repository | None, target: Tier, h: Handle,
     return RepairAction(target.name, str(h), None, False, "no good copy on any other tier")
 
 
+_ORDER = {FileType.KEY: 0, FileType.PACK: 1, FileType.INDEX: 2, FileType.SNAPSHOT: 3}
+
+
+def _dependency_order(h: Handle) -> tuple[int, str]:
+    """Packs before the indexes naming them, indexes before snapshots."""
+    return _ORDER.get(h.type, 9), h.name
+
+
 def _missing_files(tiers: list[Tier]) -> dict[str, list[Handle]]:
     """Files some online tier has and another lacks."""
     names: dict[str, set[Handle]] = {}
@@ -148,8 +156,24 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
     results: list[TierCheck] = []
     for t in select_tiers(sess, sel):
         progress.info(f"checking {t.name}")
-        results.append(TierCheck(t, check(tier_repo(sess, t), progress, read_data, subset,
-                                          workers)))
+        try:
+            report = check(tier_repo(sess, t), progress, read_data, subset, workers)
+        except BackendError as e:
+            # One tier failing must not stop the check of the others.
+            report = CheckReport()
+            report.error("", f"the tier could not be checked: {e}")
+        results.append(TierCheck(t, report))
+    online_all = [t for t in sess.tiers.tiers if t.state == ONLINE]
+    if len(online_all) > 1:
+        # Tiers at the max revision must hold the same files.
+        try:
+            lacking = _missing_files(online_all)
+        except BackendError:
+            lacking = {}
+        for r in results:
+            for h in lacking.get(r.tier.url, []):
+                r.report.error(str(h), "missing on this tier (another tier at the same "
+                                       "revision has it)")
     if repair:
         online = [r.tier for r in results if r.tier.state == ONLINE]
         missing = _missing_files([t for t in sess.tiers.tiers if t.state == ONLINE]) \
@@ -157,12 +181,12 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
         for r in results:
             if r.tier.state != ONLINE:
                 continue
-            todo = {h for h in missing.get(r.tier.url, [])}
-            for e in r.report.errors:
-                h = handle_from_path(e["file"]) if e["file"] else None
-                if h is not None:
-                    todo.add(h)
-            for h in sorted(todo):
+            todo = set(missing.get(r.tier.url, []))
+            for err in r.report.errors:
+                named = handle_from_path(err["file"]) if err["file"] else None
+                if named is not None:
+                    todo.add(named)
+            for h in sorted(todo, key=_dependency_order):
                 r.repairs.append(heal(sess.tiers, sess.repo, r.tier, h, dry_run))
         rebuilt = _rebuild_index(sess, results, dry_run)
         if rebuilt and not dry_run:

@@ -49,7 +49,7 @@ SINGLETONS = frozenset({FileType.CONFIG, FileType.REVISION})
 MUTABLE = frozenset({FileType.CONFIG, FileType.REVISION, FileType.KEY})
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Handle:
     """Names one file of a vault: its type and (except singletons) its name."""
 
@@ -76,6 +76,9 @@ class Handle:
 
     def __str__(self) -> str:
         return self.path()
+
+    def __lt__(self, other: Handle) -> bool:
+        return (self.type.value, self.name) < (other.type.value, other.name)
 
 
 def handle_from_path(path: str) -> Handle | None:

@@ -75,7 +75,10 @@ class VaultConfig:
                 raise IntegrityError(f"vault format version {doc['version']} is not supported")
             c = doc["chunker"]
             params = ChunkerParams(int(c["min"]), int(c["avg"]), int(c["max"]))
-            if not (64 <= params.min_size <= params.avg_size <= params.max_size <= 1 << 26):
+            # The ranges pyfastcdc accepts, so a damaged config is damage, not a crash.
+            if not (64 <= params.min_size <= 1 << 20 and 256 <= params.avg_size <= 1 << 22
+                    and 1 << 10 <= params.max_size <= 1 << 24
+                    and params.min_size <= params.avg_size <= params.max_size):
                 raise ValueError
             vid = str(doc["id"])
             bytes.fromhex(vid)
