@@ -52,7 +52,8 @@ def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
                     raise
         ts.connect()
         if not ts.online():
-            raise TierVaultError("no tier could be reached; nothing was created")
+            why = "; ".join(f"{t.name}: {t.error}" for t in ts.tiers if t.error)
+            raise TierVaultError(f"no tier could be reached ({why}); nothing was created")
         repo = Repository.init(ts, passphrase, kdf)
         ts.end_session()
         inst.config.vault_id = repo.config.id
