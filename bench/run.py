@@ -493,6 +493,18 @@ class Results:
     def get(self, section: str, tool: str, step: str) -> list[Measure]:
         return self.m.get(section, {}).get(tool, {}).get(step, [])
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        res = cls()
+        for sec, tools in data.get("measures", {}).items():
+            for tool, steps in tools.items():
+                for step, ms in steps.items():
+                    for m in ms:
+                        res.add(sec, tool, step, Measure(**m))
+        res.sizes = data.get("sizes", {})
+        res.failures = data.get("failures", [])
+        return res
+
     def to_json(self) -> dict[str, Any]:
         return {
             "measures": {s: {t: {k: [asdict(x) for x in v] for k, v in steps.items()}
@@ -512,7 +524,7 @@ def fmt_range(vals: Sequence[float], unit: str = "s", prec: int = 2) -> str:
 
 
 def ratio(a: Sequence[float], b: Sequence[float]) -> str:
-    if not a or not b or statistics.median(b) == 0:
+    if not a or not b or statistics.median(b) <= 0 or statistics.median(a) < 0:
         return "—"
     return f"{statistics.median(a) / statistics.median(b):.2f}x"
 
@@ -766,9 +778,6 @@ def contention_table(res: Results) -> str:
 def two_tier_table(res: Results) -> str:
     sec = "two_tier"
 
-    def walls(tool: str, step: str) -> list[float]:
-        return [m.wall for m in res.get(sec, tool, step)]
-
     def rss(tool: str, step: str) -> list[float]:
         return [m.maxrss_kib / 1024 for m in res.get(sec, tool, step)]
 
@@ -778,37 +787,52 @@ def two_tier_table(res: Results) -> str:
     def minus(a: list[float], b: list[float]) -> list[float]:
         return [x - y for x, y in zip(a, b, strict=False)]
 
-    tv1 = walls("tiervault", "single_backup")
-    tv2 = walls("tiervault", "two_tier_backup")
-    rb = walls("restic", "backup")
-    rows: list[tuple[str, list[float], str, list[float]]] = [
+    Pair = tuple[list[float], list[float]]  # walls, CPU times
+
+    def get(tool: str, step: str) -> Pair:
+        ms = res.get(sec, tool, step)
+        return [m.wall for m in ms], [m.cpu for m in ms]
+
+    def add(a: Pair, b: Pair) -> Pair:
+        return plus(a[0], b[0]), plus(a[1], b[1])
+
+    def sub(a: Pair, b: Pair) -> Pair:
+        return minus(a[0], b[0]), minus(a[1], b[1])
+
+    tv1 = get("tiervault", "single_backup")
+    tv2 = get("tiervault", "two_tier_backup")
+    rb = get("restic", "backup")
+    rclone_full = get("rclone", "sync_full")
+    rows: list[tuple[str, Pair, str, Pair]] = [
         ("initial backup to both tiers", tv2, "restic backup + restic copy",
-         plus(rb, walls("restic", "copy"))),
+         add(rb, get("restic", "copy"))),
         ("initial backup to both tiers", tv2, "restic backup + rclone sync to FTP",
-         plus(rb, walls("rclone", "sync_full"))),
+         add(rb, rclone_full)),
         ("initial backup, speed vault only", tv1, "restic backup (local)", rb),
-        ("cost of the 2nd tier (two-tier - single)", minus(tv2, tv1),
-         "rclone sync of the repo to FTP", walls("rclone", "sync_full")),
-        ("cost of the 2nd tier (two-tier - single)", minus(tv2, tv1), "restic copy",
-         walls("restic", "copy")),
-        ("sync after offline full backup", walls("tiervault", "sync_after_offline_full"),
-         "rclone sync of the repo to FTP", walls("rclone", "sync_full")),
+        ("cost of the 2nd tier (two-tier - single)", sub(tv2, tv1),
+         "rclone sync of the repo to FTP", rclone_full),
+        ("cost of the 2nd tier (two-tier - single)", sub(tv2, tv1), "restic copy",
+         get("restic", "copy")),
+        ("sync after offline full backup", get("tiervault", "sync_after_offline_full"),
+         "rclone sync of the repo to FTP", rclone_full),
         ("backup after mutation, server down (--no-sync)",
-         walls("tiervault", "offline_backup_mutated"), "restic backup after mutation",
-         walls("restic", "backup_mutated")),
+         get("tiervault", "offline_backup_mutated"), "restic backup after mutation",
+         get("restic", "backup_mutated")),
         ("sync after offline mutated backup",
-         walls("tiervault", "sync_after_offline_mutated"), "rclone sync of the new packs",
-         walls("rclone", "sync_mutated")),
-        ("no-op sync", walls("tiervault", "sync_noop"), "no-op rclone sync",
-         walls("rclone", "sync_noop")),
+         get("tiervault", "sync_after_offline_mutated"), "rclone sync of the new packs",
+         get("rclone", "sync_mutated")),
+        ("no-op sync", get("tiervault", "sync_noop"), "no-op rclone sync",
+         get("rclone", "sync_noop")),
         ("backup, server down, full data (--no-sync)",
-         walls("tiervault", "offline_backup_full"), "restic backup (local)", rb),
+         get("tiervault", "offline_backup_full"), "restic backup (local)", rb),
     ]
-    out = ["| tiervault step | tiervault | peer step | peer | ratio |",
-           "|---|---:|---|---:|---:|"]
+    out = ["| tiervault step | tiervault wall | tv CPU | peer step | peer wall | peer CPU "
+           "| wall ratio | CPU ratio |",
+           "|---|---:|---:|---|---:|---:|---:|---:|"]
     for a_title, a, b_title, b in rows:
-        out.append(f"| {a_title} | {fmt_range(a)} | {b_title} | {fmt_range(b)} | "
-                   f"{ratio(a, b)} |")
+        out.append(f"| {a_title} | {fmt_range(a[0])} | {fmt_range(a[1])} | {b_title} | "
+                   f"{fmt_range(b[0])} | {fmt_range(b[1])} | {ratio(a[0], b[0])} | "
+                   f"{ratio(a[1], b[1])} |")
     out.append("")
     out.append("| peak RSS | MiB |")
     out.append("|---|---:|")
@@ -860,7 +884,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--json-out", type=Path, help="raw measurements (default WORK/results.json)")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
     ap.add_argument("-q", "--quiet", action="store_true")
+    ap.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                    help="only print the tables of an earlier run's raw measurements")
     args = ap.parse_args(list(argv) if argv is not None else None)
+    if args.render:
+        raw = json.loads(args.render.read_text())
+        runs = int(raw.get("args", {}).get("runs", 0))
+        print(render(Results.from_json(raw), argparse.Namespace(runs=runs),
+                     gen_dataset.Stamp(**raw["dataset"]), raw.get("machine", []),
+                     float(raw.get("elapsed", 0.0))))
+        return 0
 
     t_start = time.monotonic()
     work: Path = args.work
@@ -916,6 +949,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         args.markdown.write_text(text + "\n")
     out = args.json_out or work / "results.json"
     out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                               "elapsed": time.monotonic() - t_start,
                                "dataset": asdict(stamp), "machine": info,
                                **res.to_json()}, indent=1))
     if not args.quiet:
