@@ -22,13 +22,11 @@ from tiervault.service.session import VaultSession
 @click.option("--repair", "do_repair", is_flag=True,
               help="Heal damaged or missing files from a good copy on another tier.")
 @click.option("--dry-run", "-n", is_flag=True, help="With --repair: only say what it would do.")
-@with_session(load_index=True)
+@with_session(load_index=True, write_flag="do_repair")
 def check(ctx: Ctx, sess: VaultSession, read_data: bool, read_data_subset: str | None,
           tier_sel: str | None, do_repair: bool, dry_run: bool) -> None:
     """Check the vault on every reachable tier (with --read-data, every byte)."""
     subset = _parse_subset(read_data_subset) if read_data_subset else None
-    if do_repair and not dry_run:
-        sess.inst.lock()
     res = repair.check_tiers(sess, sess.progress, tier_sel, read_data or subset is not None,
                              subset, do_repair, dry_run, sess.inst.workers())
     if do_repair and not dry_run:

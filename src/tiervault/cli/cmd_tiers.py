@@ -51,7 +51,7 @@ def sync(ctx: Ctx, wait_timeout: float | None) -> None:
     inst = ctx.installation()
     progress = ctx.progress()
     try:
-        rows = tierops.sync_now(inst, progress)
+        rows = tierops.sync_now(inst, progress, ctx.passphrase_if_available())
     finally:
         progress.close()
         inst.close()
@@ -84,7 +84,7 @@ def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
         inst.close()
         if not no_sync:
             inst = ctx.installation()
-            res["sync"] = tierops.sync_now(inst, progress)
+            res["sync"] = tierops.sync_now(inst, progress, ctx.passphrase_if_available())
     finally:
         progress.close()
         inst.close()

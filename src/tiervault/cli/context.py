@@ -15,7 +15,7 @@ from tiervault.errors import UsageError
 from tiervault.service import repair
 from tiervault.service.installation import Installation, RunOptions
 from tiervault.service.session import VaultSession
-from tiervault.service.tierops import run_sync
+from tiervault.service.tierops import pack_references, run_sync
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +56,13 @@ class Ctx:
             raise UsageError("an empty passphrase is not allowed")
         return str(pw)
 
+    def passphrase_if_available(self) -> str | None:
+        """The passphrase if one is configured or can be asked for; else None."""
+        if self.password_file or self.opts.env.get("TIERVAULT_PASSWORD") or \
+                sys.stdin.isatty():
+            return self.passphrase()
+        return None
+
     def new_passphrase(self, new_password_file: str | None) -> str:
         """The new passphrase for key add/passwd: file, TIERVAULT_NEW_PASSWORD or prompt."""
         if new_password_file:
@@ -89,7 +96,7 @@ def json_option(fn: F) -> F:
 
 
 def with_session(lock: bool = False, load_index: bool = True,
-                 write: bool = False) -> Callable[[F], F]:
+                 write: bool = False, write_flag: str | None = None) -> Callable[[F], F]:
     """Give a command an opened vault session (and the write lock if asked).
 
     Write commands get ``--wait-timeout`` and ``--no-sync``: when they finish,
@@ -111,19 +118,24 @@ def with_session(lock: bool = False, load_index: bool = True,
                 inst.close()
                 raise UsageError("this is a restore-only installation (attach --read-only); "
                                  "it never writes to the vault")
+            # Commands that only read never write state or tiers, so they can run
+            # beside a backup of the same installation without disturbing it.
+            writes = write or lock or bool(write_flag and kwargs.get(write_flag))
             try:
-                if lock or write:
+                if writes:
                     inst.lock()
                 progress = ctx.progress()
                 try:
-                    sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index)
+                    sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index,
+                                        read_only=not writes)
                     try:
                         code = fn(ctx, sess, *args, **kwargs)
                         repair.record_damage(sess.tiers)
                         if write:
                             sess.end_writes()
                             if not no_sync:
-                                run_sync(sess.tiers, progress, inst.workers())
+                                run_sync(sess.tiers, progress, inst.workers(),
+                                         pack_references(sess.repo))
                     finally:
                         sess.close()
                 finally:

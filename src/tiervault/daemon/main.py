@@ -438,7 +438,8 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
 
         watcher = ConfigWatcher(inst)
         daemon = Daemon(clock, scheduler, sets, JobRunner(inst, passphrase, notifier),
-                        IdleRound(inst, notifier, settings.notify.tier_offline_hours),
+                        IdleRound(inst, notifier, settings.notify.tier_offline_hours,
+                                  passphrase),
                         probe_interval=probe, tick_interval=opts.tick, reload=watcher,
                         history_fn=history)
         server = ControlServer(inst.home, daemon, opts.port)

@@ -31,9 +31,10 @@ from tiervault.errors import SecondInstallationError, TierVaultError
 from tiervault.service import ops
 from tiervault.service.installation import Installation
 from tiervault.service.session import VaultSession, build_tierset
-from tiervault.service.tierops import run_sync
+from tiervault.service.tierops import pack_references, run_sync
 from tiervault.tiers.tier import OFFLINE, ONLINE
 from tiervault.tiers.tierset import TierSet
+from tiervault.vault.repository import Repository
 
 log = logging.getLogger("tiervault.daemon")
 
@@ -249,8 +250,9 @@ class IdleRound:
     """Probe tiers and synchronize stale ones; abortable (see the module docstring)."""
 
     def __init__(self, inst: Installation, notifier: Notifier,
-                 offline_hours: float = 24.0) -> None:
+                 offline_hours: float = 24.0, passphrase: str | None = None) -> None:
         self.inst = inst
+        self.passphrase = passphrase
         self.notifier = notifier
         self.offline_hours = offline_hours
         self._ts: TierSet | None = None
@@ -314,7 +316,13 @@ class IdleRound:
         sid = db.start_session("sync")
         names = [t.name for t in ts.stale()]
         log.info("sync %d: synchronizing %s", sid, ", ".join(names))
-        results = run_sync(ts, progress, self.inst.workers())
+        refs = None
+        try:
+            if ts.online() and self.passphrase is not None:
+                refs = pack_references(Repository.open(ts, self.passphrase, load_index=False))
+        except TierVaultError:
+            refs = None  # without the key, packs the source lacks are kept, never removed
+        results = run_sync(ts, progress, self.inst.workers(), refs)
         synced = [{"tier": r.tier, "completed": r.completed, "files_copied": r.files_copied,
                    "bytes_copied": r.bytes_copied, "files_removed": r.files_removed,
                    "error": r.error} for r in results]

@@ -13,8 +13,8 @@ from tiervault.service.session import build_tierset, tier_key
 from tiervault.state.config import InstallationConfig, load_config
 from tiervault.storage.base import FileType, Handle
 from tiervault.storage.urls import parse_url, redact
-from tiervault.tiers.sync import SyncResult, sync_all
-from tiervault.tiers.tier import OFFLINE, ONLINE
+from tiervault.tiers.sync import PackReferences, SyncResult, sync_all
+from tiervault.tiers.tier import OFFLINE, ONLINE, Tier
 from tiervault.tiers.tierset import TierSet
 from tiervault.vault.crypto import KdfParams
 from tiervault.vault.repository import Repository, open_key, read_config
@@ -166,14 +166,22 @@ def _tier_json(ts: TierSet, t: Any) -> dict[str, Any]:
             "error": t.error if t.state == OFFLINE else None, "sync": sync}
 
 
-def sync_now(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
-    """Synchronize every reachable stale tier in the foreground."""
+def sync_now(inst: Installation, progress: Progress,
+             passphrase: str | None = None) -> list[dict[str, Any]]:
+    """Synchronize every reachable stale tier in the foreground.
+
+    With the passphrase, packs the source lost are recognised (its index still
+    names them) and copied back instead of being removed from the target.
+    """
     inst.require_writer()
     inst.lock()
     ts = build_tierset(inst, progress)
     try:
         ts.connect()
-        results = run_sync(ts, progress, inst.workers())
+        refs = None
+        if passphrase is not None and ts.online():
+            refs = pack_references(Repository.open(ts, passphrase, load_index=False))
+        results = run_sync(ts, progress, inst.workers(), refs)
         return [dict(_result_json(r), **_tier_json(ts, t))
                 for t in ts.tiers for r in results if r.tier == t.name] + \
             [dict(_tier_json(ts, t), completed=None) for t in ts.tiers
@@ -182,7 +190,23 @@ def sync_now(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
         ts.close()
 
 
-def run_sync(ts: TierSet, progress: Progress, workers: int = 4) -> list[SyncResult]:
+def pack_references(repo: Repository) -> PackReferences:
+    """What a tier's own index files name, read with the vault key."""
+    def refs(t: Tier) -> set[str] | None:
+        r = Repository(t.backend, repo.key, repo.config, repo.key_name)
+        names: set[str] = set()
+        try:
+            for fi in t.backend.list(FileType.INDEX):
+                names.update(pid.hex() for pid in r.read_index_file(fi.handle.name))
+        except TierVaultError:
+            return None
+        return names
+
+    return refs
+
+
+def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
+             references: PackReferences | None = None) -> list[SyncResult]:
     """Synchronize stale tiers, reporting per-tier progress."""
     last: dict[str, int] = {}
 
@@ -195,7 +219,7 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4) -> list[SyncResu
     from tiervault.service.repair import heal_recorded
 
     stale = ts.stale()
-    results = sync_all(ts, report, workers=workers)
+    results = sync_all(ts, report, workers=workers, references=references)
     heal_recorded(ts, progress)
     for r in results:
         if r.completed:

@@ -35,6 +35,7 @@ class SyncResult:
     files_copied: int = 0
     bytes_copied: int = 0
     files_removed: int = 0
+    files_healed: int = 0
     error: str | None = None
 
 
@@ -43,6 +44,8 @@ class SyncAborted(TierVaultError):
 
 
 ProgressFn = Callable[[Tier, int, int], None]
+#: Names the packs a tier's own index files reference (needs the key); None = unknown.
+PackReferences = Callable[[Tier], set[str] | None]
 
 
 def _differs(src: Tier, dst: Tier, fi: FileInfo, theirs: FileInfo | None) -> bool:
@@ -65,8 +68,15 @@ def _verified_copy(src: Tier, dst: Tier, h: Handle) -> int:
 
 
 def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
-              workers: int = 4) -> SyncResult:
-    """Synchronize ``dst`` from the first online tier of ``ts``."""
+              workers: int = 4, references: PackReferences | None = None) -> SyncResult:
+    """Synchronize ``dst`` from the first online tier of ``ts``.
+
+    A pack the target holds but the source lacks is removed only when the
+    source's index does not name it; if it does, the source lost it and the
+    target's copy (verified by its content hash) is copied back instead: sync
+    never deletes the only good copy. Without ``references`` (no key), such
+    packs are kept and left to ``prune``.
+    """
     sources = ts.online()
     res = SyncResult(dst.name, False)
     if not sources:
@@ -111,6 +121,8 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
                     f.result()
                 dst.record.sync_done = done
                 ts.db.save_tier(dst.record)
+        extra[FileType.PACK] = _spare_needed_packs(src, dst, extra.get(FileType.PACK, []),
+                                                   references, res)
         for t in REMOVE_ORDER:
             for h in extra.get(t, []):
                 if abort.is_set():
@@ -148,8 +160,31 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
     return res
 
 
+def _spare_needed_packs(src: Tier, dst: Tier, packs: list[Handle],
+                        references: PackReferences | None, res: SyncResult) -> list[Handle]:
+    """The extra packs that may really be removed; heal the source with the others."""
+    if not packs:
+        return []
+    if references is None:
+        return []  # cannot tell which packs the source still needs: keep them all
+    needed = references(src)
+    if needed is None:
+        return []  # an index could not be read: keep every pack
+    removable = []
+    for h in packs:
+        if h.name not in needed:
+            removable.append(h)
+            continue
+        try:
+            _verified_copy(dst, src, h)  # the source lost it: give it back
+            res.files_healed += 1
+        except (BackendError, IntegrityError):
+            pass  # keep it on the target at least
+    return removable
+
+
 def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True,
-             workers: int = 4) -> list[SyncResult]:
+             workers: int = 4, references: PackReferences | None = None) -> list[SyncResult]:
     """Probe offline tiers, then synchronize every reachable stale tier."""
     if probe:
         for t in ts.tiers:
@@ -159,5 +194,5 @@ def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True
     ts.abort_sync.clear()
     results = []
     for t in ts.stale():
-        results.append(sync_tier(ts, t, progress, workers))
+        results.append(sync_tier(ts, t, progress, workers, references))
     return results

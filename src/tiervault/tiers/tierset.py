@@ -119,7 +119,14 @@ class TierSet(Backend):
                 # with the writer: it simply follows the tiers' revisions.
                 t.record.revision, t.record.intended, t.record.missed = rev, None, False
             elif rev is not None:
-                self._check_revision(t, rev)
+                try:
+                    self._check_revision(t, rev)
+                except SecondInstallationError:
+                    # Another process of this installation may have raised the
+                    # tier since we read our records (it records the intended
+                    # value before writing it): look again before accusing.
+                    t.record = self.db.tier(t.record.url)
+                    self._check_revision(t, rev)
         for t, rev in zip(self.tiers, revs, strict=True):
             if rev is not None:
                 t.revision = rev

@@ -24,7 +24,7 @@ from tiervault.errors import IntegrityError, NotFoundError, UsageError, WrongKey
 from tiervault.storage.base import Backend, FileType, Handle
 from tiervault.vault.chunker import Chunker, ChunkerParams
 from tiervault.vault.codec import Codec
-from tiervault.vault.crypto import KdfParams, MasterKey, unwrap_key, wrap_key
+from tiervault.vault.crypto import KdfParams, MasterKey, parse_key_file, unwrap_key, wrap_key
 from tiervault.vault.index import INDEX_AAD, MAX_INDEX_SIZE, MasterIndex, decode_index, encode_index
 from tiervault.vault.pack import BlobType, PackBuilder, PackEntry, blob_aad
 from tiervault.vault.snapshot import SNAPSHOT_AAD, Snapshot
@@ -341,13 +341,24 @@ class Repository:
 
 def read_config(backend: Backend) -> VaultConfig:
     """Read the vault config; a clear error if the location holds no vault."""
+    def decode(raw: bytes) -> VaultConfig:
+        if len(raw) > _MAX_CONFIG:
+            raise IntegrityError("the vault config file is damaged")
+        return VaultConfig.decode(raw)
+
     try:
-        raw = backend.load(Handle(FileType.CONFIG))
+        # Through load_verified: a damaged copy on one tier falls through to the next.
+        return backend.load_verified(Handle(FileType.CONFIG), decode)
     except NotFoundError:
         raise UsageError(f"{backend.location} holds no tiervault vault (run init?)") from None
-    if len(raw) > _MAX_CONFIG:
-        raise IntegrityError("the vault config file is damaged")
-    return VaultConfig.decode(raw)
+
+
+def _parsed_key_file(what: str) -> Callable[[bytes], bytes]:
+    def check(data: bytes) -> bytes:
+        parse_key_file(data, what)
+        return data
+
+    return check
 
 
 def open_key(backend: Backend, passphrase: str) -> tuple[MasterKey, str]:
@@ -355,8 +366,10 @@ def open_key(backend: Backend, passphrase: str) -> tuple[MasterKey, str]:
     damaged: list[str] = []
     for fi in sorted(backend.list(FileType.KEY), key=lambda f: f.handle.name):
         try:
-            raw = backend.load(fi.handle)
-            return unwrap_key(raw, passphrase, str(fi.handle)), fi.handle.name
+            what = str(fi.handle)
+            # Parsing inside load_verified: a damaged copy falls through to the next tier.
+            raw = backend.load_verified(fi.handle, _parsed_key_file(what))
+            return unwrap_key(raw, passphrase, what), fi.handle.name
         except WrongKeyError:
             continue
         except (IntegrityError, NotFoundError) as e:
