@@ -241,7 +241,14 @@ def test_crash_mid_session_converges_on_first_tier(tmp_path: Path) -> None:
     ts2 = kit.tierset()
     ts2.connect()
     assert ts2.tiers[0].state == ONLINE and ts2.tiers[1].state == UNSYNCHRONIZED
+    # Without the key, sync cannot tell whether the source still needs the
+    # extra pack: it keeps it (prune removes it later) ...
     sync_all(ts2)
+    assert (kit.dirs[1] / _h(extra).path()).exists()
+    # ... with the source's index at hand (it names no such pack) it goes.
+    ts2.tiers[1].record.missed = True
+    ts2.tiers[1].state = UNSYNCHRONIZED
+    sync_all(ts2, references=lambda t: set())
     assert kit.files(0) == kit.files(1)
     assert kit.revision(0) == kit.revision(1) == ts2.max_revision
 
@@ -264,7 +271,7 @@ def test_returning_tier_is_unsynchronized_then_synced(tmp_path: Path) -> None:
     ts = kit.tierset()
     ts.connect()
     assert ts.tiers[1].state == UNSYNCHRONIZED
-    res = sync_all(ts)
+    res = sync_all(ts, references=lambda t: set())
     assert res[0].completed and res[0].files_copied == 5 and res[0].files_removed == 1
     assert kit.files(0) == kit.files(1)
     assert kit.revision(0) == kit.revision(1) == ts.max_revision
@@ -300,6 +307,26 @@ def test_sync_aborted_by_a_write_resumes_without_recopying(tmp_path: Path) -> No
     assert first.files_copied + second.files_copied == 20
     assert first.bytes_copied + second.bytes_copied == sum(
         len(b"%d" % i * 5000) for i in range(20))
+    assert kit.files(0) == kit.files(1)
+
+
+def test_sync_gives_a_lost_pack_back_to_the_source(tmp_path: Path) -> None:
+    kit = Kit(tmp_path)
+    ts = kit.create()
+    h = _write(ts, b"only good copy")
+    ts.end_session()
+    kit.unplug(1)
+    ts = kit.tierset()
+    ts.connect()
+    _write(ts, b"newer")
+    ts.end_session()
+    (kit.dirs[0] / h.path()).unlink()  # the speed vault lost a pack its index names
+    kit.plug(1)
+    ts = kit.tierset()
+    ts.connect()
+    res = sync_all(ts, references=lambda t: {h.name})[0]
+    assert res.completed and res.files_healed == 1 and res.files_removed == 0
+    assert (kit.dirs[0] / h.path()).read_bytes() == b"only good copy"
     assert kit.files(0) == kit.files(1)
 
 
