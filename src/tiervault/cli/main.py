@@ -20,6 +20,7 @@ from tiervault.cli import (  # noqa: F401 - they
     daemon_cmds,
 )
 from tiervault.cli.app import cli
+from tiervault.cli.memory import tune_allocator
 from tiervault.errors import TierVaultError
 
 daemon_cmds.register(cli)
@@ -29,6 +30,7 @@ __all__ = ["cli", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map errors to one line and an exit code, never a traceback."""
+    tune_allocator()
     try:
         cli.main(args=argv, prog_name="tiervault", standalone_mode=False)
     except click.exceptions.Abort:
