@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 _SCRIPT = Path(__file__).resolve()
 _HOST = "127.0.0.1"
@@ -225,6 +226,23 @@ class FtpServerProcess:
         self.stop()
 
 
+def _thread_safe_cwd(handler: Any) -> None:
+    """pyftpdlib's CWD checks a directory by chdir-ing the whole *process* into
+    it and back; in the threaded server two concurrent CWDs can leave the
+    process inside a client's directory that is later deleted, and every later
+    command fails. Check the directory without chdir."""
+
+    def ftp_cwd(self: Any, path: str) -> Any:
+        if not self.fs.isdir(path) or not os.access(path, os.X_OK):
+            self.respond("550 No such directory.")
+            return None
+        self.fs.cwd = self.fs.fs2ftp(path)
+        self.respond(f'250 "{self.fs.cwd}" is the current directory.')
+        return path
+
+    handler.ftp_CWD = ftp_cwd
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run a pyftpdlib server until terminated."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -251,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # Per-command INFO logging would flood the test log.
     config_logging(level=logging.WARNING)
+    _thread_safe_cwd(FTPHandler)
     authorizer = DummyAuthorizer()
     perm = "elradfmwMT"
     if args.user:
