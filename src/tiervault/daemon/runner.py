@@ -317,11 +317,11 @@ class IdleRound:
         names = [t.name for t in ts.stale()]
         log.info("sync %d: synchronizing %s", sid, ", ".join(names))
         refs = None
-        try:
-            if ts.online() and self.passphrase is not None:
-                refs = pack_references(Repository.open(ts, self.passphrase, load_index=False))
-        except TierVaultError:
-            refs = None  # without the key, packs the source lacks are kept, never removed
+        pw = self.passphrase
+        if pw is not None:
+            # Opened only if the sync meets a pack the source lacks; without the
+            # key such packs are kept, never removed.
+            refs = pack_references(lambda: Repository.open(ts, pw, load_index=False))
         results = run_sync(ts, progress, self.inst.workers(), refs)
         synced = [{"tier": r.tier, "completed": r.completed, "files_copied": r.files_copied,
                    "bytes_copied": r.bytes_copied, "files_removed": r.files_removed,

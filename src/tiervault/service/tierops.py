@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,9 @@ def sync_now(inst: Installation, progress: Progress,
     try:
         ts.connect()
         refs = None
-        if passphrase is not None and ts.online():
-            refs = pack_references(Repository.open(ts, passphrase, load_index=False))
+        if passphrase is not None:
+            pw = passphrase
+            refs = pack_references(lambda: Repository.open(ts, pw, load_index=False))
         results = run_sync(ts, progress, inst.workers(), refs)
         return [dict(_result_json(r), **_tier_json(ts, t))
                 for t in ts.tiers for r in results if r.tier == t.name] + \
@@ -190,10 +192,22 @@ def sync_now(inst: Installation, progress: Progress,
         ts.close()
 
 
-def pack_references(repo: Repository) -> PackReferences:
-    """What a tier's own index files name, read with the vault key."""
+def pack_references(repo: Repository | Callable[[], Repository]) -> PackReferences:
+    """What a tier's own index files name, read with the vault key.
+
+    ``repo`` may be a factory: the key is then derived only if a sync really
+    meets a pack the source lacks (a no-op sync stays cheap).
+    """
+    opened: list[Repository] = []
+
     def refs(t: Tier) -> set[str] | None:
-        r = Repository(t.backend, repo.key, repo.config, repo.key_name)
+        if not opened:
+            try:
+                opened.append(repo if isinstance(repo, Repository) else repo())
+            except TierVaultError:
+                return None
+        base = opened[0]
+        r = Repository(t.backend, base.key, base.config, base.key_name)
         names: set[str] = set()
         try:
             for fi in t.backend.list(FileType.INDEX):
