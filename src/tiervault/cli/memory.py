@@ -1,11 +1,11 @@
 """Process-wide allocator settings, applied once at start-up (Linux glibc).
 
 Backup and restore move multi-megabyte buffers through worker threads. By
-default glibc keeps freed large blocks in per-thread arenas, so the resident
-size grows far beyond what is live (measured: 319 MiB peak for a backup whose
-Python heap never exceeded ~120 MiB). Serving blocks of 256 KiB and more
-straight from mmap returns them to the system when freed, and two arenas are
-plenty for our few threads.
+default glibc gives each thread its own arena and keeps freed blocks there, so
+the resident size grows beyond what is live. Two arenas are plenty for our few
+threads (measured on the 1 GB bench dataset: peak RSS 285 -> 242 MB, CPU
+unchanged). Serving large blocks from mmap would cut it further but cost ~6 s
+of system CPU per GB in page faults, so it is not done.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import ctypes
 import ctypes.util
 import sys
 
-_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
@@ -24,7 +23,6 @@ def tune_allocator() -> None:
         return
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
         libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError):
         pass

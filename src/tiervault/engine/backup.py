@@ -29,7 +29,7 @@ from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node, encode_tree
 
 _SMALL = 2 * 1024 * 1024  # files up to this size are read in one go
-_INFLIGHT_BYTES = 32 * 1024 * 1024  # bound on file data being read at once
+_INFLIGHT_BYTES = 24 * 1024 * 1024  # bound on file data being read at once
 _CACHE_SAFETY_NS = 2_000_000_000  # don't trust mtimes this close to the backup start
 
 
@@ -202,7 +202,9 @@ class Archiver:
             fut = self._hardlinks[key]
         else:
             fut = self.pool.submit(self._read_file, path, st)
-            cost = min(st.st_size, _SMALL) + 65536
+            # Streamed files hold the chunker's buffer (twice the largest chunk).
+            cost = st.st_size + 65536 if st.st_size <= _SMALL else \
+                2 * self.repo.config.chunker.max_size
             self._inflight.append((fut, cost))
             self._inflight_bytes += cost
             if st.st_nlink > 1:

@@ -24,7 +24,7 @@ class Settings:
     wait_timeout: float | None = None
     tier_unavailable_days: int = 14
     workers: int = 0  # 0 = decide from the CPU count
-    pack_size_mib: int = 16
+    pack_size_mib: int = 8
     compression_level: int = 3
     read_only: bool = False  # a restore-only installation (attach --read-only)
 

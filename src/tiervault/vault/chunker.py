@@ -11,7 +11,7 @@ from pyfastcdc.cy import FastCDC
 # Average ~1 MiB (pyfastcdc's effective average is avg + min).
 MIN_SIZE = 512 * 1024
 AVG_SIZE = 1024 * 1024
-MAX_SIZE = 8 * 1024 * 1024
+MAX_SIZE = 4 * 1024 * 1024  # pyfastcdc buffers 2x this per stream: bounds memory
 
 
 @dataclass(frozen=True)

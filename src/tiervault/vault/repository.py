@@ -30,7 +30,7 @@ from tiervault.vault.pack import BlobType, PackBuilder, PackEntry, blob_aad
 from tiervault.vault.snapshot import SNAPSHOT_AAD, Snapshot
 
 FORMAT_VERSION = 1
-PACK_TARGET = 16 * 1024 * 1024
+PACK_TARGET = 8 * 1024 * 1024
 _MAX_SNAPSHOT = 64 * 1024 * 1024
 _MAX_CONFIG = 64 * 1024
 
