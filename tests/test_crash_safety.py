@@ -55,6 +55,13 @@ OPS = ["backup", "sync", "forget-prune", "prune", "check-repair"]
 #: Seconds after the start at which the process is killed (start-up is ~0.3 s).
 DELAYS = [0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0, 1.2, 1.5]
 FTP_DELAYS = [0.1, 0.5, 0.9, 1.4]
+MISSING_AT_SAME_REVISION = "missing on this tier (another tier at the same revision has it)"
+CHECK_AFTER_CRASH_BUG = (
+    "BUG: the first 'check' after a write command was killed mid-write fails (exit 1, "
+    "'missing on this tier (another tier at the same revision has it)'): check runs "
+    "read-only, so it neither runs nor respects the recovery of the interrupted session "
+    "(session_in_progress in the state database) and compares the file sets of tiers "
+    "whose last session was cut between the writes to one tier and the other")
 
 
 # -- source trees ---------------------------------------------------------------------------------
@@ -171,6 +178,7 @@ class Rig:
     doomed: set[str] = field(default_factory=set)
     #: source state of a backup that was killed: its snapshot may exist, unreported
     unreported_states: list[dict[str, str]] = field(default_factory=list)
+    known_bug: str = ""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -281,9 +289,15 @@ class Rig:
 
     # verification ----------------------------------------------------------------------------
 
-    def check_read_data(self) -> dict[str, Any]:
+    def check_read_data(self, after_crash: bool = False) -> dict[str, Any]:
         p = self.run("--json", "check", "--read-data", expect=None)
         res: dict[str, Any] = json.loads(p.stdout) if p.stdout.strip() else {}
+        errors = [e for t in res.get("tiers", []) for e in t["errors"]]
+        if after_crash and p.returncode == 1 and errors and all(
+                e["message"].startswith(MISSING_AT_SAME_REVISION) for e in errors):
+            # The known bug of test_check_right_after_a_crash_mid_write: note it, go on.
+            self.known_bug = f"check right after the crash: {[e['file'] for e in errors]}"
+            return res
         assert p.returncode == 0 and res.get("ok"), describe(p)
         assert len(res["tiers"]) == 2, f"a tier is not reachable: {describe(p)}"
         for t in res["tiers"]:
@@ -317,14 +331,17 @@ class Rig:
 
     def verify_after_crash(self, final_check: bool = False) -> None:
         """The invariants of the module docstring."""
-        self.check_read_data()
+        self.check_read_data(after_crash=True)
         mutate(self.src, self.rng, big=1, scale=self.scale / 4)
         self.backup()
         self.run("sync")
         self.assert_level()
         self.assert_snapshots_restore()
-        if final_check:
+        if final_check or self.known_bug:
             self.check_read_data()
+        if self.known_bug:
+            # Everything else held; the kill hit the window of a known bug.
+            pytest.xfail(f"{CHECK_AFTER_CRASH_BUG} ({self.known_bug})")
 
 
 @pytest.fixture
@@ -550,6 +567,47 @@ def test_damaged_key_or_config_on_the_speed_vault_falls_through(rig_factory: Any
     mutate(rig.src, rig.rng, big=1, scale=0.05)
     rig.backup()
     rig.assert_snapshots_restore()
+
+
+def _pack_names(d: Path) -> set[str]:
+    return {p.name for p in (d / "data").rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+@pytest.mark.xfail(strict=True, reason=CHECK_AFTER_CRASH_BUG)
+def test_check_right_after_a_crash_mid_write(rig_factory: Any) -> None:
+    """Deterministic: the FTP server is frozen (SIGSTOP) right after the backup
+    raised its revision, so the next pack lands on the speed vault only; then
+    the client is killed and the server thawed."""
+    rig = rig_factory("ftp", seed=16, scale=0.3)
+    rig.init()
+    rig.backup()
+    assert rig.ftp is not None and rig.ftp.pid is not None
+    a, b = rig.tier_dirs
+    for _attempt in range(4):
+        mutate(rig.src, rig.rng, big=9, scale=0.3)
+        rig.unreported_states.append(tree_state(rig.src))
+        old_rev = (b / "revision").read_text()
+        packs = _pack_names(a)
+        proc = rig.spawn("--json", "backup", str(rig.src))
+        try:
+            while (b / "revision").read_text() == old_rev:  # the session's first write
+                assert proc.poll() is None
+                time.sleep(0.001)
+            time.sleep(0.03)  # let the server answer the raise; the first pack is ~0.1 s away
+            os.kill(rig.ftp.pid, signal.SIGSTOP)
+            deadline = time.monotonic() + 20
+            while not _pack_names(a) - packs and time.monotonic() < deadline:
+                time.sleep(0.005)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=60)
+        finally:
+            os.kill(rig.ftp.pid, signal.SIGCONT)
+        if _pack_names(a) - _pack_names(b):
+            break  # the window: a pack on the speed vault only, the session cut
+    else:
+        pytest.skip("the kill never hit the window between the two tiers' writes")
+    rig.check_read_data()  # no error: the crash broke nothing
+    rig.verify_after_crash()
 
 
 # -- the installation lock -----------------------------------------------------------------------
