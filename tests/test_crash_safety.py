@@ -573,7 +573,6 @@ def _pack_names(d: Path) -> set[str]:
     return {p.name for p in (d / "data").rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
-@pytest.mark.xfail(strict=True, reason=CHECK_AFTER_CRASH_BUG)
 def test_check_right_after_a_crash_mid_write(rig_factory: Any) -> None:
     """Deterministic: the FTP server is frozen (SIGSTOP) right after the backup
     raised its revision, so the next pack lands on the speed vault only; then

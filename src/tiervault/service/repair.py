@@ -19,7 +19,7 @@ from tiervault.errors import BackendError, IntegrityError, TierVaultError, Usage
 from tiervault.service.session import VaultSession, tier_key
 from tiervault.storage.base import FileType, Handle, handle_from_path
 from tiervault.tiers.tier import ONLINE, Tier
-from tiervault.tiers.tierset import TierSet
+from tiervault.tiers.tierset import SESSION_IN_PROGRESS, TierSet
 from tiervault.vault.index import INDEX_AAD, decode_index
 from tiervault.vault.pack import header_length, parse_header, trailer_size
 from tiervault.vault.repository import Repository, check_content_name
@@ -164,16 +164,25 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
             report.error("", f"the tier could not be checked: {e}")
         results.append(TierCheck(t, report))
     online_all = [t for t in sess.tiers.tiers if t.state == ONLINE]
-    if len(online_all) > 1:
-        # Tiers at the max revision must hold the same files.
+    interrupted = sess.inst.db.get(SESSION_IN_PROGRESS) is not None
+    if len(online_all) > 1 and not interrupted:
+        # Tiers at the max revision must hold the same files. Packs no index
+        # names are leftovers of an interrupted upload, not damage.
         try:
             lacking = _missing_files(online_all)
         except BackendError:
             lacking = {}
+        referenced = {pid.hex() for pid in sess.repo.index.packs()}
         for r in results:
             for h in lacking.get(r.tier.url, []):
+                if h.type is FileType.PACK and h.name not in referenced:
+                    continue
                 r.report.error(str(h), "missing on this tier (another tier at the same "
                                        "revision has it)")
+    elif interrupted:
+        for r in results:
+            r.report.warnings.append("a writing session was interrupted; the tiers are "
+                                     "brought level at the next write or sync")
     if repair:
         online = [r.tier for r in results if r.tier.state == ONLINE]
         missing = _missing_files([t for t in sess.tiers.tiers if t.state == ONLINE]) \

@@ -39,6 +39,8 @@ from tiervault.tiers.tier import OFFLINE, ONLINE, SYNCING, UNSYNCHRONIZED, Tier
 
 T = TypeVar("T")
 _DIRTY = "session_in_progress"
+#: The state key set while a writing session runs (public name for reports).
+SESSION_IN_PROGRESS = _DIRTY
 Notify = Callable[[str], None]
 
 
