@@ -19,7 +19,7 @@ in one case). After each kill:
 
 The installation lock is tested too: while one process writes, a second one is
 refused with one line naming the holder, and a lock left by a killed process
-is taken over. The default selection takes about a minute; the full grid of
+is taken over. The default selection takes about 90 s; the full grid of
 delays is marked ``slow``.
 """
 
@@ -55,14 +55,6 @@ OPS = ["backup", "sync", "forget-prune", "prune", "check-repair"]
 #: Seconds after the start at which the process is killed (start-up is ~0.3 s).
 DELAYS = [0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0, 1.2, 1.5]
 FTP_DELAYS = [0.1, 0.5, 0.9, 1.4]
-MISSING_AT_SAME_REVISION = "missing on this tier (another tier at the same revision has it)"
-CHECK_AFTER_CRASH_BUG = (
-    "BUG: the first 'check' after a write command was killed mid-write fails (exit 1, "
-    "'missing on this tier (another tier at the same revision has it)'): check runs "
-    "read-only, so it neither runs nor respects the recovery of the interrupted session "
-    "(session_in_progress in the state database) and compares the file sets of tiers "
-    "whose last session was cut between the writes to one tier and the other")
-
 
 # -- source trees ---------------------------------------------------------------------------------
 
@@ -178,7 +170,6 @@ class Rig:
     doomed: set[str] = field(default_factory=set)
     #: source state of a backup that was killed: its snapshot may exist, unreported
     unreported_states: list[dict[str, str]] = field(default_factory=list)
-    known_bug: str = ""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -289,15 +280,9 @@ class Rig:
 
     # verification ----------------------------------------------------------------------------
 
-    def check_read_data(self, after_crash: bool = False) -> dict[str, Any]:
+    def check_read_data(self) -> dict[str, Any]:
         p = self.run("--json", "check", "--read-data", expect=None)
         res: dict[str, Any] = json.loads(p.stdout) if p.stdout.strip() else {}
-        errors = [e for t in res.get("tiers", []) for e in t["errors"]]
-        if after_crash and p.returncode == 1 and errors and all(
-                e["message"].startswith(MISSING_AT_SAME_REVISION) for e in errors):
-            # The known bug of test_check_right_after_a_crash_mid_write: note it, go on.
-            self.known_bug = f"check right after the crash: {[e['file'] for e in errors]}"
-            return res
         assert p.returncode == 0 and res.get("ok"), describe(p)
         assert len(res["tiers"]) == 2, f"a tier is not reachable: {describe(p)}"
         for t in res["tiers"]:
@@ -331,17 +316,14 @@ class Rig:
 
     def verify_after_crash(self, final_check: bool = False) -> None:
         """The invariants of the module docstring."""
-        self.check_read_data(after_crash=True)
+        self.check_read_data()
         mutate(self.src, self.rng, big=1, scale=self.scale / 4)
         self.backup()
         self.run("sync")
         self.assert_level()
         self.assert_snapshots_restore()
-        if final_check or self.known_bug:
+        if final_check:
             self.check_read_data()
-        if self.known_bug:
-            # Everything else held; the kill hit the window of a known bug.
-            pytest.xfail(f"{CHECK_AFTER_CRASH_BUG} ({self.known_bug})")
 
 
 @pytest.fixture
@@ -454,8 +436,8 @@ def run_case(rig: Rig, op: str, delay: float, final_check: bool = False) -> Kill
 
 # -- the default selection ---------------------------------------------------------------------
 
-#: ~50 MiB in the default selection (each operation still runs for about a second).
-QUICK = 0.6
+#: ~40 MiB in the default selection (each operation still runs for about a second).
+QUICK = 0.5
 
 
 @pytest.mark.parametrize(("op", "delay"), [("backup", 0.75), ("sync", 0.55),
@@ -574,9 +556,12 @@ def _pack_names(d: Path) -> set[str]:
 
 
 def test_check_right_after_a_crash_mid_write(rig_factory: Any) -> None:
-    """Deterministic: the FTP server is frozen (SIGSTOP) right after the backup
+    """The first check after a kill that cut a write between the two tiers passes.
+
+    Deterministic: the FTP server is frozen (SIGSTOP) right after the backup
     raised its revision, so the next pack lands on the speed vault only; then
-    the client is killed and the server thawed."""
+    the client is killed and the server thawed. (Was a bug until c37449e: the
+    read-only check compared the file sets of the two tiers.)"""
     rig = rig_factory("ftp", seed=16, scale=0.3)
     rig.init()
     rig.backup()
@@ -607,6 +592,72 @@ def test_check_right_after_a_crash_mid_write(rig_factory: Any) -> None:
         pytest.skip("the kill never hit the window between the two tiers' writes")
     rig.check_read_data()  # no error: the crash broke nothing
     rig.verify_after_crash()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (data loss): BlobWriter._submit evaluates "
+                   "self._futures.append before executor.submit(...) returns, while another "
+                   "uploading thread may replace self._futures with a pruned copy: the new "
+                   "future is appended to the discarded list, flush() does not wait for it, "
+                   "and its pack is uploaded after the index was written, so the snapshot "
+                   "references blobs no index names ('data blob .. is missing'); prune then "
+                   "deletes that pack as unreferenced")
+def test_blob_writer_indexes_every_pack_it_uploads(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads fill a pack each; the interleaving is forced with events:
+    thread B is inside ``executor.submit`` while thread A completes its
+    ``_submit``, and B's upload is still running when ``flush`` writes the index.
+    (The grid hit this for real once: a two-tier FTP backup on the loaded VM
+    stored a snapshot whose data blob no index named, beside an orphan pack.)"""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tiervault.storage.base import FileType
+    from tiervault.storage.local import LocalBackend
+    from tiervault.vault.crypto import KdfParams
+    from tiervault.vault.pack import BlobType
+    from tiervault.vault.repository import BlobWriter, Repository
+
+    a_done = threading.Event()
+    submit, real_submit_pack = ThreadPoolExecutor.submit, BlobWriter._submit
+
+    def ordered_submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "B":
+            assert a_done.wait(10)
+
+            def slow(*a: Any, **k: Any) -> Any:
+                time.sleep(0.5)  # B's upload outlasts the flush
+                return fn(*a, **k)
+
+            return submit(self, slow, *args, **kwargs)
+        return submit(self, fn, *args, **kwargs)
+
+    def submit_pack(self: BlobWriter, pack: Any) -> None:
+        real_submit_pack(self, pack)
+        if threading.current_thread().name == "A":
+            a_done.set()
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", ordered_submit)
+    monkeypatch.setattr(BlobWriter, "_submit", submit_pack)
+    backend = LocalBackend(tmp_path / "vault", fsync=False)
+    backend.create()
+    repo = Repository.init(backend, "pw", KdfParams(n=2 ** 10))
+    writer = repo.writer(pack_size=1, uploads=2)  # every blob fills a pack
+    blobs = [os.urandom(1000) for _ in "BA"]
+    threads = [threading.Thread(name=n, target=writer.save_blob, args=(BlobType.DATA, b))
+               for n, b in zip("BA", blobs, strict=True)]
+    threads[0].start()
+    time.sleep(0.1)  # B is waiting inside executor.submit
+    threads[1].start()
+    for t in threads:
+        t.join()
+    writer.flush()
+    writer.close()
+    # Every blob the writer accepted must be named by an index file once flush()
+    # returned: that is what the backup relies on before it stores the snapshot.
+    indexed = {e.id for fi in backend.list(FileType.INDEX)
+               for entries in repo.read_index_file(fi.handle.name).values() for e in entries}
+    lost = [b for b in blobs if repo.key.blob_id(b) not in indexed]
+    assert not lost, f"{len(lost)} accepted blob(s) named by no index file after flush()"
 
 
 # -- the installation lock -----------------------------------------------------------------------
@@ -688,7 +739,7 @@ def test_lock_of_a_killed_process_is_taken_over(rig_factory: Any) -> None:
     rig.verify_after_crash()
 
 
-@pytest.mark.parametrize("reader", [["snapshots"], ["check"], ["check", "--repair"]])
+@pytest.mark.parametrize("reader", [["check"], ["check", "--repair"]])
 def test_reader_during_a_backup_leaves_the_installation_usable(rig_factory: Any,
                                                                reader: list[str]) -> None:
     rig = rig_factory("local", seed=5, scale=0.3)
@@ -726,7 +777,7 @@ def test_kill_9_grid_two_local_tiers(rig_factory: Any, op: str, delay: float) ->
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("delay", FTP_DELAYS)
 def test_kill_9_grid_speed_vault_and_ftp(rig_factory: Any, op: str, delay: float) -> None:
-    # ~50 MiB: the pyftpdlib server moves ~20-40 MiB/s here.
+    # ~40 MiB: the pyftpdlib server moves ~20-40 MiB/s here.
     rig = rig_factory("ftp", seed=int(delay * 1000) ^ zlib.crc32(op.encode()), scale=QUICK)
     run_case(rig, op, delay, final_check=True)
 
