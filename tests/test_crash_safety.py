@@ -594,13 +594,6 @@ def test_check_right_after_a_crash_mid_write(rig_factory: Any) -> None:
     rig.verify_after_crash()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (data loss): BlobWriter._submit evaluates "
-                   "self._futures.append before executor.submit(...) returns, while another "
-                   "uploading thread may replace self._futures with a pruned copy: the new "
-                   "future is appended to the discarded list, flush() does not wait for it, "
-                   "and its pack is uploaded after the index was written, so the snapshot "
-                   "references blobs no index names ('data blob .. is missing'); prune then "
-                   "deletes that pack as unreferenced")
 def test_blob_writer_indexes_every_pack_it_uploads(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Two threads fill a pack each; the interleaving is forced with events:

@@ -395,6 +395,7 @@ class BlobWriter:
         self._ex = ThreadPoolExecutor(uploads, thread_name_prefix="upload")
         self._slots = threading.BoundedSemaphore(uploads)
         self._futures: list[Future[None]] = []
+        self._futures_lock = threading.Lock()  # save_blob runs in many threads
         self._unindexed: dict[bytes, list[PackEntry]] = {}
         self._error: BaseException | None = None
         self.stats = {"blobs_new": 0, "bytes_raw_new": 0, "bytes_stored": 0, "packs": 0}
@@ -433,8 +434,11 @@ class BlobWriter:
 
     def _submit(self, pack: PackBuilder) -> None:
         self._slots.acquire()
-        self._futures.append(self._ex.submit(self._upload, pack))
-        self._futures = [f for f in self._futures if not f.done() or f.exception()]
+        fut = self._ex.submit(self._upload, pack)
+        with self._futures_lock:
+            # Keep unfinished (and failed) uploads: flush() must wait for every one.
+            self._futures = [f for f in self._futures if not f.done() or f.exception()]
+            self._futures.append(fut)
 
     def _upload(self, pack: PackBuilder) -> None:
         try:
@@ -472,9 +476,12 @@ class BlobWriter:
             self._packers = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
         for p in rest:
             self._submit(p)
-        for f in list(self._futures):
+        with self._futures_lock:
+            pending = list(self._futures)
+        for f in pending:
             f.exception()
-        self._futures = []
+        with self._futures_lock:
+            self._futures = [f for f in self._futures if not f.done()]
         if self._error:
             raise self._error
         self._write_index()
