@@ -55,6 +55,9 @@ OPS = ["backup", "sync", "forget-prune", "prune", "check-repair"]
 #: Seconds after the start at which the process is killed (start-up is ~0.3 s).
 DELAYS = [0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0, 1.2, 1.5]
 FTP_DELAYS = [0.1, 0.5, 0.9, 1.4]
+#: Source size of the slow grid (1.0 = ~80 MiB); big enough that most operations
+#: still run at the larger delays. TV_CRASH_SCALE overrides it.
+GRID_SCALE = float(os.environ.get("TV_CRASH_SCALE", "2.0"))
 
 # -- source trees ---------------------------------------------------------------------------------
 
@@ -762,7 +765,8 @@ def test_reader_during_a_backup_leaves_the_installation_usable(rig_factory: Any,
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("delay", DELAYS)
 def test_kill_9_grid_two_local_tiers(rig_factory: Any, op: str, delay: float) -> None:
-    rig = rig_factory("local", seed=int(delay * 1000) ^ zlib.crc32(op.encode()))
+    rig = rig_factory("local", seed=int(delay * 1000) ^ zlib.crc32(op.encode()),
+                      scale=GRID_SCALE)
     run_case(rig, op, delay, final_check=True)
 
 
@@ -770,8 +774,9 @@ def test_kill_9_grid_two_local_tiers(rig_factory: Any, op: str, delay: float) ->
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("delay", FTP_DELAYS)
 def test_kill_9_grid_speed_vault_and_ftp(rig_factory: Any, op: str, delay: float) -> None:
-    # ~40 MiB: the pyftpdlib server moves ~20-40 MiB/s here.
-    rig = rig_factory("ftp", seed=int(delay * 1000) ^ zlib.crc32(op.encode()), scale=QUICK)
+    # Half the local size: the pyftpdlib server moves ~20-40 MiB/s here.
+    rig = rig_factory("ftp", seed=int(delay * 1000) ^ zlib.crc32(op.encode()),
+                      scale=GRID_SCALE / 2)
     run_case(rig, op, delay, final_check=True)
 
 
@@ -780,5 +785,5 @@ def test_kill_9_grid_speed_vault_and_ftp(rig_factory: Any, op: str, delay: float
 def test_kill_9_random_moment(rig_factory: Any, seed: int) -> None:
     rng = random.Random(seed)
     kind, op = rng.choice(["local", "ftp"]), rng.choice(OPS)
-    rig = rig_factory(kind, seed=seed, scale=QUICK)
+    rig = rig_factory(kind, seed=seed, scale=GRID_SCALE / 2)
     run_case(rig, op, rng.uniform(0.05, 1.5), final_check=True)
