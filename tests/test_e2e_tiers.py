@@ -21,12 +21,14 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import tomli_w
 
 from tests.servers.ftp_server import FtpServerProcess
 
@@ -392,6 +394,7 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.proc, self.condition, self.action, self.after = proc, condition, action, after
         self.fired_while_running = False
+        self.ran_past_action = False  # the process still ran when the action returned
         self.fired_at: float | None = None
 
     def run(self) -> None:
@@ -401,6 +404,7 @@ class Watcher(threading.Thread):
                 running = self.proc.poll() is None
                 self.action()
                 self.fired_while_running = running
+                self.ran_past_action = self.proc.poll() is None
                 self.fired_at = time.monotonic() - start
                 return
             time.sleep(0.005)
@@ -710,6 +714,12 @@ def test_speed_vault_blip_mid_backup_is_healed_by_the_backup(ftp_setup: Setup) -
     backup completes, and its closing synchronization brings it level."""
     s = ftp_setup
     s.backup()
+    # The server's uploads are held to 40 MB/s so that the backup of ~150 MiB outlasts
+    # the blip on any machine: the closing synchronization must meet the vault back.
+    cfg = s.home / "config.toml"
+    doc = tomllib.loads(cfg.read_text())
+    doc["throttle"] = [{"tier": "2", "upload": "40MB"}]
+    cfg.write_text(tomli_w.dumps(doc))
     write_big_files(s.src)
     away = s.speed.with_name("speed-vault.away")
 
@@ -725,6 +735,7 @@ def test_speed_vault_blip_mid_backup_is_healed_by_the_backup(ftp_setup: Setup) -
     w.join()
     assert res.returncode == 0, describe(res)
     assert w.fired_while_running
+    assert w.ran_past_action, "the backup ended before the speed vault came back"
     s.assert_level()
     assert json.loads(res.stdout)["snapshot_id"] in {x["id"] for x in s.json("snapshots")}
     s.restore_and_compare(s.tmp / "restored")
