@@ -12,6 +12,7 @@ import getpass
 import os
 import socket
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -23,12 +24,14 @@ from tiervault.engine.excludes import Excluder
 from tiervault.engine.metadata import kind_of, node_from_stat
 from tiervault.engine.progress import Progress
 from tiervault.state.db import CachedFile, StateDB
+from tiervault.vault.chunker import Chunker
 from tiervault.vault.pack import BlobType
 from tiervault.vault.repository import BlobWriter, Repository
 from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node, encode_tree
 
 _SMALL = 2 * 1024 * 1024  # files up to this size are read in one go
+_INLINE = 64 * 1024  # files up to this size are read by the walking thread itself
 _INFLIGHT_BYTES = 24 * 1024 * 1024  # bound on file data being read at once
 _CACHE_SAFETY_NS = 2_000_000_000  # don't trust mtimes this close to the backup start
 
@@ -55,6 +58,10 @@ class FileResult:
     error: str | None = None
 
 
+#: A file's contents: read by a worker thread (a Future) or already read inline.
+_Read = Future[FileResult] | FileResult
+
+
 class _SubDir:
     """A directory met while walking its parent: to be walked next."""
 
@@ -67,18 +74,29 @@ class _SubDir:
 class _PendingDir:
     """A directory whose entries may still be waiting for file workers."""
 
-    __slots__ = ("cache_drop", "cache_new", "items", "node", "path", "tree_id")
+    __slots__ = ("cache_drop", "cache_new", "checked", "inodes", "items", "node", "path",
+                 "tree_id")
 
     def __init__(self, path: bytes, node: Node) -> None:
         self.path = path
         self.node = node
-        self.items: list[Node | _PendingDir | tuple[Node, Future[FileResult]]] = []
+        self.items: list[Node | _PendingDir | tuple[Node, _Read]] = []
         self.tree_id: bytes | None = None
         self.cache_new: dict[bytes, CachedFile] = {}
         self.cache_drop: list[bytes] = []
+        self.inodes: dict[bytes, int] = {}  # inode numbers of the files read, by name
+        self.checked = 0  # items before this index are known to be done
 
     def ready(self) -> bool:
-        return all(it[1].done() for it in self.items if isinstance(it, tuple))
+        """True when every file of the directory has been read. Resumes where the
+        last call stopped, so polling a directory costs O(its entries) in all."""
+        items = self.items
+        while self.checked < len(items):
+            it = items[self.checked]
+            if isinstance(it, tuple) and isinstance(it[1], Future) and not it[1].done():
+                return False
+            self.checked += 1
+        return True
 
 
 class Archiver:
@@ -93,12 +111,12 @@ class Archiver:
         self.opts = opts
         self.excluder = Excluder(opts.excludes)
         self.pool = ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="read")
-        self._chunkers: dict[int, object] = {}
+        self._local = threading.local()  # one chunker per worker thread
         self._inflight: deque[tuple[Future[FileResult], int]] = deque()
         self._inflight_bytes = 0
         self._ready: deque[_PendingDir] = deque()
-        self._hardlinks: dict[tuple[int, int], Future[FileResult]] = {}
-        self._counted: set[Future[FileResult]] = set()
+        self._hardlinks: dict[tuple[int, int], _Read] = {}
+        self._counted: set[int] = set()  # ids of hard-linked reads already counted
         self._start_ns = time.time_ns()
         self.stats = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
                       "files_read": 0, "bytes_read": 0, "bytes_total": 0, "errors": 0}
@@ -148,7 +166,7 @@ class Archiver:
                 continue
             child = os.path.join(path, name)
             if b"" in sub:
-                item = self._entry(path, name, child)
+                item = self._entry(path, name, child, pd=pd)
                 if item is not None:
                     assert not isinstance(item, _SubDir)  # descend=True walks it
                     pd.items.append(item)
@@ -163,7 +181,7 @@ class Archiver:
     def _entry(self, parent: bytes, name: bytes, path: bytes,
                cached: dict[bytes, CachedFile] | None = None,
                pd: _PendingDir | None = None, descend: bool = True
-               ) -> Node | _PendingDir | tuple[Node, Future[FileResult]] | _SubDir | None:
+               ) -> Node | _PendingDir | tuple[Node, _Read] | _SubDir | None:
         try:
             st = os.lstat(path)
         except OSError as e:
@@ -197,20 +215,27 @@ class Archiver:
             self.stats["files_changed"] += 1
         else:
             self.stats["files_new"] += 1
+        if pd is not None:
+            pd.inodes[name] = st.st_ino
         key = (st.st_dev, st.st_ino)
+        read: _Read
         if st.st_nlink > 1 and key in self._hardlinks:
-            fut = self._hardlinks[key]
+            read = self._hardlinks[key]
+        elif st.st_size <= _INLINE:
+            # Handing a tiny file to a worker costs more than reading it: every
+            # GIL hand-over between threads is a context switch.
+            read = self._read_file(path, st)
         else:
-            fut = self.pool.submit(self._read_file, path, st)
+            read = self.pool.submit(self._read_file, path, st)
             # Streamed files hold the chunker's buffer (twice the largest chunk).
             cost = st.st_size + 65536 if st.st_size <= _SMALL else \
                 2 * self.repo.config.chunker.max_size
-            self._inflight.append((fut, cost))
+            self._inflight.append((read, cost))
             self._inflight_bytes += cost
-            if st.st_nlink > 1:
-                self._hardlinks[key] = fut
             self._throttle()
-        return (node, fut)
+        if st.st_nlink > 1:
+            self._hardlinks.setdefault(key, read)
+        return (node, read)
 
     def _walk_dir(self, path: bytes, node: Node) -> _PendingDir | None:
         """Walk a directory tree depth first with an explicit stack, so that no
@@ -286,19 +311,19 @@ class Archiver:
                 it.node["subtree"] = it.tree_id
                 nodes.append(it.node)
             elif isinstance(it, tuple):
-                node, fut = it
-                res = fut.result()
+                node, read = it
+                res = read.result() if isinstance(read, Future) else read
                 if res.error is not None:
                     self.progress.warn(os.fsdecode(os.path.join(pd.path, node.name)), res.error)
                     self.stats["errors"] += 1
                     continue
                 node["content"] = res.content
                 node["size"] = res.size
-                if fut not in self._counted:  # hard links share one read
+                if id(read) not in self._counted:  # hard links share one read
                     self.stats["files_read"] += 1
                     self.stats["bytes_read"] += res.size
                     if node.get("nlink", 1) > 1:
-                        self._counted.add(fut)
+                        self._counted.add(id(read))
                 nodes.append(node)
                 self._remember(pd, node, res)
             else:
@@ -314,15 +339,7 @@ class Archiver:
         if res.changed or node["mtime"] >= self._start_ns - _CACHE_SAFETY_NS:
             return
         pd.cache_new[node.name] = CachedFile(res.size, node["mtime"], node["ctime"],
-                                             node.get("inode") or self._ino(pd, node),
-                                             res.content)
-
-    @staticmethod
-    def _ino(pd: _PendingDir, node: Node) -> int:
-        try:
-            return os.lstat(os.path.join(pd.path, node.name)).st_ino
-        except OSError:
-            return -1
+                                             pd.inodes.get(node.name, -1), res.content)
 
     def _empty_tree(self) -> bytes:
         return self.writer.save_blob(BlobType.TREE, encode_tree([]))[0]
@@ -340,12 +357,24 @@ class Archiver:
         except OSError as e:
             return FileResult([], 0, error=e.strerror or str(e))
         try:
+            # Small files take four system calls: open, read, fstat, close.
+            small = st.st_size <= _SMALL
+            try:
+                data: bytes | None = _read_small(fd, st.st_size) if small else b""
+            except OSError:
+                data = None
             fst = os.fstat(fd)
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 return FileResult([], 0, error="file was replaced during the backup, skipped")
-            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-                content, size = self._chunk(f, st.st_size)
-            after = os.fstat(fd)
+            if data is None:
+                data = _read_small(fd, st.st_size)  # raises the read error again
+            if small and len(data) <= st.st_size:
+                content, size, after = self._store_small(data), len(data), fst
+            else:
+                # Big, or grew past what stat said: stream (the rest).
+                with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                    content, size = self._chunk_stream(_Prefixed(data, f) if data else f)
+                after = os.fstat(fd)
             changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size) or \
                 size != st.st_size
             self.progress.add(1, size)
@@ -357,27 +386,29 @@ class Archiver:
         finally:
             os.close(fd)
 
-    def _chunk(self, f: object, expected: int) -> tuple[list[bytes], int]:
-        import io
+    def _chunker(self) -> Chunker:
+        chunker: Chunker | None = getattr(self._local, "chunker", None)
+        if chunker is None:
+            chunker = self._local.chunker = self.repo.chunker()
+        return chunker
 
-        assert isinstance(f, io.RawIOBase)
-        chunker = self.repo.chunker()
+    def _store_small(self, data: bytes) -> list[bytes]:
+        """Chunk and store an in-memory file; one below the chunker's minimum is one chunk."""
+        if not data:
+            return []
+        if len(data) <= self.repo.config.chunker.min_size:
+            return [self._store(data)]
+        return [self._store(c) for c in self._chunker().chunks_of(data)]
+
+    def _chunk_stream(self, f: object) -> tuple[list[bytes], int]:
         content: list[bytes] = []
         size = 0
-        if expected <= _SMALL:
-            data = f.read(_SMALL + 1) or b""
-            if len(data) <= _SMALL:
-                for c in chunker.chunks_of(data):
-                    content.append(self._store(c))
-                return content, len(data)
-            # The file grew past what stat said: stream the rest.
-            f = io.BufferedReader(_Prefixed(data, f))  # type: ignore[arg-type, type-var]
-        for c in chunker.chunks(f):  # type: ignore[arg-type]
+        for c in self._chunker().chunks(f):  # type: ignore[arg-type]
             size += len(c)
             content.append(self._store(c))
         return content, size
 
-    def _store(self, chunk: memoryview) -> bytes:
+    def _store(self, chunk: bytes | memoryview) -> bytes:
         bid = self.repo.key.blob_id(chunk)
         if not self.writer.has(bid):
             self.writer.save_blob(BlobType.DATA, chunk, bid)
@@ -406,6 +437,21 @@ class _Prefixed:
         buf = bytearray(n if n > 0 else 1 << 20)
         got = self.readinto(memoryview(buf))
         return bytes(buf[:got])
+
+
+def _read_small(fd: int, expected: int) -> bytes:
+    """Up to ``expected + 1`` bytes (one more than stat said, to notice growth)."""
+    data = os.read(fd, expected + 1)
+    if 0 < len(data) < expected:  # a short read (or the file shrank): read to the end
+        parts, got = [data], len(data)
+        while got <= expected:
+            more = os.read(fd, expected + 1 - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        data = b"".join(parts)
+    return data
 
 
 def _can_noatime(st: os.stat_result) -> bool:

@@ -1,0 +1,103 @@
+"""A file that changes between the walk's lstat and the read.
+
+The walker stats a file, then reads it (inline for small files, in a worker
+for bigger ones). Whatever happens in between, the stored content must be
+exactly what was read, the result must say the file changed, and a file
+replaced by something else must be skipped with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tiervault.engine.backup import Archiver, BackupOptions, FileResult
+from tiervault.engine.progress import Progress
+from tiervault.storage.local import LocalBackend
+from tiervault.vault.crypto import KdfParams
+from tiervault.vault.repository import BlobWriter, Repository
+
+
+@pytest.fixture
+def archiver(tmp_path: Path) -> Iterator[tuple[Archiver, BlobWriter, Repository]]:
+    backend = LocalBackend(tmp_path / "vault", fsync=False)
+    backend.create()
+    repo = Repository.init(backend, "pw", KdfParams(n=2 ** 10))
+    writer = repo.writer(pack_size=1 << 20, uploads=1)
+    a = Archiver(repo, writer, None, Progress(), BackupOptions(paths=[str(tmp_path)]))
+    yield a, writer, repo
+    a.pool.shutdown()
+    writer.close()
+
+
+def _read_back(repo: Repository, writer: BlobWriter, res: FileResult) -> bytes:
+    writer.flush()
+    repo.load_index()
+    return b"".join(repo.load_blob(b) for b in res.content)
+
+
+SIZES = [0, 10, 64 * 1024, 300 * 1024, 3 * 1024 * 1024]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_file_that_grew_after_stat_is_read_whole_and_flagged(
+        tmp_path: Path, archiver: tuple[Archiver, BlobWriter, Repository], size: int) -> None:
+    a, writer, repo = archiver
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(size))
+    st = os.lstat(f)
+    extra = os.urandom(5000)
+    with f.open("ab") as fh:
+        fh.write(extra)
+    res = a._read_file(os.fsencode(f), st)
+    assert res.error is None
+    assert res.changed
+    assert res.size == size + len(extra)
+    assert _read_back(repo, writer, res) == f.read_bytes()
+
+
+@pytest.mark.parametrize("size", SIZES[1:])
+def test_file_that_shrank_after_stat_is_flagged(
+        tmp_path: Path, archiver: tuple[Archiver, BlobWriter, Repository], size: int) -> None:
+    a, writer, repo = archiver
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(size))
+    st = os.lstat(f)
+    os.truncate(f, size // 2)
+    res = a._read_file(os.fsencode(f), st)
+    assert res.error is None
+    assert res.changed
+    assert _read_back(repo, writer, res) == f.read_bytes()
+
+
+def test_unchanged_file_is_not_flagged(
+        tmp_path: Path, archiver: tuple[Archiver, BlobWriter, Repository]) -> None:
+    a, writer, repo = archiver
+    f = tmp_path / "f"
+    f.write_bytes(b"hello" * 1000)
+    res = a._read_file(os.fsencode(f), os.lstat(f))
+    assert (res.error, res.changed, res.size) == (None, False, 5000)
+    assert _read_back(repo, writer, res) == b"hello" * 1000
+
+
+@pytest.mark.parametrize("replacement", ["file", "fifo", "dir"])
+def test_file_replaced_after_stat_is_skipped(
+        tmp_path: Path, archiver: tuple[Archiver, BlobWriter, Repository],
+        replacement: str) -> None:
+    a, _, _ = archiver
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 100)
+    st = os.lstat(f)
+    f.rename(tmp_path / "old")  # kept, so that its inode number is not reused at once
+    if replacement == "file":
+        f.write_bytes(b"y" * 100)
+    elif replacement == "fifo":
+        os.mkfifo(f)
+    else:
+        f.mkdir()
+    res = a._read_file(os.fsencode(f), st)
+    assert res.content == []
+    assert res.error is not None and "replaced" in res.error
