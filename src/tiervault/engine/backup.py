@@ -302,6 +302,8 @@ class Archiver:
             self._finish_dir(self._ready.popleft())
 
     def _finish_dir(self, pd: _PendingDir) -> None:
+        if pd.tree_id is not None:  # finished already (its entries are gone)
+            return
         nodes: list[Node] = []
         for it in pd.items:
             if isinstance(it, _PendingDir):
@@ -332,6 +334,9 @@ class Archiver:
         pd.tree_id = tid
         if self.db is not None and (pd.cache_new or pd.cache_drop):
             self.db.update_dir(pd.path, pd.cache_new, pd.cache_drop)
+        # The parent needs only the tree id: let the entries go, so memory follows
+        # the directories still open rather than the whole tree backed up so far.
+        pd.items, pd.cache_new, pd.cache_drop, pd.inodes = [], {}, [], {}
 
     def _remember(self, pd: _PendingDir, node: Node, res: FileResult) -> None:
         # Files modified within the clock's granularity of the backup start may

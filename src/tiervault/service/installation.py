@@ -107,7 +107,7 @@ class Installation:
     def workers(self) -> int:
         """Worker threads for reading and compressing."""
         w = self.config.settings.workers
-        return w if w > 0 else max(2, min(8, (os.cpu_count() or 2) * 2))
+        return w if w > 0 else max(2, min(8, os.cpu_count() or 2))
 
     def secrets_for(self, url: str) -> dict[str, str]:
         """Credentials for one tier from the config's [credentials] table."""
