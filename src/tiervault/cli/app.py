@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
@@ -11,8 +12,44 @@ from tiervault.cli.context import Ctx
 from tiervault.service.installation import RunOptions
 from tiervault.state.home import resolve_home
 
+#: Which module defines each command. They are imported only when used, so that a
+#: quick command (``sync``, ``tiers``) does not pay for loading all the others.
+COMMAND_MODULES = {
+    "check": "cmd_check",
+    "key": "cmd_keys",
+    **dict.fromkeys(("archive", "forget", "prune", "retention"), "cmd_retention"),
+    **dict.fromkeys(("attach", "sync", "tier", "tiers"), "cmd_tiers"),
+    **dict.fromkeys(("backup", "diff", "find", "init", "ls", "restore", "snapshots"),
+                    "cmd_vault"),
+    **dict.fromkeys(("cancel", "daemon", "run", "schedule", "set", "status"), "daemon_cmds"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A command group that imports a command's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            self.load(COMMAND_MODULES[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def load(self, module: str) -> None:
+        """Import one command module (it registers its commands on this group)."""
+        mod = importlib.import_module(f"tiervault.cli.{module}")
+        register = getattr(mod, "register", None)
+        if register is not None:  # modules that do not decorate this group themselves
+            register(self)
+
+    def load_all(self) -> None:
+        """Import every command module (for help texts and tests)."""
+        for module in sorted(set(COMMAND_MODULES.values())):
+            self.load(module)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", metavar="DIR", help="Installation directory (env TIERVAULT_HOME).")
 @click.option("--json", "json_", is_flag=True, help="Machine-readable output.")
 @click.option("--retry-attempts", type=click.IntRange(1, 1000), metavar="N",

@@ -6,16 +6,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from tiervault.cli.output import TextProgress
 from tiervault.errors import UsageError
-from tiervault.service import repair
 from tiervault.service.installation import Installation, RunOptions
-from tiervault.service.session import VaultSession
-from tiervault.service.tierops import pack_references, run_sync
+
+if TYPE_CHECKING:  # imported where used: commands that need no vault load less
+    from tiervault.service.session import VaultSession  # noqa: F401
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,6 +106,10 @@ def with_session(lock: bool = False, load_index: bool = True,
     def deco(fn: F) -> F:
         @click.pass_obj
         def wrapper(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
+            from tiervault.service import repair
+            from tiervault.service.session import VaultSession
+            from tiervault.service.tierops import pack_references, run_sync
+
             no_sync = kwargs.pop("no_sync", True)
             wait_timeout = kwargs.pop("wait_timeout", None)
             if wait_timeout is not None:

@@ -11,19 +11,9 @@ import sys
 
 import click
 
-from tiervault.cli import (  # noqa: F401 - they
-    cmd_check,
-    cmd_keys,
-    cmd_retention,
-    cmd_tiers,
-    cmd_vault,  # register their commands on import
-    daemon_cmds,
-)
 from tiervault.cli.app import cli
 from tiervault.cli.memory import tune_allocator
 from tiervault.errors import TierVaultError
-
-daemon_cmds.register(cli)
 
 __all__ = ["cli", "main"]
 

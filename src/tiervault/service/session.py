@@ -18,7 +18,6 @@ from tiervault.storage.urls import open_backend, parse_url, redact
 from tiervault.tiers.sync import SyncResult, sync_all
 from tiervault.tiers.tier import Tier
 from tiervault.tiers.tierset import TierSet
-from tiervault.vault.repository import Repository
 
 
 def raw_tier_backend(inst: Installation, url: str) -> Backend:
@@ -106,6 +105,10 @@ class VaultSession:
                 from tiervault.service.lost import give_up_long_unavailable
 
                 give_up_long_unavailable(inst, self.tiers, progress)
+            # Imported here: the vault format (crypto, compression) loads only
+            # when a session opens, not for commands that merely build tier sets.
+            from tiervault.vault.repository import Repository
+
             self.repo = Repository.open(self.backend, passphrase, load_index=load_index)
             for name, err in self.repo.damaged_indexes:
                 progress.warn(f"index/{name}", f"{err}; run 'tiervault check --repair'")

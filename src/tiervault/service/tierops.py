@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiervault.engine.progress import Progress
 from tiervault.errors import TierVaultError, UsageError
@@ -17,8 +17,12 @@ from tiervault.storage.urls import parse_url, redact
 from tiervault.tiers.sync import PackReferences, SyncResult, sync_all
 from tiervault.tiers.tier import OFFLINE, ONLINE, Tier
 from tiervault.tiers.tierset import TierSet
-from tiervault.vault.crypto import KdfParams
-from tiervault.vault.repository import Repository, open_key, read_config
+
+# The vault format (crypto, compression) is imported where used: a sync that
+# copies files without reading them does not need it.
+if TYPE_CHECKING:
+    from tiervault.vault.crypto import KdfParams
+    from tiervault.vault.repository import Repository
 
 
 def _fresh(home: Path, urls: list[str], opts: RunOptions) -> Installation:
@@ -35,6 +39,8 @@ def _fresh(home: Path, urls: list[str], opts: RunOptions) -> Installation:
 def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
                progress: Progress, kdf: KdfParams | None = None) -> dict[str, Any]:
     """Create a vault on every tier and an installation pointing at it."""
+    from tiervault.vault.repository import Repository
+
     if not urls:
         raise UsageError("init needs at least one tier URL")
     inst = _fresh(home, urls, opts)
@@ -77,6 +83,8 @@ def attach(home: Path, urls: list[str], passphrase: str, opts: RunOptions, progr
     exit 3). ``read_only``: a restore-only installation that never writes and
     so never clashes with the writer.
     """
+    from tiervault.vault.repository import open_key, read_config
+
     if take_over and read_only:
         raise UsageError("--take-over and --read-only exclude each other")
     existing = load_config(home)
@@ -174,6 +182,8 @@ def sync_now(inst: Installation, progress: Progress,
     With the passphrase, packs the source lost are recognised (its index still
     names them) and copied back instead of being removed from the target.
     """
+    from tiervault.vault.repository import Repository
+
     inst.require_writer()
     inst.lock()
     ts = build_tierset(inst, progress)
@@ -198,6 +208,8 @@ def pack_references(repo: Repository | Callable[[], Repository]) -> PackReferenc
     ``repo`` may be a factory: the key is then derived only if a sync really
     meets a pack the source lacks (a no-op sync stays cheap).
     """
+    from tiervault.vault.repository import Repository
+
     opened: list[Repository] = []
 
     def refs(t: Tier) -> set[str] | None:

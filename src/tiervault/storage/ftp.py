@@ -27,7 +27,8 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -58,6 +59,7 @@ _BLOCK = 256 * 1024
 # Reconnecting is cheaper than finding out (after a full timeout) that a
 # NAT box or the server silently dropped a long-idle control connection.
 _MAX_IDLE = 60.0
+_DIRS_PER_CONNECTION = 8  # listing: below this many directories per connection, don't fan out
 # Reply texts that make a 5xx a refusal rather than "no such file".
 _REFUSAL = re.compile(
     r"denied|permission|not permitted|forbidden|not allowed|read-only|read only", re.I
@@ -538,9 +540,24 @@ class FtpBackend(Backend):
                 f"{t.value}/{name}" for name, _ in entries if re.fullmatch(r"[0-9a-f]{2}", name)
             )
         # One directory per pooled call: no connection is held while the
-        # caller consumes results (it may use the backend meanwhile).
-        for d in dirs:
-            for name, size in self._call(d, functools.partial(self._listdir, rel=d, files=True)):
+        # caller consumes results (it may use the backend meanwhile). data/ has
+        # up to 256 subdirectories, each listing a few round trips: spread them
+        # over the pool's connections instead of paying the latency 256 times.
+        def scan(batch: list[str]) -> list[tuple[str, _Entries]]:
+            return [(d, self._call(d, functools.partial(self._listdir, rel=d, files=True)))
+                    for d in batch]
+
+        n = min(self.connections, -(-len(dirs) // _DIRS_PER_CONNECTION))
+        if n <= 1:
+            listed: Iterable[tuple[str, _Entries]] = (
+                (d, self._call(d, functools.partial(self._listdir, rel=d, files=True)))
+                for d in dirs)
+        else:
+            with ThreadPoolExecutor(n, thread_name_prefix="ftp-list") as pool:
+                listed = sorted(e for part in pool.map(scan, [dirs[i::n] for i in range(n)])
+                                for e in part)
+        for d, entries in listed:
+            for name, size in entries:
                 if name.startswith("."):
                     continue  # temporary uploads
                 h = handle_from_path(f"{d}/{name}")
