@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,46 @@ def test_file_replaced_after_stat_is_skipped(
     res = a._read_file(os.fsencode(f), st)
     assert res.content == []
     assert res.error is not None and "replaced" in res.error
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_small_files_round_trip_inline_and_through_the_workers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow: bool) -> None:
+    """Small files are read by the walking thread while reads are fast, by the
+    workers while they are slow (cold disk, network share): same result."""
+    from tiervault.engine import backup
+    from tiervault.engine.restore import Restorer
+
+    if slow:  # every small file "reads slowly": all but every 32nd go to the workers
+        monkeypatch.setattr(backup, "_SLOW_INLINE", 0.0)
+    src = tmp_path / "src"
+    for d in range(5):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(40):
+            (src / f"d{d}" / f"f{i}").write_bytes(os.urandom(i * 50) + b"x" * (i * 1000))
+    (src / "big").write_bytes(os.urandom(200_000))
+    backend = LocalBackend(tmp_path / "vault", fsync=False)
+    backend.create()
+    repo = Repository.init(backend, "pw", KdfParams(n=2 ** 10))
+    writer = repo.writer(pack_size=1 << 20, uploads=1)
+    a = Archiver(repo, writer, None, Progress(), BackupOptions(paths=[str(src)], workers=2))
+    submitted: list[bytes] = []
+    real_submit = a.pool.submit
+
+    def submit(fn: Any, path: bytes, st: os.stat_result) -> Any:
+        submitted.append(path)
+        return real_submit(fn, path, st)
+
+    a.pool.submit = submit  # type: ignore[method-assign, assignment]
+    snap = a.run()
+    writer.close()
+    assert snap.stats["files_read"] == 201 and snap.stats["errors"] == 0
+    # Only "big" (200 kB) goes to the workers while reads are fast; when slow,
+    # all but every 32nd small file does too.
+    assert len(submitted) == (1 + 200 - 200 // 32 if slow else 1)
+    repo.load_index()
+    Restorer(repo, repo.find_snapshot(snap.id), str(tmp_path / "out"), Progress()).run()
+    out = tmp_path / "out" / src.relative_to("/")
+    for f in src.rglob("*"):
+        if f.is_file():
+            assert (out / f.relative_to(src)).read_bytes() == f.read_bytes(), f

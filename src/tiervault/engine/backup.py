@@ -31,7 +31,9 @@ from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node, encode_tree
 
 _SMALL = 2 * 1024 * 1024  # files up to this size are read in one go
-_INLINE = 64 * 1024  # files up to this size are read by the walking thread itself
+_INLINE = 64 * 1024  # files up to this size are read by the walking thread itself...
+_SLOW_INLINE = 0.0005  # ...while that takes less than this (s): else the disk or network
+_RESAMPLE = 32  # is the bottleneck and the workers overlap the waits; every Nth is re-timed
 _INFLIGHT_BYTES = 24 * 1024 * 1024  # bound on file data being read at once
 _CACHE_SAFETY_NS = 2_000_000_000  # don't trust mtimes this close to the backup start
 
@@ -121,6 +123,8 @@ class Archiver:
         self.stats = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
                       "files_read": 0, "bytes_read": 0, "bytes_total": 0, "errors": 0}
         self._dev: int | None = None
+        self._inline_s = 0.0  # moving average of the time to read and store a small file
+        self._small_seen = 0
 
     # -- walking -----------------------------------------------------------------------
 
@@ -221,10 +225,12 @@ class Archiver:
         read: _Read
         if st.st_nlink > 1 and key in self._hardlinks:
             read = self._hardlinks[key]
-        elif st.st_size <= _INLINE:
+        elif st.st_size <= _INLINE and self._inline_now():
             # Handing a tiny file to a worker costs more than reading it: every
             # GIL hand-over between threads is a context switch.
+            t0 = time.perf_counter()
             read = self._read_file(path, st)
+            self._inline_s += (time.perf_counter() - t0 - self._inline_s) * 0.1
         else:
             read = self.pool.submit(self._read_file, path, st)
             # Streamed files hold the chunker's buffer (twice the largest chunk).
@@ -236,6 +242,13 @@ class Archiver:
         if st.st_nlink > 1:
             self._hardlinks.setdefault(key, read)
         return (node, read)
+
+    def _inline_now(self) -> bool:
+        """Read this small file in the walking thread? Yes while small files read
+        fast (data in the page cache); no while reads wait for a cold disk or a
+        network share, except every _RESAMPLE-th, to notice when they speed up."""
+        self._small_seen += 1
+        return self._inline_s < _SLOW_INLINE or self._small_seen % _RESAMPLE == 0
 
     def _walk_dir(self, path: bytes, node: Node) -> _PendingDir | None:
         """Walk a directory tree depth first with an explicit stack, so that no
