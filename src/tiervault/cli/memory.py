@@ -11,7 +11,6 @@ of system CPU per GB in page faults, so it is not done.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 _M_ARENA_MAX = -8
@@ -22,7 +21,9 @@ def tune_allocator() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # The process's own symbols include libc's; ctypes.util.find_library
+        # would cost ~15 ms of imports and an ldconfig run on every command.
+        libc = ctypes.CDLL(None)
         libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError):
         pass

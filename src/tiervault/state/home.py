@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-import platformdirs
-
 from tiervault.errors import LockedError
 
 
@@ -18,6 +16,8 @@ def resolve_home(cli_home: str | None, env: dict[str, str]) -> Path:
         return Path(cli_home).expanduser().absolute()
     if env.get("TIERVAULT_HOME"):
         return Path(env["TIERVAULT_HOME"]).expanduser().absolute()
+    import platformdirs  # only here: most runs name their home
+
     return Path(platformdirs.user_config_dir("tiervault")).absolute()
 
 
