@@ -97,11 +97,11 @@ class Restorer:
             elif kind == "file":
                 key = (node.get("dev"), node.get("inode"))
                 if node.get("nlink", 1) > 1 and key in first_link:
-                    plan.files.append(_File(full, node, link_to=first_link[key]))  # type: ignore[index]
+                    plan.files.append(_File(full, _slim(node), link_to=first_link[key]))  # type: ignore[index]
                     continue
                 if node.get("nlink", 1) > 1:
                     first_link[key] = full  # type: ignore[index]
-                plan.files.append(_File(full, node))
+                plan.files.append(_File(full, _slim(node)))
             elif kind == "symlink":
                 plan.links.append((full, node))
             else:
@@ -214,6 +214,7 @@ class Restorer:
                     break
                 off += loc[1].raw_length
             f.node["_sparse"] = sparse
+            f.node.pop("content", None)  # ``targets`` holds what is still needed
         by_pack: dict[bytes, list[PackEntry]] = defaultdict(list)
         for bid in targets:
             loc = self.repo.index.lookup(bid)
@@ -347,6 +348,15 @@ class Restorer:
                          follow_symlinks=False)
         except _OS_ERRORS as e:
             self._warn(path, _strerror(e))
+
+
+#: What restoring a file needs of its node (the plan holds one per file: keep it small).
+_FILE_FIELDS = ("type", "mode", "uid", "gid", "atime", "mtime", "xattrs", "size", "content",
+                "sparse")
+
+
+def _slim(node: Node) -> Node:
+    return Node({k: node[k] for k in _FILE_FIELDS if k in node})
 
 
 def _strerror(e: Exception) -> str:
