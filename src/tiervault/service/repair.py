@@ -19,13 +19,12 @@ from tiervault.errors import BackendError, IntegrityError, TierVaultError, Usage
 from tiervault.service.session import VaultSession, tier_key
 from tiervault.storage.base import FileType, Handle, handle_from_path
 from tiervault.tiers.tier import ONLINE, Tier
-from tiervault.tiers.tierset import SESSION_IN_PROGRESS, TierSet
+from tiervault.tiers.tierset import DAMAGED_KEY, SESSION_IN_PROGRESS, TierSet
 from tiervault.vault.index import INDEX_AAD, decode_index
 from tiervault.vault.pack import header_length, parse_header, trailer_size
 from tiervault.vault.repository import Repository, check_content_name
 from tiervault.vault.snapshot import SNAPSHOT_AAD
 
-DAMAGED_KEY = "damaged_files"
 _TYPES = (FileType.KEY, FileType.PACK, FileType.INDEX, FileType.SNAPSHOT)
 
 

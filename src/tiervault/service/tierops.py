@@ -16,7 +16,7 @@ from tiervault.storage.base import FileType, Handle
 from tiervault.storage.urls import parse_url, redact
 from tiervault.tiers.sync import PackReferences, SyncResult, sync_all
 from tiervault.tiers.tier import OFFLINE, ONLINE, Tier
-from tiervault.tiers.tierset import TierSet
+from tiervault.tiers.tierset import DAMAGED_KEY, TierSet
 
 # The vault format (crypto, compression) is imported where used: a sync that
 # copies files without reading them does not need it.
@@ -182,8 +182,6 @@ def sync_now(inst: Installation, progress: Progress,
     With the passphrase, packs the source lost are recognised (its index still
     names them) and copied back instead of being removed from the target.
     """
-    from tiervault.vault.repository import Repository
-
     inst.require_writer()
     inst.lock()
     ts = build_tierset(inst, progress)
@@ -192,7 +190,13 @@ def sync_now(inst: Installation, progress: Progress,
         refs = None
         if passphrase is not None:
             pw = passphrase
-            refs = pack_references(lambda: Repository.open(ts, pw, load_index=False))
+
+            def open_repo() -> Repository:
+                from tiervault.vault.repository import Repository
+
+                return Repository.open(ts, pw, load_index=False)
+
+            refs = pack_references(open_repo)
         results = run_sync(ts, progress, inst.workers(), refs)
         return [dict(_result_json(r), **_tier_json(ts, t))
                 for t in ts.tiers for r in results if r.tier == t.name] + \
@@ -208,11 +212,11 @@ def pack_references(repo: Repository | Callable[[], Repository]) -> PackReferenc
     ``repo`` may be a factory: the key is then derived only if a sync really
     meets a pack the source lacks (a no-op sync stays cheap).
     """
-    from tiervault.vault.repository import Repository
-
     opened: list[Repository] = []
 
     def refs(t: Tier) -> set[str] | None:
+        from tiervault.vault.repository import Repository
+
         if not opened:
             try:
                 opened.append(repo if isinstance(repo, Repository) else repo())
@@ -242,11 +246,12 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
             last[t.name] = pct
             progress.status(f"sync {t.name}: {pct}% ({done} of {total} bytes)")
 
-    from tiervault.service.repair import heal_recorded
-
     stale = ts.stale()
     results = sync_all(ts, report, workers=workers, references=references)
-    heal_recorded(ts, progress)
+    if ts.damaged or ts.db.get(DAMAGED_KEY):
+        from tiervault.service.repair import heal_recorded  # the vault format: only if needed
+
+        heal_recorded(ts, progress)
     for r in results:
         if r.completed:
             progress.info(f"tier {r.tier} is synchronized ({r.files_copied} files copied, "

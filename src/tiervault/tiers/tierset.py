@@ -44,6 +44,9 @@ SESSION_IN_PROGRESS = _DIRTY
 Notify = Callable[[str], None]
 
 
+#: State key of the files that failed authentication on a tier, to be healed when idle.
+DAMAGED_KEY = "damaged_files"
+
 class TierSet(Backend):
     """Ordered tiers behaving as one backend; see the module docstring."""
 
