@@ -374,3 +374,57 @@ def test_password_never_in_errors(ftp_server: FtpServerProcess, ftps_server: Ftp
         assert isinstance(ei.value, TierVaultError)
         assert PASSWORD not in _errors_text(ei.value), ei.value
     b.close()
+
+
+# -- listing pack directories by STAT ------------------------------------------------------------
+
+
+def _pack_names(n: int) -> list[str]:
+    return [f"{i:02x}" + os.urandom(31).hex() for i in range(n)]
+
+
+def test_pack_listing_by_stat_equals_mlsd_and_is_used(ftp_server: FtpServerProcess) -> None:
+    """data/xx directories are listed with STAT (one control-channel round trip);
+    the result must equal the MLSD listing, sizes included."""
+    path = _fresh_path()
+    b = _ftp(ftp_server, path)
+    b.create()
+    names = _pack_names(40) + _pack_names(3)  # some directories hold several packs
+    for i, name in enumerate(names):
+        b.save(Handle(FileType.PACK, name), os.urandom(100 + i))
+    answered = []
+    real = b._stat_list
+
+    def counting(c: object, p: str) -> object:
+        r = real(c, p)  # type: ignore[arg-type]
+        answered.append(r is not None)
+        return r
+
+    b._stat_list = counting  # type: ignore[assignment, method-assign]
+    by_stat = sorted((fi.handle.name, fi.size) for fi in b.list(FileType.PACK))
+    assert answered and all(answered)  # every data/xx directory was listed by STAT
+    assert b._use_stat
+    mlsd = _ftp(ftp_server, path)
+    mlsd._use_stat = False
+    by_mlsd = sorted((fi.handle.name, fi.size) for fi in mlsd.list(FileType.PACK))
+    assert by_stat == by_mlsd
+    assert len(by_stat) == len(set(names))
+    b.close()
+    mlsd.close()
+
+
+def test_pack_listing_falls_back_to_mlsd_when_stat_does_not_parse(
+        ftp_server: FtpServerProcess) -> None:
+    """A directory whose STAT lines do not parse (a name with a blank, as a
+    foreign file) turns STAT off; the listing is still complete."""
+    path = _fresh_path()
+    b = _ftp(ftp_server, path)
+    b.create()
+    names = _pack_names(12)
+    for name in names:
+        b.save(Handle(FileType.PACK, name), b"x" * 10)
+    (ftp_server.root / path.strip("/") / "data" / names[0][:2] / "a foreign file").write_bytes(b"")
+    listed = sorted(fi.handle.name for fi in b.list(FileType.PACK))
+    assert listed == sorted(names)
+    assert not b._use_stat
+    b.close()

@@ -15,7 +15,7 @@ armed file may name the ``--garbage`` kind to use from now on):
     uploads keep only their first ``--limit`` bytes, and the server still
     answers ``226`` as if all was well (a full disk on a lying server);
 ``garbage-list``
-    MLSD, NLST and LIST answer with junk (``--garbage``: invalid UTF-8, broken
+    MLSD, NLST, LIST and STAT of a directory answer with junk (``--garbage``: invalid UTF-8, broken
     facts and absurd sizes, path tricks, an over-long line);
 ``refuse-login``
     every login is answered ``530``.
@@ -265,6 +265,18 @@ def main(argv: list[str] | None = None) -> None:
             if mode_is("garbage-list") and armed():
                 return self._garbage(path, "LIST")
             return super().ftp_LIST(path)  # type: ignore[no-any-return]
+
+        def ftp_STAT(self, path: str) -> str | None:
+            # STAT DIR lists on the control connection: junk there too.
+            if path and mode_is("garbage-list") and armed():
+                if not self.fs.isdir(path):
+                    self.respond("550 No such directory.")
+                    return None
+                junk = garbage_listing(garbage_kind()).decode("utf-8", "replace")
+                junk = " " + junk.replace("\r", "").replace("\n", "\r\n ")[:60000]
+                self.push(f"213-Status of {path}:\r\n{junk}\r\n213 End of status.\r\n")
+                return path
+            return super().ftp_STAT(path)  # type: ignore[no-any-return]
 
     authorizer = DummyAuthorizer()
     authorizer.add_user(args.user, args.password, args.root, perm="elradfmwMT")

@@ -59,6 +59,9 @@ _BLOCK = 256 * 1024
 # Reconnecting is cheaper than finding out (after a full timeout) that a
 # NAT box or the server silently dropped a long-idle control connection.
 _MAX_IDLE = 60.0
+#: One line of a Unix ``ls -l`` listing (type, size, name); names with blanks do not match.
+_LS_LINE = re.compile(r"([-dlpscb])[rwxsStT-]{9}[.+@]?\s+\d+\s+\S+\s+\S+\s+(\d+)\s+"
+                      r"[A-Za-z]{3}\s+\d{1,2}\s+(?:\d{1,2}:\d{2}|\d{4})\s+(\S+)(?: -> \S+)?")
 _DIRS_PER_CONNECTION = 8  # listing: below this many directories per connection, don't fan out
 # Reply texts that make a 5xx a refusal rather than "no such file".
 _REFUSAL = re.compile(
@@ -130,6 +133,7 @@ class FtpBackend(Backend):
         if tls:
             self._context = self._make_context(ca_file, insecure)
         self._use_mlsd = True
+        self._use_stat = True  # STAT DIR lists over the control connection (see _stat_list)
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(connections)
         self._idle: list[_Conn] = []
@@ -543,15 +547,17 @@ class FtpBackend(Backend):
         # caller consumes results (it may use the backend meanwhile). data/ has
         # up to 256 subdirectories, each listing a few round trips: spread them
         # over the pool's connections instead of paying the latency 256 times.
+        subdirs = t is FileType.PACK
+
+        def one(d: str) -> _Entries:
+            return self._call(d, functools.partial(self._listdir_files, rel=d, subdir=subdirs))
+
         def scan(batch: list[str]) -> list[tuple[str, _Entries]]:
-            return [(d, self._call(d, functools.partial(self._listdir, rel=d, files=True)))
-                    for d in batch]
+            return [(d, one(d)) for d in batch]
 
         n = min(self.connections, -(-len(dirs) // _DIRS_PER_CONNECTION))
         if n <= 1:
-            listed: Iterable[tuple[str, _Entries]] = (
-                (d, self._call(d, functools.partial(self._listdir, rel=d, files=True)))
-                for d in dirs)
+            listed: Iterable[tuple[str, _Entries]] = ((d, one(d)) for d in dirs)
         else:
             with ThreadPoolExecutor(n, thread_name_prefix="ftp-list") as pool:
                 listed = sorted(e for part in pool.map(scan, [dirs[i::n] for i in range(n)])
@@ -564,6 +570,57 @@ class FtpBackend(Backend):
                 if h is None or h.type is not t or size is None:
                     continue
                 yield FileInfo(h, size)
+
+    def _listdir_files(self, c: _Conn, rel: str, subdir: bool) -> _Entries:
+        """The files of ``rel``; a data/xx subdirectory (whose parent was just
+        listed) by STAT where the server lists that way, else by _listdir."""
+        if subdir and self._use_stat:
+            entries = self._stat_list(c, self._abs(rel))
+            if entries is not None:
+                return entries
+        return self._listdir(c, rel, files=True)
+
+    def _stat_list(self, c: _Conn, path: str) -> _Entries | None:
+        """``STAT path``: the listing comes back on the control connection, one
+        round trip instead of PASV, a data connection and MLSD (RFC 959; 3x
+        faster on loopback, more over a WAN). Used only for directories known
+        to exist, and only while every line parses as a Unix ``ls -l`` line:
+        anything else (refused, another format) turns it off for good and the
+        caller lists with MLSD. None means "not answered this way"."""
+        try:
+            reply = c.ftp.sendcmd(f"STAT {path}")
+        except ftplib.error_perm as e:
+            if self._missing(e):
+                return []  # removed since its parent was listed
+            self._use_stat = False  # not implemented, or refused
+            return None
+        except ftplib.error_temp:
+            raise  # 4xx: the server's trouble, not the command's
+        except (ftplib.Error, UnicodeError) as e:
+            # An answer out of step (an over-long line, not UTF-8, no 2xx): drop
+            # the connection, never STAT again, and let the retry list by MLSD.
+            self._use_stat = False
+            c.broken = True
+            raise TransientError(f"listing {path} on {self.location}: unexpected STAT reply "
+                                 f"({self._scrub(str(e))[:200]})") from None
+        lines = reply.splitlines()
+        out: _Entries = []
+        ok = len(lines) >= 2 and lines[0][:4] in ("211-", "212-", "213-") and \
+            lines[-1][:3] == lines[0][:3]
+        for line in lines[1:-1] if ok else []:
+            line = line.strip()
+            if not line or line.startswith("total "):
+                continue
+            m = _LS_LINE.fullmatch(line)
+            if m is None:
+                ok = False
+                break
+            if m.group(1) == "-":  # a regular file (subdirectories, links: not ours)
+                out.append((m.group(3), int(m.group(2))))
+        if not ok:
+            self._use_stat = False
+            return None
+        return out
 
     def _listdir(self, c: _Conn, rel: str, files: bool) -> _Entries:
         """(name, size) of the files (or subdirectories) of ``rel``.
