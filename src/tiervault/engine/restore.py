@@ -25,7 +25,7 @@ from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node
 
 _GAP = 1024 * 1024  # read through gaps smaller than this instead of seeking
-_MAX_RUN = 8 * 1024 * 1024  # bound on one ranged read (memory per worker)
+_MAX_RUN = 4 * 1024 * 1024  # bound on one ranged read (memory per worker)
 _BLOCK = 4096  # sparse files: zero runs this large (and aligned) stay holes
 # What hostile metadata (a uid of 2**40, a NUL in a symlink target, a negative
 # device number) makes the os functions raise besides OSError.
@@ -33,7 +33,7 @@ _OS_ERRORS = (OSError, ValueError, OverflowError, TypeError)
 _ZEROS = bytes(_BLOCK)
 
 
-@dataclass
+@dataclass(slots=True)
 class _File:
     path: bytes
     node: Node
