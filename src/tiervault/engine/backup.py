@@ -8,6 +8,7 @@ keeps memory flat however big the tree.
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import socket
@@ -128,6 +129,9 @@ class Archiver:
         self.stats = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
                       "files_read": 0, "bytes_read": 0, "bytes_total": 0, "errors": 0}
         self._dev: int | None = None
+        # Small files are read inline only if their data is cached (Linux preadv2
+        # RWF_NOWAIT); elsewhere a moving average of the time they take decides.
+        self._nowait = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
         self._inline_s = 0.0  # moving average of the time to read and store a small file
         self._small_seen = 0
 
@@ -230,23 +234,29 @@ class Archiver:
         read: _Read
         if st.st_nlink > 1 and key in self._hardlinks:
             read = self._hardlinks[key]
-        elif st.st_size <= _INLINE and self._inline_now():
-            # Handing a tiny file to a worker costs more than reading it: every
-            # GIL hand-over between threads is a context switch.
-            t0 = time.perf_counter()
-            read = self._read_file(path, st)
-            self._inline_s += (time.perf_counter() - t0 - self._inline_s) * 0.1
         else:
-            read = self.pool.submit(self._read_file, path, st)
-            # Streamed files hold the chunker's buffer (twice the largest chunk).
-            cost = st.st_size + 65536 if st.st_size <= _SMALL else \
-                2 * self.repo.config.chunker.max_size
-            self._inflight.append((read, cost))
-            self._inflight_bytes += cost
-            self._throttle()
+            inline = None
+            if st.st_size <= _INLINE and self._inline_now():
+                # Handing a tiny file to a worker costs more than reading it: every
+                # GIL hand-over between threads is a context switch. Unless its data
+                # is not in the page cache (None): a worker then overlaps the wait.
+                t0 = time.perf_counter()
+                inline = self._read_file(path, st, cached_only=self._nowait)
+                self._inline_s += (time.perf_counter() - t0 - self._inline_s) * 0.1
+            read = inline if inline is not None else self._submit(path, st)
         if st.st_nlink > 1:
             self._hardlinks.setdefault(key, read)
         return (node, read)
+
+    def _submit(self, path: bytes, st: os.stat_result) -> Future[FileResult]:
+        fut = self.pool.submit(self._read_whole, path, st)
+        # Streamed files hold the chunker's buffer (twice the largest chunk).
+        cost = st.st_size + 65536 if st.st_size <= _SMALL else \
+            2 * self.repo.config.chunker.max_size
+        self._inflight.append((fut, cost))
+        self._inflight_bytes += cost
+        self._throttle()
+        return fut
 
     def _inline_now(self) -> bool:
         """Read this small file in the walking thread? Yes while small files read
@@ -373,7 +383,15 @@ class Archiver:
 
     # -- reading files (worker threads) --------------------------------------------------
 
-    def _read_file(self, path: bytes, st: os.stat_result) -> FileResult:
+    def _read_whole(self, path: bytes, st: os.stat_result) -> FileResult:
+        res = self._read_file(path, st)
+        assert res is not None  # only cached_only reads leave a file alone
+        return res
+
+    def _read_file(self, path: bytes, st: os.stat_result,
+                   cached_only: bool = False) -> FileResult | None:
+        """Read, chunk and store one file. With ``cached_only``, a small file whose
+        data is not all in the page cache is left alone (None) for a worker."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOATIME
                          if _can_noatime(st) else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -383,7 +401,12 @@ class Archiver:
             # Small files take four system calls: open, read, fstat, close.
             small = st.st_size <= _SMALL
             try:
-                data: bytes | None = _read_small(fd, st.st_size) if small else b""
+                if small and cached_only:
+                    data: bytes | None = self._read_cached(fd, st.st_size)
+                    if data is None:
+                        return None
+                else:
+                    data = _read_small(fd, st.st_size) if small else b""
             except OSError:
                 data = None
             fst = os.fstat(fd)
@@ -408,6 +431,23 @@ class Archiver:
             return FileResult([], 0, error=e.strerror or str(e))
         finally:
             os.close(fd)
+
+    def _read_cached(self, fd: int, expected: int) -> bytes | None:
+        """The file's bytes if the page cache holds them all (RWF_NOWAIT: no disk
+        or network wait), else None. Where the flag is not supported, reads."""
+        buf = bytearray(expected + 1)
+        try:
+            n = os.preadv(fd, [buf], 0, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            self._nowait = False  # this file system cannot say: time the reads instead
+            return _read_small(fd, expected)
+        if n < expected:
+            return None  # partly cached (or shrank): a worker reads it properly
+        return bytes(memoryview(buf)[:n])
 
     def _chunker(self) -> Chunker:
         chunker: Chunker | None = getattr(self._local, "chunker", None)
