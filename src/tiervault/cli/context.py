@@ -138,7 +138,7 @@ def with_session(lock: bool = False, load_index: bool = True,
                         if write:
                             sess.end_writes()
                             if not no_sync:
-                                run_sync(sess.tiers, progress, inst.workers(),
+                                run_sync(sess.tiers, progress, inst.sync_workers(),
                                          pack_references(sess.repo))
                     finally:
                         sess.close()

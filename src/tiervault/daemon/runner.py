@@ -322,7 +322,7 @@ class IdleRound:
             # Opened only if the sync meets a pack the source lacks; without the
             # key such packs are kept, never removed.
             refs = pack_references(lambda: Repository.open(ts, pw, load_index=False))
-        results = run_sync(ts, progress, self.inst.workers(), refs)
+        results = run_sync(ts, progress, self.inst.sync_workers(), refs)
         synced = [{"tier": r.tier, "completed": r.completed, "files_copied": r.files_copied,
                    "bytes_copied": r.bytes_copied, "files_removed": r.files_removed,
                    "error": r.error} for r in results]

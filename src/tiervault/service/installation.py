@@ -109,6 +109,10 @@ class Installation:
         w = self.config.settings.workers
         return w if w > 0 else max(2, min(8, os.cpu_count() or 2))
 
+    def sync_workers(self) -> int:
+        """Parallel copies of a synchronization: they wait on the network, not the CPU."""
+        return max(4, self.workers())
+
     def secrets_for(self, url: str) -> dict[str, str]:
         """Credentials for one tier from the config's [credentials] table."""
         creds = self.config.extra.get("credentials", {})

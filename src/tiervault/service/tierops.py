@@ -197,7 +197,7 @@ def sync_now(inst: Installation, progress: Progress,
                 return Repository.open(ts, pw, load_index=False)
 
             refs = pack_references(open_repo)
-        results = run_sync(ts, progress, inst.workers(), refs)
+        results = run_sync(ts, progress, inst.sync_workers(), refs)
         return [dict(_result_json(r), **_tier_json(ts, t))
                 for t in ts.tiers for r in results if r.tier == t.name] + \
             [dict(_tier_json(ts, t), completed=None) for t in ts.tiers
