@@ -347,3 +347,23 @@ def test_sync_never_copies_damaged_source_files(tmp_path: Path) -> None:
     res = sync_all(ts)[0]
     assert not res.completed and "damaged" in (res.error or "")
     assert not (kit.dirs[1] / h.path()).exists()
+
+
+def test_tiers_that_answer_probes_but_refuse_writes_end_in_the_wait_timeout(
+        tmp_path: Path) -> None:
+    """A full disk: every tier reads fine (so it comes back online at once) but
+    refuses every write. The write must not spin: it paces its rounds and gives
+    up with WaitTimeoutError after the wait timeout (found by the soak: a backup
+    looped ~160 times a second for minutes)."""
+    kit = Kit(tmp_path)
+    ts = kit.create()
+    for f in kit.faults:
+        f.add(Rule("save", times=10**9))
+    ts2 = kit.tierset(wait_timeout=5.0)
+    ts2.connect()
+    start = kit.clock.now
+    with pytest.raises(WaitTimeoutError, match="within 5 s"):
+        _write(ts2, b"no room")
+    assert 5.0 <= kit.clock.now - start < 30.0
+    assert len(kit.clock.sleeps) < 200  # paced by the probe interval, not a hot loop
+    del ts

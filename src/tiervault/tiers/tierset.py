@@ -320,11 +320,21 @@ class TierSet(Backend):
                 self.wait_for_online()
             # Durable before the first raise: a crash from here on is detected.
             self.db.put(_DIRTY, "1")
+            start = self.clock()
             self._raise(self.online())
             while not self.online():
+                self._refused(start, "took the revision raise")
                 self.wait_for_online()
                 self._raise(self.online())
             self._session = True
+
+    def _refused(self, start: float, what: str) -> None:
+        """Tiers answer probes but refuse writes (a full disk): they come back online
+        at once, so bound the write's own wait and pace its rounds."""
+        if self.wait_timeout is not None and self.clock() - start >= self.wait_timeout:
+            raise WaitTimeoutError(f"no tier of vault {self.vault_name} {what} within "
+                                   f"{self.wait_timeout:g} s ({self._why_waiting()})")
+        self.sleep(self.probe_interval)
 
     def wait_for_online(self) -> None:
         """Probe offline tiers until one is online; WaitTimeoutError past the bound."""
@@ -358,6 +368,7 @@ class TierSet(Backend):
 
     def _write(self, fn: Callable[[Tier], None], missing_ok: bool = False) -> None:
         self._begin_write()
+        start = self.clock()
         while True:
             targets = self.online()
             if not targets:
@@ -387,6 +398,7 @@ class TierSet(Backend):
                         t.record.missed = False
                         self._unconfirmed.discard(t.url)
                 self._save_records([t for t, _ in failed])
+            self._refused(start, "took a write")
 
     def _after_success(self, ok: list[Tier]) -> None:
         got = {t.url for t in ok}
