@@ -6,16 +6,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from tiervault.cli.output import TextProgress
 from tiervault.errors import UsageError
 from tiervault.service.installation import Installation, RunOptions
-
-if TYPE_CHECKING:  # imported where used: commands that need no vault load less
-    from tiervault.service.session import VaultSession  # noqa: F401
 
 F = TypeVar("F", bound=Callable[..., Any])
 
