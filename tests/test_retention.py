@@ -71,7 +71,7 @@ def test_archives_survive_retention() -> None:
     keep, _, reasons = apply_gfs(snaps, GfsPolicy(1, 0, 0, 0, 0), NOW)
     kept = {s.id for s in keep}
     assert {s.id for s in old} <= kept
-    assert reasons["202601101200"] == ["archive"]
+    assert reasons["202601101200"] == ["archived"]
     assert len(kept) == 2 + 5  # the archives and the last day's sessions
 
 

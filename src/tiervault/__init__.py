@@ -1,3 +1,3 @@
 """tiervault: two-tier backup with a local speed vault and a server."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -8,12 +8,16 @@ import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
+from tiervault.cli.filters import filter_options, snapshot_filter
 from tiervault.cli.output import emit_json, human_bytes
 from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.errors import EXIT_INCOMPLETE, UsageError
 from tiervault.service import ops, tierops
 from tiervault.service.session import VaultSession
+
+#: How --host/--path/--tag read on commands that take one snapshot.
+LATEST = "choose 'latest' among"
 
 
 @cli.command()
@@ -57,9 +61,10 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
                 patterns += [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
         except OSError as e:
             raise UsageError(f"cannot read {ef}: {e.strerror}") from None
-    tags = [*tag, "archive"] if archive else list(tag)
-    opts = BackupOptions(list(paths), patterns, tags, workers=sess.inst.workers(),
-                         use_cache=not no_cache, one_file_system=one_file_system)
+    # The archive flag is an archive mark, not a tag: `--tag archive` is just a tag.
+    opts = BackupOptions(list(paths), patterns, list(tag), workers=sess.inst.workers(),
+                         use_cache=not no_cache, one_file_system=one_file_system,
+                         archive=archive)
     snap, summary = ops.backup(sess, opts)
     if ctx.json:
         emit_json(summary)
@@ -105,11 +110,14 @@ def snapshots(ctx: Ctx, sess: VaultSession, tag: tuple[str, ...], host: str | No
 @click.argument("snapshot")
 @click.argument("path", required=False)
 @click.option("--recursive/--no-recursive", "-r", default=True, show_default=True)
+@filter_options(LATEST)
 @with_session()
 def ls_cmd(ctx: Ctx, sess: VaultSession, snapshot: str, path: str | None,
-           recursive: bool) -> None:
+           recursive: bool, filter_hosts: tuple[str, ...], filter_paths: tuple[str, ...],
+           filter_tags: tuple[str, ...]) -> None:
     """List the entries of SNAPSHOT (below PATH)."""
-    snap = sess.repo.find_snapshot(snapshot)
+    snap = sess.repo.find_snapshot(snapshot, snapshot_filter(filter_hosts, filter_paths,
+                                                             filter_tags))
     entries = browse.ls(sess.repo, snap, path, recursive)
     if ctx.json:
         emit_json(list(entries))
@@ -133,10 +141,14 @@ def _mode_str(kind: str, mode: int) -> str:
 @json_option
 @click.argument("snapshot_a")
 @click.argument("snapshot_b")
+@filter_options(LATEST)
 @with_session()
-def diff(ctx: Ctx, sess: VaultSession, snapshot_a: str, snapshot_b: str) -> None:
+def diff(ctx: Ctx, sess: VaultSession, snapshot_a: str, snapshot_b: str,
+         filter_hosts: tuple[str, ...], filter_paths: tuple[str, ...],
+         filter_tags: tuple[str, ...]) -> None:
     """Show what changed between two snapshots."""
-    a, b = sess.repo.find_snapshot(snapshot_a), sess.repo.find_snapshot(snapshot_b)
+    which = snapshot_filter(filter_hosts, filter_paths, filter_tags)
+    a, b = sess.repo.find_snapshot(snapshot_a, which), sess.repo.find_snapshot(snapshot_b, which)
     d = browse.diff(sess.repo, a, b)
     if ctx.json:
         emit_json({"snapshot_a": a.id, "snapshot_b": b.id, **d})
@@ -152,10 +164,15 @@ def diff(ctx: Ctx, sess: VaultSession, snapshot_a: str, snapshot_b: str) -> None
 @json_option
 @click.argument("pattern")
 @click.option("--snapshot", "-s", "refs", multiple=True, help="Search only these snapshots.")
+@filter_options("search (and choose 'latest' among)")
 @with_session()
-def find(ctx: Ctx, sess: VaultSession, pattern: str, refs: tuple[str, ...]) -> None:
-    """Find files whose name (or path, if PATTERN has a '/') matches PATTERN."""
-    hits = list(browse.find(sess.repo, ops.find_snapshots(sess, list(refs)), pattern))
+def find(ctx: Ctx, sess: VaultSession, pattern: str, refs: tuple[str, ...],
+         filter_hosts: tuple[str, ...], filter_paths: tuple[str, ...],
+         filter_tags: tuple[str, ...]) -> None:
+    """Find entries whose name matches PATTERN; a PATTERN with a '/' matches the end of
+    the path at directory boundaries ('doc/*.txt'), or the whole path if it starts with '/'."""
+    which = snapshot_filter(filter_hosts, filter_paths, filter_tags)
+    hits = list(browse.find(sess.repo, ops.find_snapshots(sess, list(refs), which), pattern))
     if ctx.json:
         emit_json(hits)
         return
@@ -168,13 +185,17 @@ def find(ctx: Ctx, sess: VaultSession, pattern: str, refs: tuple[str, ...]) -> N
 @json_option
 @click.argument("snapshot")
 @click.argument("target_dir")
-@click.option("--include", "-i", multiple=True, metavar="PATH",
-              help="Restore only this path (as shown by ls); repeatable.")
+@click.option("--include", "-i", multiple=True, metavar="PATTERN",
+              help="Restore only what matches (a path as shown by ls, or a glob: '*.odt', "
+                   "'/home/*/doc', 'doc/**/*.pdf'); repeatable.")
+@filter_options(LATEST)
 @with_session()
 def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
-            include: tuple[str, ...]) -> None:
+            include: tuple[str, ...], filter_hosts: tuple[str, ...],
+            filter_paths: tuple[str, ...], filter_tags: tuple[str, ...]) -> None:
     """Restore SNAPSHOT into TARGET_DIR, recreating full original paths."""
-    res = ops.restore(sess, snapshot, target_dir, list(include))
+    res = ops.restore(sess, snapshot, target_dir, list(include),
+                      snapshot_filter(filter_hosts, filter_paths, filter_tags))
     if ctx.json:
         emit_json(res)
     else:

@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tiervault.engine import policy as policy_mod
-from tiervault.engine.policy import Policy, apply_policy
+from tiervault.engine.policy import Policy
 from tiervault.errors import UsageError
 from tiervault.service import ops
 from tiervault.service.session import VaultSession
+from tiervault.vault.snapshot import SnapshotFilter
 
 if TYPE_CHECKING:
     from tiervault.daemon.sets import BackupSet
@@ -50,7 +51,11 @@ def validate_retention(doc: dict[str, Any]) -> None:
         raise UsageError("prune must be true or false")
     for k in keys:
         v = doc[k]
-        if k == "keep_tags":
+        if k == "keep_within":
+            if not isinstance(v, str):
+                raise UsageError("keep_within must be a duration such as \"1y6m\"")
+            policy_mod.Duration.parse(v)
+        elif k == "keep_tags":
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise UsageError("keep_tags must be a list of tags")
         elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -59,32 +64,35 @@ def validate_retention(doc: dict[str, Any]) -> None:
 
 def apply_retention(sess: VaultSession, bs: BackupSet,
                     now: datetime | None = None) -> dict[str, Any] | None:
-    """Apply the set's retention (None if it has none); returns what was removed."""
+    """Apply the set's retention (None if it has none); returns what was removed.
+
+    Only this host's snapshots of exactly the set's paths are considered, and
+    the same service functions as ``forget`` and ``retention`` do the work, so
+    archived snapshots are kept here exactly as there.
+    """
     doc = bs.retention
     keys = set(doc) - {"prune"}
     if not keys:
         return None
-    paths = bs.snapshot_paths()
+    which = SnapshotFilter.of([socket.gethostname()], bs.snapshot_paths())
     counts = _count_fields()
     if keys & set(counts):
         kwargs: dict[str, Any] = {counts[k]: doc[k] for k in keys}
         if "tags" in kwargs:
             kwargs["tags"] = tuple(kwargs["tags"])
+        if "within" in kwargs:
+            kwargs["within"] = policy_mod.Duration.parse(kwargs["within"])
         pol = Policy(**kwargs)
         if pol.empty():
             return None
-        host = socket.gethostname()
-        snaps = [s for s in sess.repo.snapshots()
-                 if s.hostname == host and sorted(s.paths) == paths]
-        keep, remove, _reasons = apply_policy(snaps, pol)
-        for s in remove:
-            sess.repo.remove_snapshot(s.id)
-        sess.inst.db.forget_snapshots([s.id for s in remove])
-        res: dict[str, Any] = {"kept": [s.id for s in keep], "removed": [s.id for s in remove]}
+        out = ops.forget(sess, pol, False, which)
     else:
-        gfs = policy_mod.__dict__["GfsPolicy"](**{k: doc[k] for k in keys})
-        out = ops.__dict__["apply_retention"](sess, gfs, False, now, paths=paths)
-        res = {"kept": [s["id"] for s in out["keep"]], "removed": [s["id"] for s in out["remove"]]}
+        gfs = policy_mod.GfsPolicy(**{k: doc[k] for k in keys})
+        if gfs.empty():
+            return None
+        out = ops.apply_retention(sess, gfs, False, now, which=which)
+    res: dict[str, Any] = {"kept": [s["id"] for s in out["keep"]],
+                           "removed": [s["id"] for s in out["remove"]]}
     if res["removed"] and doc.get("prune", True):
         p = ops.prune(sess, False)
         res["prune"] = {k: p.get(k) for k in ("packs_deleted", "packs_repacked",

@@ -175,12 +175,12 @@ class JobRunner:
         sess = VaultSession(self.inst, self.passphrase, progress)
         try:
             tags = list(bs.tags)
-            if bs.archive and _archive_due(sess, bs):
-                tags.append(str(getattr(policy_mod, "ARCHIVE_TAG", "archive")))
+            archive = bool(bs.archive) and _archive_due(sess, bs)
+            if archive:
                 _append(lines, "this session is marked as an archive")
             opts = BackupOptions(list(bs.paths), list(bs.excludes), tags,
                                  workers=self.inst.workers(),
-                                 one_file_system=bs.one_file_system)
+                                 one_file_system=bs.one_file_system, archive=archive)
             try:
                 snap, summary = ops.backup(sess, opts)
             finally:
@@ -222,7 +222,8 @@ def _archive_due(sess: VaultSession, bs: BackupSet) -> bool:
         return False
     paths = bs.snapshot_paths()
     snaps = [s for s in sess.repo.snapshots() if sorted(s.paths) == paths]
-    return bool(fn(bs.archive, snaps, datetime.now().astimezone()))
+    return bool(fn(bs.archive, snaps, datetime.now().astimezone(),
+                   sess.repo.archived_ids(snaps)))
 
 
 def tier_delivery(ts: TierSet) -> list[dict[str, Any]]:

@@ -54,6 +54,7 @@ class BackupOptions:
     workers: int = 4
     use_cache: bool = True
     one_file_system: bool = False
+    archive: bool = False  # mark the snapshot as an archive (the mark goes first)
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Archiver:
             paths=[os.fsdecode(p) for p in paths], tree=root.tree_id.hex(),
             tags=sorted(set(self.opts.tags)), excludes=self.opts.excludes, stats=stats,
             complete=not self.progress.warnings)
-        self.repo.save_snapshot(snap)
+        self.repo.save_snapshot(snap, archived=self.opts.archive)
         return snap
 
     def _build_root(self, paths: list[bytes]) -> _PendingDir:

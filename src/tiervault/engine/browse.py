@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from tiervault.engine.patterns import PathPattern
 from tiervault.engine.trees import TreeReader, split_path
 from tiervault.errors import UsageError
 from tiervault.vault.repository import Repository
@@ -68,13 +68,14 @@ def ls(repo: Repository, snap: Snapshot, path: str | None,
 
 
 def find(repo: Repository, snaps: list[Snapshot], pattern: str) -> Iterator[dict[str, Any]]:
-    """Entries whose name (or, with a '/', whole path) matches ``pattern``."""
+    """Entries matching ``pattern`` (see ``engine.patterns``): by name without a
+    '/', else by the end of the path at directory boundaries, or the whole path
+    if it starts with '/'."""
     trees = TreeReader(repo, cache_size=4096)
-    whole = "/" in pattern
+    pat = PathPattern.parse(pattern)
     for s in snaps:
         for p, n in trees.walk(bytes.fromhex(s.tree)):
-            subject = os.fsdecode(b"/" + b"/".join(p)) if whole else os.fsdecode(n.name)
-            if fnmatch.fnmatchcase(subject, pattern):
+            if pat.matches(p):
                 d = describe(p, n)
                 d["snapshot"] = s.id
                 d["snapshot_time"] = s.time

@@ -15,9 +15,11 @@ import stat
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+from tiervault.engine.patterns import PathPattern
 from tiervault.engine.progress import Progress
-from tiervault.engine.trees import TreeReader, split_path
+from tiervault.engine.trees import TreeReader
 from tiervault.errors import IntegrityError, TierVaultError, UsageError
 from tiervault.vault.pack import PackEntry
 from tiervault.vault.repository import Repository
@@ -59,10 +61,10 @@ class Restorer:
         self.snap = snap
         self.target = os.path.abspath(os.fsencode(target))
         self.progress = progress
-        try:
-            self.includes = [split_path(p) for p in includes or []]
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        self.includes = [PathPattern.parse(p) for p in includes or []]
+        for inc in self.includes:
+            if ".." in inc.parts:
+                raise UsageError(f"path {inc.text!r} must not contain '..'")
         self.workers = workers
         self.trees = TreeReader(repo)
         self.is_root = os.geteuid() == 0
@@ -74,22 +76,37 @@ class Restorer:
         self._good: set[bytes] = set()
         self._created: set[bytes] = set()  # files this run created (hard link sources)
 
-    def _selected(self, path: tuple[bytes, ...]) -> bool:
-        if not self.includes:
-            return True
-        return any(path[:len(i)] == i or i[:len(path)] == path for i in self.includes)
-
     def plan(self) -> RestorePlan:
-        """Walk the snapshot's tree and decide what to create."""
+        """Walk the snapshot's tree and decide what to create.
+
+        With include patterns, an entry is restored if it or a directory above
+        it matches; the directories leading to it are restored too (with their
+        metadata), nothing else.
+        """
         plan = RestorePlan()
         first_link: dict[tuple[int, int], bytes] = {}
-        matched: set[tuple[bytes, ...]] = set()
+        matched: set[PathPattern] = set()
+        selected_dirs: set[tuple[bytes, ...]] = set()
+        # The unselected directories above the entry being visited (the walk is
+        # depth first), each with whether it is in the plan already.
+        above: list[list[Any]] = []
         for path, node in self.trees.walk(bytes.fromhex(self.snap.tree)):
-            if not self._selected(path):
-                continue
-            for inc in self.includes:
-                if path[:len(inc)] == inc:
-                    matched.add(inc)
+            if self.includes:
+                while above and above[-1][0] != path[:len(above[-1][0])]:
+                    above.pop()
+                hits = [] if path[:-1] in selected_dirs else [
+                    i for i in self.includes if i.matches(path)]
+                matched.update(hits)
+                if not hits and path[:-1] not in selected_dirs:
+                    if node.kind == "dir":
+                        above.append([path, node, False])
+                    continue
+                if node.kind == "dir":
+                    selected_dirs.add(path)
+                for entry in above:
+                    if not entry[2]:
+                        plan.dirs.append((os.path.join(self.target, *entry[0]), entry[1]))
+                        entry[2] = True
             full = os.path.join(self.target, *path)
             kind = node.kind
             if kind == "dir":
@@ -108,8 +125,11 @@ class Restorer:
                 plan.specials.append((full, node))
         missing = [i for i in self.includes if i not in matched]
         if missing:
-            raise UsageError(f"{os.fsdecode(b'/' + b'/'.join(missing[0]))} is not in snapshot "
-                             f"{self.snap.id[:8]}")
+            m = missing[0]
+            if m.is_literal():
+                raise UsageError(f"{m.text.rstrip('/') or '/'} is not in snapshot "
+                                 f"{self.snap.id[:8]}")
+            raise UsageError(f"nothing in snapshot {self.snap.id[:8]} matches {m.text!r}")
         return plan
 
     def run(self) -> dict[str, int]:

@@ -9,14 +9,21 @@ from typing import Any
 from tiervault.engine import browse
 from tiervault.engine.backup import Archiver, BackupOptions
 from tiervault.engine.check import CheckReport, check
-from tiervault.engine.policy import ARCHIVE_TAG, GfsPolicy, Policy, apply_gfs, apply_policy
+from tiervault.engine.policy import (
+    DEFAULT_GROUP_BY,
+    GfsPolicy,
+    Plan,
+    Policy,
+    apply_gfs,
+    apply_policy,
+)
 from tiervault.engine.progress import Progress
 from tiervault.engine.prune import execute_prune, plan_prune
 from tiervault.engine.restore import Restorer
 from tiervault.engine.scan import start_scan
 from tiervault.errors import UsageError
 from tiervault.service.session import VaultSession
-from tiervault.vault.snapshot import Snapshot
+from tiervault.vault.snapshot import Snapshot, SnapshotFilter
 
 
 def snapshot_json(s: Snapshot) -> dict[str, Any]:
@@ -59,14 +66,16 @@ def backup(sess: VaultSession, opts: BackupOptions) -> tuple[Snapshot, dict[str,
         "duration_ms": st.get("duration_ms", 0), "complete": snap.complete,
         "warnings": [{"path": p, "message": m} for p, m in sess.progress.warnings],
     }
+    summary["archived"] = opts.archive
     db.note_snapshots([(snap.id, snap.time, snap.paths)], replace=False)
     db.end_session(sid, "warnings" if not snap.complete else "success", summary)
     return snap, summary
 
 
-def restore(sess: VaultSession, ref: str, target: str, includes: list[str]) -> dict[str, Any]:
-    """Restore a snapshot (or parts) into ``target``."""
-    snap = sess.repo.find_snapshot(ref)
+def restore(sess: VaultSession, ref: str, target: str, includes: list[str],
+            which: SnapshotFilter | None = None) -> dict[str, Any]:
+    """Restore a snapshot (or parts) into ``target``; ``which`` chooses ``latest``."""
+    snap = sess.repo.find_snapshot(ref, which)
     sess.progress.phase("restore")
     stats = Restorer(sess.repo, snap, target, sess.progress, includes,
                      workers=sess.inst.workers()).run()
@@ -77,50 +86,108 @@ def restore(sess: VaultSession, ref: str, target: str, includes: list[str]) -> d
             "warnings": [{"path": p, "message": m} for p, m in sess.progress.warnings]}
 
 
-def forget(sess: VaultSession, policy: Policy, dry_run: bool) -> dict[str, Any]:
-    """Remove snapshots outside the policy (data stays until prune)."""
-    if policy.empty():
-        raise UsageError("no --keep-* option given; refusing to forget every snapshot")
-    keep, remove, reasons = apply_policy(sess.repo.snapshots(
-        on_error=lambda sid, e: sess.progress.warn(f"snapshots/{sid}", str(e))), policy)
-    if not dry_run:
-        for s in remove:
-            sess.repo.remove_snapshot(s.id)
-        sess.inst.db.forget_snapshots([s.id for s in remove])
+def _plan_json(sess: VaultSession, plan: Plan, dry_run: bool,
+               group_by: tuple[str, ...]) -> dict[str, Any]:
+    keep, remove, reasons = plan
     return {"keep": [dict(snapshot_json(s), reasons=reasons.get(s.id, [])) for s in keep],
-            "remove": [snapshot_json(s) for s in remove], "dry_run": dry_run}
+            "remove": [snapshot_json(s) for s in remove], "dry_run": dry_run,
+            "group_by": list(group_by)}
+
+
+def _remove(sess: VaultSession, snaps: list[Snapshot], archived: set[str]) -> None:
+    """Remove snapshot files; never an archived one (the last line of defence)."""
+    bad = [s for s in snaps if s.id in archived]
+    if bad:
+        raise UsageError(f"snapshot {bad[0].id[:8]} is archived; refusing to remove it")
+    for s in snaps:
+        sess.repo.remove_snapshot(s.id)
+    sess.inst.db.forget_snapshots([s.id for s in snaps])
+
+
+def _considered(sess: VaultSession, which: SnapshotFilter | None) -> list[Snapshot]:
+    snaps = sess.repo.snapshots(
+        on_error=lambda sid, e: sess.progress.warn(f"snapshots/{sid}", str(e)))
+    return which.select(snaps) if which is not None else snaps
+
+
+def forget(sess: VaultSession, policy: Policy, dry_run: bool,
+           which: SnapshotFilter | None = None,
+           group_by: tuple[str, ...] = DEFAULT_GROUP_BY) -> dict[str, Any]:
+    """Remove snapshots outside the policy (data stays until prune); archives stay."""
+    if policy.empty():
+        raise UsageError("the --keep-* options keep nothing; refusing to forget every "
+                         "snapshot (give a --keep-* option above 0, or snapshot IDs)")
+    snaps = _considered(sess, which)
+    archived = sess.repo.archived_ids(snaps)
+    plan = apply_policy(snaps, policy, archived, group_by)
+    if not dry_run:
+        _remove(sess, plan[1], archived)
+    return _plan_json(sess, plan, dry_run, group_by)
+
+
+def forget_ids(sess: VaultSession, refs: list[str], dry_run: bool) -> dict[str, Any]:
+    """Remove exactly the snapshots named; refused for an archived one."""
+    snaps: dict[str, Snapshot] = {}
+    for r in refs:
+        s = sess.repo.find_snapshot(r)
+        snaps[s.id] = s
+    chosen = sorted(snaps.values(), key=lambda s: (s.datetime(), s.id))
+    archived = sess.repo.archived_ids(chosen)
+    for s in chosen:
+        if s.id in archived:
+            raise UsageError(f"snapshot {s.id[:8]} is archived; run 'tiervault archive "
+                             f"release {s.id[:8]}' first to forget it")
+    if not dry_run:
+        _remove(sess, chosen, archived)
+    return {"keep": [], "remove": [snapshot_json(s) for s in chosen], "dry_run": dry_run,
+            "group_by": []}
 
 
 def apply_retention(sess: VaultSession, policy: GfsPolicy, dry_run: bool,
-                    now: datetime | None = None, paths: list[str] | None = None
-                    ) -> dict[str, Any]:
+                    now: datetime | None = None, paths: list[str] | None = None,
+                    which: SnapshotFilter | None = None,
+                    group_by: tuple[str, ...] = DEFAULT_GROUP_BY) -> dict[str, Any]:
     """Grandfather-father-son retention (archives always kept); forget only."""
-    snaps = sess.repo.snapshots()
+    if policy.empty():
+        raise UsageError("every retention span is 0; refusing to forget every snapshot "
+                         "(give --keep-all-days, --daily, ... above 0)")
+    snaps = _considered(sess, which)
     if paths is not None:
         snaps = [s for s in snaps if sorted(s.paths) == sorted(paths)]
-    keep, remove, reasons = apply_gfs(snaps, policy, now or datetime.now().astimezone())
+    archived = sess.repo.archived_ids(snaps)
+    plan = apply_gfs(snaps, policy, now or datetime.now().astimezone(), archived, group_by)
     if not dry_run:
-        for s in remove:
-            sess.repo.remove_snapshot(s.id)
-        sess.inst.db.forget_snapshots([s.id for s in remove])
-    return {"keep": [dict(snapshot_json(s), reasons=reasons.get(s.id, [])) for s in keep],
-            "remove": [snapshot_json(s) for s in remove], "dry_run": dry_run}
+        _remove(sess, plan[1], archived)
+    return _plan_json(sess, plan, dry_run, group_by)
 
 
 def set_archive(sess: VaultSession, ref: str, archived: bool) -> dict[str, Any]:
-    """Mark a snapshot as an archive or release it (rewrites the snapshot file)."""
+    """Mark a snapshot as an archive or release it; its id does not change.
+
+    A snapshot archived by a tiervault before 0.2 carries the flag as the tag
+    ``archive`` inside its (immutable) file: releasing it must write the
+    snapshot again without that tag, so its id changes and the result says so.
+    """
     snap = sess.repo.find_snapshot(ref)
-    old = snap.id
-    tags = set(snap.tags)
-    if (ARCHIVE_TAG in tags) == archived:
-        return {"snapshot_id": old, "changed": False, "archived": archived}
-    tags = tags | {ARCHIVE_TAG} if archived else tags - {ARCHIVE_TAG}
-    snap.tags = sorted(tags)
-    new = sess.repo.save_snapshot(snap)
-    sess.repo.remove_snapshot(old)
-    sess.inst.db.forget_snapshots([old])
-    sess.inst.db.note_snapshots([(new, snap.time, snap.paths)], replace=False)
-    return {"snapshot_id": new, "previous_id": old, "changed": True, "archived": archived}
+    sid = snap.id
+    marks = sess.repo.archive_marks()
+    was = sid in marks or snap.legacy_archived()
+    res: dict[str, Any] = {"snapshot_id": sid, "short_id": sid[:8], "changed": was != archived,
+                           "archived": archived}
+    if archived:
+        if sid not in marks:
+            sess.repo.mark_archive(sid)
+        return res
+    if sid in marks:
+        sess.repo.release_archive(sid)
+    if snap.legacy_archived():
+        snap.tags = [t for t in snap.tags if t != "archive"]
+        new = sess.repo.save_snapshot(snap)
+        sess.repo.remove_snapshot(sid)
+        sess.inst.db.forget_snapshots([sid])
+        sess.inst.db.note_snapshots([(new, snap.time, snap.paths)], replace=False)
+        res.update(snapshot_id=new, short_id=new[:8], previous_id=sid)
+    return res
 
 
 def prune(sess: VaultSession, dry_run: bool) -> dict[str, Any]:
@@ -157,11 +224,16 @@ def snapshot_flags(sess: VaultSession, snaps: list[Snapshot]) -> dict[str, str]:
 
     servers = sess.tiers.tiers[1:]
     on_server: set[str] = set()
+    marks_on_server: set[str] = set()
     unknown_after: float | None = None
+    archived = sess.repo.archived_ids(snaps)
     for t in servers:
         if t.state in (ONLINE, UNSYNCHRONIZED):
             try:
                 on_server.update(fi.handle.name for fi in t.backend.list(FileType.SNAPSHOT))
+                if archived:
+                    marks_on_server.update(
+                        fi.handle.name for fi in t.backend.list(FileType.ARCHIVE))
                 continue
             except Exception:  # an unreachable server: fall back to its records
                 pass
@@ -170,9 +242,13 @@ def snapshot_flags(sess: VaultSession, snaps: list[Snapshot]) -> dict[str, str]:
     out = {}
     for s in snaps:
         f = ""
-        if ARCHIVE_TAG in s.tags:
+        if s.id in archived:
             f += "A"
-        if servers and s.id not in on_server and (
+        # L also when the archive mark has not reached the server yet: until it
+        # has, the server's copy would not be protected from retention there.
+        missing = s.id not in on_server or (
+            s.id in archived and not s.legacy_archived() and s.id not in marks_on_server)
+        if servers and missing and (
                 unknown_after is None or s.datetime().timestamp() > unknown_after):
             f += "L"
         if not s.complete:
@@ -181,11 +257,14 @@ def snapshot_flags(sess: VaultSession, snaps: list[Snapshot]) -> dict[str, str]:
     return out
 
 
-def find_snapshots(sess: VaultSession, refs: list[str]) -> list[Snapshot]:
-    """Resolve references, or all snapshots if none given."""
+def find_snapshots(sess: VaultSession, refs: list[str],
+                   which: SnapshotFilter | None = None) -> list[Snapshot]:
+    """Resolve references (``which`` chooses ``latest``), or every snapshot ``which``
+    lets through if none given."""
     if not refs:
-        return sess.repo.snapshots()
-    return [sess.repo.find_snapshot(r) for r in refs]
+        snaps = sess.repo.snapshots()
+        return which.select(snaps) if which is not None else snaps
+    return [sess.repo.find_snapshot(r, which) for r in refs]
 
 
 __all__ = ["Progress", "browse"]

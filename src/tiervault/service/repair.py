@@ -25,7 +25,7 @@ from tiervault.vault.pack import header_length, parse_header, trailer_size
 from tiervault.vault.repository import Repository, check_content_name
 from tiervault.vault.snapshot import SNAPSHOT_AAD
 
-_TYPES = (FileType.KEY, FileType.PACK, FileType.INDEX, FileType.SNAPSHOT)
+_TYPES = (FileType.KEY, FileType.PACK, FileType.INDEX, FileType.SNAPSHOT, FileType.ARCHIVE)
 
 
 @dataclass
@@ -84,7 +84,7 @@ def verify_copy(repo: Repository | None, h: Handle, data: bytes) -> None:
     intact; with the key, packs, indexes and snapshots are also decrypted.
     """
     check_content_name(h, data)
-    if h.type not in (FileType.PACK, FileType.INDEX, FileType.SNAPSHOT):
+    if h.type not in (FileType.PACK, FileType.INDEX, FileType.SNAPSHOT, FileType.ARCHIVE):
         raise IntegrityError(f"{h} is mutable and cannot be verified; not copied")
     if repo is None:
         return
@@ -101,6 +101,8 @@ def verify_copy(repo: Repository | None, h: Handle, data: bytes) -> None:
         decode_index(repo.codec.decompress(plain, None, what, 1 << 30), what)
     elif h.type is FileType.SNAPSHOT:
         repo.codec.decompress(repo.key.open(data, SNAPSHOT_AAD, what), None, what)
+    elif h.type is FileType.ARCHIVE:
+        repo.decode_archive_mark(h.name, data)
 
 
 def heal(ts: TierSet, repo: Repository | None, target: Tier, h: Handle,
@@ -124,7 +126,8 @@ def heal(ts: TierSet, repo: Repository | None, target: Tier, h: Handle,
     return RepairAction(target.name, str(h), None, False, "no good copy on any other tier")
 
 
-_ORDER = {FileType.KEY: 0, FileType.PACK: 1, FileType.INDEX: 2, FileType.SNAPSHOT: 3}
+_ORDER = {FileType.KEY: 0, FileType.PACK: 1, FileType.INDEX: 2, FileType.ARCHIVE: 3,
+          FileType.SNAPSHOT: 4}
 
 
 def _dependency_order(h: Handle) -> tuple[int, str]:

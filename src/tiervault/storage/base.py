@@ -41,6 +41,11 @@ class FileType(Enum):
     INDEX = "index"
     SNAPSHOT = "snapshots"
     PACK = "data"
+    ARCHIVE = "archives"  # archives/<snapshot id>: that snapshot is archived
+
+
+#: Immutable files whose name is the BLAKE3 hash of their stored bytes.
+CONTENT_NAMED = frozenset({FileType.PACK, FileType.INDEX, FileType.SNAPSHOT})
 
 
 #: Types stored as a single file at the vault root (name is the type's value).
@@ -93,7 +98,7 @@ def handle_from_path(path: str) -> Handle | None:
         if parts[0] == "data" and len(parts) == 3 and parts[2][:2] == parts[1]:
             return Handle(FileType.PACK, parts[2])
         if len(parts) == 2:
-            for t in (FileType.KEY, FileType.INDEX, FileType.SNAPSHOT):
+            for t in (FileType.KEY, FileType.INDEX, FileType.SNAPSHOT, FileType.ARCHIVE):
                 if parts[0] == t.value:
                     return Handle(t, parts[1])
     except UsageError:

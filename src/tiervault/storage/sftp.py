@@ -437,9 +437,11 @@ class SftpBackend(Backend):
             try:
                 f = sftp.open(tmp, "wbx")
             except FileNotFoundError:
-                if h.type is not FileType.PACK:
+                if h.type in SINGLETONS:
                     raise
-                _mkdir_quiet(sftp, d)  # data/xx/ is created on first use
+                # data/xx/ is created on first use, and archives/ in a vault made
+                # before that directory existed.
+                _mkdir_quiet(sftp, d)
                 f = sftp.open(tmp, "wbx")
             try:
                 try:

@@ -18,12 +18,16 @@ from dataclasses import dataclass
 import blake3
 
 from tiervault.errors import BackendError, IntegrityError, NotFoundError, TierVaultError
-from tiervault.storage.base import MUTABLE, FileInfo, FileType, Handle
+from tiervault.storage.base import CONTENT_NAMED, MUTABLE, FileInfo, FileType, Handle
 from tiervault.tiers.tier import ONLINE, SYNCING, UNSYNCHRONIZED, Tier
 from tiervault.tiers.tierset import TierSet
 
-COPY_ORDER = [FileType.CONFIG, FileType.KEY, FileType.PACK, FileType.INDEX, FileType.SNAPSHOT]
-REMOVE_ORDER = [FileType.SNAPSHOT, FileType.INDEX, FileType.PACK, FileType.KEY]
+# Archive marks before the snapshots they name, and removed after them: a
+# snapshot is never on a tier without the mark that protects it from retention
+# (a mark whose snapshot is not there yet is harmless).
+COPY_ORDER = [FileType.CONFIG, FileType.KEY, FileType.PACK, FileType.INDEX, FileType.ARCHIVE,
+              FileType.SNAPSHOT]
+REMOVE_ORDER = [FileType.SNAPSHOT, FileType.ARCHIVE, FileType.INDEX, FileType.PACK, FileType.KEY]
 
 
 @dataclass
@@ -61,7 +65,9 @@ def _differs(src: Tier, dst: Tier, fi: FileInfo, theirs: FileInfo | None) -> boo
 
 def _verified_copy(src: Tier, dst: Tier, h: Handle) -> int:
     data = src.backend.load(h)
-    if h.type not in MUTABLE and blake3.blake3(data, max_threads=1).hexdigest() != h.name:
+    # Archive marks are named by the snapshot they mark, not by their content;
+    # they are small, sealed, and authenticated when read with the key.
+    if h.type in CONTENT_NAMED and blake3.blake3(data, max_threads=1).hexdigest() != h.name:
         raise IntegrityError(f"{h} on {src.name} is damaged (content does not match its name)")
     dst.backend.save(h, data)
     return len(data)

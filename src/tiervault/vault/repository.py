@@ -27,7 +27,7 @@ from tiervault.vault.codec import Codec
 from tiervault.vault.crypto import KdfParams, MasterKey, parse_key_file, unwrap_key, wrap_key
 from tiervault.vault.index import INDEX_AAD, MAX_INDEX_SIZE, MasterIndex, decode_index, encode_index
 from tiervault.vault.pack import BlobType, PackBuilder, PackEntry, blob_aad
-from tiervault.vault.snapshot import SNAPSHOT_AAD, Snapshot
+from tiervault.vault.snapshot import SNAPSHOT_AAD, Snapshot, SnapshotFilter
 
 FORMAT_VERSION = 1
 PACK_TARGET = 8 * 1024 * 1024
@@ -263,10 +263,19 @@ class Repository:
 
     # -- snapshots ------------------------------------------------------------------
 
-    def save_snapshot(self, snap: Snapshot) -> str:
-        """Store a snapshot (after its data and index); returns its id."""
+    def save_snapshot(self, snap: Snapshot, archived: bool = False) -> str:
+        """Store a snapshot (after its data and index); returns its id.
+
+        With ``archived`` its archive mark is written first, so that the
+        snapshot is never in the vault unprotected (an interrupted session
+        leaves at most a mark naming no snapshot, which is harmless).
+        """
         snap.program = f"tiervault {__version__}"
-        snap.id = self.save_file(FileType.SNAPSHOT, snap.encode(), SNAPSHOT_AAD)
+        data = self.codec.encode(snap.encode(), SNAPSHOT_AAD)
+        snap.id = content_name(data)
+        if archived:
+            self.mark_archive(snap.id)
+        self.backend.save(Handle(FileType.SNAPSHOT, snap.id), data)
         return snap.id
 
     def load_snapshot(self, snap_id: str) -> Snapshot:
@@ -296,8 +305,9 @@ class Repository:
             snaps = [s for s in ex.map(one, ids) if s is not None]
         return sorted(snaps, key=lambda s: (s.datetime(), s.id))
 
-    def find_snapshot(self, ref: str) -> Snapshot:
-        """Resolve ``latest``, a full id or a unique prefix."""
+    def find_snapshot(self, ref: str, which: SnapshotFilter | None = None) -> Snapshot:
+        """Resolve ``latest`` (the newest that ``which`` lets through), a full id
+        or a unique prefix (an id is taken as given: ``which`` does not apply)."""
         if ref == "latest":
             damaged: list[Exception] = []
             snaps = self.snapshots(on_error=lambda _sid, e: damaged.append(e))
@@ -305,6 +315,11 @@ class Repository:
                 raise damaged[0]
             if not snaps:
                 raise UsageError("the vault has no snapshots yet")
+            if which is not None and not which.empty():
+                snaps = which.select(snaps)
+                if not snaps:
+                    raise UsageError(f"no snapshot matches {which.describe()}; see "
+                                     "'tiervault snapshots' for hosts, paths and tags")
             return self._indexed(snaps[-1])
         ref = ref.lower()
         if not ref or any(c not in "0123456789abcdef" for c in ref):
@@ -330,6 +345,55 @@ class Repository:
         """Delete a snapshot file."""
         self.backend.remove(Handle(FileType.SNAPSHOT, snap_id))
 
+    # -- archive marks ----------------------------------------------------------------
+
+    def archive_marks(self) -> set[str]:
+        """Ids of the snapshots that have an archive mark (``archives/<id>``).
+
+        Presence is what counts: a mark is never decoded to decide, so a
+        damaged mark still protects its snapshot (``check`` reports it).
+        """
+        return {fi.handle.name for fi in self.backend.list(FileType.ARCHIVE)}
+
+    def archived_ids(self, snaps: list[Snapshot]) -> set[str]:
+        """Which of ``snaps`` are archived: a mark, or the legacy ``archive`` tag."""
+        marks = self.archive_marks()
+        return {s.id for s in snaps if s.id in marks or s.legacy_archived()}
+
+    def mark_archive(self, snap_id: str) -> None:
+        """Write the archive mark of a snapshot (a small sealed file)."""
+        plain = json.dumps({"v": 1, "snapshot": snap_id,
+                            "marked": datetime.now(UTC).isoformat()}).encode()
+        self.backend.save(Handle(FileType.ARCHIVE, snap_id),
+                          self.codec.encode(plain, _archive_aad(snap_id)))
+
+    def release_archive(self, snap_id: str) -> None:
+        """Remove the archive mark of a snapshot (if it has one)."""
+        try:
+            self.backend.remove(Handle(FileType.ARCHIVE, snap_id))
+        except NotFoundError:
+            pass
+
+    def decode_archive_mark(self, snap_id: str, data: bytes) -> dict[str, str]:
+        """Open a stored archive mark; IntegrityError unless it is one for ``snap_id``."""
+        what = f"archives/{snap_id}"
+        if len(data) > _MAX_CONFIG:
+            raise IntegrityError(f"{what} is damaged (too large)")
+        plain = self.codec.decompress(self.key.open(data, _archive_aad(snap_id), what), None,
+                                      what, _MAX_CONFIG)
+        try:
+            doc = json.loads(plain)
+            if doc.get("v") != 1 or doc.get("snapshot") != snap_id:
+                raise ValueError
+        except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+            raise IntegrityError(f"{what} is damaged (not an archive mark)") from None
+        return {k: str(v) for k, v in doc.items()}
+
+    def load_archive_mark(self, snap_id: str) -> dict[str, str]:
+        """Read and authenticate one archive mark."""
+        h = Handle(FileType.ARCHIVE, snap_id)
+        return self.backend.load_verified(h, lambda d: self.decode_archive_mark(snap_id, d))
+
     # -- keys -----------------------------------------------------------------------
 
     def add_key(self, passphrase: str, kdf: KdfParams | None = None) -> str:
@@ -337,6 +401,11 @@ class Repository:
         name = secrets.token_hex(8)
         self.backend.save(Handle(FileType.KEY, name), wrap_key(self.key, passphrase, kdf))
         return name
+
+
+def _archive_aad(snap_id: str) -> bytes:
+    """The mark is bound to its name: it cannot be renamed to mark another snapshot."""
+    return b"tiervault archive " + snap_id.encode()
 
 
 def read_config(backend: Backend) -> VaultConfig:

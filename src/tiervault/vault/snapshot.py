@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,6 +13,11 @@ from typing import Any
 from tiervault.errors import IntegrityError
 
 SNAPSHOT_AAD = b"tiervault snapshot"
+#: The tag that marked an archive before archive marks (``archives/<id>``) existed.
+LEGACY_ARCHIVE_TAG = "archive"
+#: The first program version that writes archive marks; in snapshots written by
+#: an older one the tag ``archive`` is the archive flag, in newer ones a user tag.
+ARCHIVE_MARKS_SINCE = (0, 2)
 
 
 @dataclass
@@ -31,6 +39,13 @@ class Snapshot:
     def datetime(self) -> datetime:
         """The snapshot time as an aware datetime."""
         return datetime.fromisoformat(self.time)
+
+    def legacy_archived(self) -> bool:
+        """True if an older tiervault archived this snapshot with the ``archive`` tag."""
+        if LEGACY_ARCHIVE_TAG not in self.tags:
+            return False
+        m = re.fullmatch(r"tiervault (\d+)\.(\d+)(?:\..*)?", self.program)
+        return m is None or (int(m[1]), int(m[2])) < ARCHIVE_MARKS_SINCE
 
     def encode(self) -> bytes:
         """JSON plaintext (without the id)."""
@@ -55,6 +70,58 @@ class Snapshot:
         except (TypeError, ValueError):
             raise IntegrityError(f"{what} is damaged (fields)") from None
         return snap
+
+
+@dataclass(frozen=True)
+class SnapshotFilter:
+    """Which snapshots a command considers (restic's ``--host/--path/--tag``).
+
+    ``hosts``: any of them. ``paths``: the snapshot's path set is exactly
+    these (absolute, as backed up). ``tags``: any of the groups, a group being
+    a comma-separated list of tags the snapshot must all have.
+    """
+
+    hosts: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, hosts: Iterable[str] = (), paths: Iterable[str] = (),
+           tags: Iterable[str] = ()) -> SnapshotFilter:
+        """A filter from command-line values (paths made absolute, as backup stores them)."""
+        return cls(tuple(hosts), tuple(sorted({_abs(p) for p in paths})), tuple(tags))
+
+    def empty(self) -> bool:
+        """True if it lets every snapshot through."""
+        return not (self.hosts or self.paths or self.tags)
+
+    def matches(self, s: Snapshot) -> bool:
+        """True if ``s`` passes every given criterion."""
+        if self.hosts and s.hostname not in self.hosts:
+            return False
+        if self.paths and tuple(sorted(set(s.paths))) != self.paths:
+            return False
+        if self.tags:
+            have = set(s.tags)
+            groups = [{t for t in g.split(",") if t} for g in self.tags]
+            if not any(g <= have for g in groups):
+                return False
+        return True
+
+    def select(self, snaps: Sequence[Snapshot]) -> list[Snapshot]:
+        """The snapshots that match, in their order."""
+        return [s for s in snaps if self.matches(s)]
+
+    def describe(self) -> str:
+        """The options that make up this filter, for messages."""
+        parts = [f"--host {h}" for h in self.hosts] + [f"--path {p}" for p in self.paths] + [
+            f"--tag {t}" for t in self.tags]
+        return " ".join(parts)
+
+
+def _abs(p: str) -> str:
+    # The spelling backup records: absolute, normalised, symlinks not resolved.
+    return os.path.normpath(os.path.abspath(p)) if p else p
 
 
 def _check(s: Snapshot) -> None:
