@@ -193,3 +193,35 @@ def make_deep(top: Path, depth: int, name: bytes = b"d") -> bytes:
     finally:
         os.close(fd)
     return os.path.join(os.fsencode(top), *[name] * depth, b"leaf")
+
+
+def add_snapshots(vault: Path, specs: list[dict[str, Any]], passphrase: str = PASSWORD,
+                  template: str | None = None) -> list[str]:
+    """Copies of a snapshot of the local tier ``vault`` with other fields; their ids.
+
+    Each spec overrides fields of the template snapshot (``template`` id, default
+    the newest): ``time`` (a datetime or ISO string), ``paths``, ``hostname``,
+    ``tags``, ``program``. The copies share the template's tree, so they restore
+    like it; this is how tests get a history spread over years in a second.
+    """
+    import dataclasses
+    from datetime import datetime
+
+    from tiervault.storage.base import FileType, Handle
+    from tiervault.storage.local import LocalBackend
+    from tiervault.vault.repository import Repository, content_name
+
+    repo = Repository.open(LocalBackend(vault), passphrase, load_index=False)
+    base = repo.load_snapshot(template) if template else repo.snapshots()[-1]
+    ids = []
+    for spec in specs:
+        fields = dict(spec)
+        if isinstance(fields.get("time"), datetime):
+            fields["time"] = fields["time"].isoformat()
+        snap = dataclasses.replace(base, **fields)
+        # Written by hand so that a given ``program`` (an older tiervault) is kept.
+        data = repo.codec.encode(snap.encode(), b"tiervault snapshot")
+        name = content_name(data)
+        repo.backend.save(Handle(FileType.SNAPSHOT, name), data)
+        ids.append(name)
+    return ids

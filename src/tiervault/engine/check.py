@@ -86,11 +86,30 @@ def check(repo: Repository, progress: Progress, read_data: bool = False,
     used_blobs(repo, snaps, on_error=on_error, on_tree=lambda: progress.add(1))
     for msg, sids in bad.items():
         rep.error("", msg, sorted(set(sids)))
+    marks = _check_archive_marks(repo, rep, snaps)
     rep.counts = {"snapshots": len(snaps), "packs": len(pack_sizes), "index_files":
-                  len(index_names), "blobs": len(repo.index)}
+                  len(index_names), "blobs": len(repo.index), "archive_marks": marks}
     if read_data:
         _read_data(repo, rep, progress, pack_sizes, snaps, subset, workers)
     return rep
+
+
+def _check_archive_marks(repo: Repository, rep: CheckReport, snaps: list[Snapshot]) -> int:
+    """Authenticate every archive mark; a mark naming no snapshot is only a warning
+    (left by an interrupted archived backup, or by a snapshot lost with a tier)."""
+    ids = {s.id for s in snaps}
+    names = sorted(repo.archive_marks())
+    for name in names:
+        try:
+            repo.load_archive_mark(name)
+        except (IntegrityError, NotFoundError) as e:
+            # Still counts as archived (presence decides): never a reason to forget it.
+            rep.error(f"archives/{name}", str(e))
+            continue
+        if name not in ids:
+            rep.warnings.append(f"archives/{name} marks a snapshot that is not in the vault "
+                                "(harmless; 'archive release' removes the mark)")
+    return len(names)
 
 
 def _read_data(repo: Repository, rep: CheckReport, progress: Progress, pack_sizes: dict[str, int],

@@ -168,9 +168,18 @@ def set_archive(sess: VaultSession, ref: str, archived: bool) -> dict[str, Any]:
     ``archive`` inside its (immutable) file: releasing it must write the
     snapshot again without that tag, so its id changes and the result says so.
     """
-    snap = sess.repo.find_snapshot(ref)
-    sid = snap.id
     marks = sess.repo.archive_marks()
+    try:
+        snap = sess.repo.find_snapshot(ref)
+    except UsageError:
+        orphans = [m for m in marks if m.startswith(ref.lower())] if ref != "latest" else []
+        if archived or len(orphans) != 1:
+            raise
+        # A mark whose snapshot is gone (check warns about it): releasing removes it.
+        sess.repo.release_archive(orphans[0])
+        return {"snapshot_id": orphans[0], "short_id": orphans[0][:8], "changed": True,
+                "archived": False, "orphan_mark": True}
+    sid = snap.id
     was = sid in marks or snap.legacy_archived()
     res: dict[str, Any] = {"snapshot_id": sid, "short_id": sid[:8], "changed": was != archived,
                            "archived": archived}
