@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import (
     add_snapshots,
     backup,
@@ -17,7 +19,7 @@ from tests.helpers import (
     run_tv,
     tv_json,
 )
-from tests.test_e2e_tiers import Setup, ftp_setup, make_setup  # noqa: F401 - fixtures
+from tests.test_e2e_tiers import Setup, make_setup  # noqa: F401 - a fixture
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -53,7 +55,7 @@ def test_mark_and_release_keep_the_id(tmp_path: Path) -> None:
 
 
 def test_a_user_tag_named_archive_is_only_a_tag(tmp_path: Path) -> None:
-    home, vault, src = _vault(tmp_path)
+    home, _vault_dir, src = _vault(tmp_path)
     tagged = tv_json(home, "backup", "--tag", "archive", str(src))["snapshot_id"]
     assert not _snaps(home)[tagged]["archived"]
     ok(run_tv(home, "archive", "mark", tagged))
@@ -98,8 +100,16 @@ def test_check_authenticates_archive_marks(tmp_path: Path) -> None:
     assert res["remove"] == []
 
 
-def test_archive_mark_reaches_the_ftp_server_by_sync(ftp_setup: Setup) -> None:
-    s = ftp_setup
+@pytest.fixture
+def ftp(make_setup: Any) -> Setup:  # noqa: F811 - the fixture imported above
+    """A speed vault and a real FTP server tier, as test_e2e_tiers builds them."""
+    s: Setup = make_setup("ftp")
+    s.init()
+    return s
+
+
+def test_archive_mark_reaches_the_ftp_server_by_sync(ftp: Setup) -> None:
+    s = ftp
     sid = s.backup()["snapshot_id"]
     s.server.kill()
     s.ok("archive", "mark", sid[:8])

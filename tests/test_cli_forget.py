@@ -215,7 +215,7 @@ def test_keep_within_uses_restic_durations(tmp_path: Path) -> None:
 
 
 def test_filters_limit_what_forget_considers(tmp_path: Path) -> None:
-    home, vault, src = _vault(tmp_path)
+    home, vault, _src = _vault(tmp_path)
     a = add_snapshots(vault, [{"time": NOW - timedelta(days=d), "paths": ["/a"]}
                               for d in (3, 2, 1)])
     b = add_snapshots(vault, [{"time": NOW - timedelta(days=d), "paths": ["/b"],

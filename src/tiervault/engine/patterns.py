@@ -38,13 +38,22 @@ class PathPattern:
     def matches(self, path: Comps) -> bool:
         """True if the whole of ``path`` (or, unanchored, an ending of it) matches."""
         names = tuple(os.fsdecode(c) for c in path)
+        if "**" not in self.parts:
+            # The common case, without recursion (trees may be thousands deep).
+            n = len(self.parts)
+            if n == 0:
+                return not names
+            if len(names) < n or (self.anchored and len(names) != n):
+                return False
+            return all(_part(p, x) for p, x in zip(self.parts, names[-n:], strict=True))
         if self.anchored:
             return _match(self.parts, names)
         return any(_match(self.parts, names[i:]) for i in range(len(names)))
 
-    def selects(self, path: Comps) -> bool:
-        """True if ``path`` or one of its ancestors matches (restore takes the subtree)."""
-        return any(self.matches(path[:k]) for k in range(1, len(path) + 1))
+
+def _part(pattern: str, name: str) -> bool:
+    # Equal names match too, so a literal path holding '[' or '*' still works.
+    return pattern == name or fnmatch.fnmatchcase(name, pattern)
 
 
 def _match(parts: tuple[str, ...], names: tuple[str, ...]) -> bool:
@@ -53,4 +62,4 @@ def _match(parts: tuple[str, ...], names: tuple[str, ...]) -> bool:
     head, rest = parts[0], parts[1:]
     if head == "**":
         return any(_match(rest, names[i:]) for i in range(len(names) + 1))
-    return bool(names) and fnmatch.fnmatchcase(names[0], head) and _match(rest, names[1:])
+    return bool(names) and _part(head, names[0]) and _match(rest, names[1:])
