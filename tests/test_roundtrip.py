@@ -418,7 +418,9 @@ def test_find_json(backed_up: dict[str, Any]) -> None:
     assert sorted(h["path"] for h in hits) == sorted(
         str(src / p) for p in ("links/h1", "links/h2", "setgid/h3"))
     assert all(h["snapshot"] == backed_up["summary"]["snapshot_id"] for h in hits)
-    hits = tv_json(backed_up["home"], "find", f"{src}/deep/*/leaf")
+    # '*' stays within one name (restic's meaning, as in excludes); '**' spans directories.
+    assert tv_json(backed_up["home"], "find", f"{src}/deep/*/leaf") == []
+    hits = tv_json(backed_up["home"], "find", f"{src}/deep/**/leaf")
     assert [h["path"] for h in hits] == [str(backed_up["deep_leaf"])]
     assert tv_json(backed_up["home"], "find", "nothing-matches-this") == []
 
