@@ -333,7 +333,7 @@ def test_location_and_layout(sshd: SshdProcess, tmp_path: Path) -> None:
     assert SftpBackend("h", path="~/rel/", user="u").location == "sftp://u@h:22/~/rel"
     assert SftpBackend("::1", 2222, user="u", path="/x").location == "sftp://u@[::1]:2222/x"
     b.create()
-    assert sorted(os.listdir(tmp_path / "v")) == ["data", "index", "keys", "snapshots"]
+    assert sorted(os.listdir(tmp_path / "v")) == ["archives", "data", "index", "keys", "snapshots"]
     b.save(Handle(FileType.PACK, "cd" * 32), b"x")
     assert (tmp_path / "v" / "data" / "cd" / ("cd" * 32)).read_bytes() == b"x"
     assert (tmp_path / "v" / "data" / "cd" / ("cd" * 32)).stat().st_mode & 0o077 == 0
