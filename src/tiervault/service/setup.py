@@ -327,8 +327,13 @@ def attach(home: Path, urls: list[str], passphrase: str, opts: RunOptions, progr
     try:
         inst.lock()
         ts = build_tierset(inst, progress)
+        # Said only if attach succeeds: a failure names its reasons in its one line.
+        said: list[str] = []
+        ts.notify = said.append
         res = _attach(inst, ts, passphrase, take_over, read_only,
                       existing.vault_id if configured and existing else None)
+        for m in said:
+            progress.info(m)
         inst.config.installation_id = inst.config.installation_id or secrets.token_hex(8)
         inst.save()
         return res
