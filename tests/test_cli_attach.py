@@ -102,7 +102,7 @@ def test_take_over_after_exit_3_keeps_the_whole_config(
 
 def test_take_over_alone_uses_the_configured_tiers(tmp_path: Path,
                                                    ftp: FtpServerProcess) -> None:
-    home, speed = _setup(tmp_path, ftp, creds_in_config=True)
+    home, _speed = _setup(tmp_path, ftp, creds_in_config=True)
     copy = tmp_path / "home-copy"
     shutil.copytree(home, copy)
     ok(run_tv(copy, "backup", tmp_path / "src"))
@@ -116,7 +116,7 @@ def test_take_over_alone_uses_the_configured_tiers(tmp_path: Path,
 
 def test_take_over_refuses_other_tiers_on_a_configured_home(
         tmp_path: Path, ftp: FtpServerProcess) -> None:
-    home, speed = _setup(tmp_path, ftp, creds_in_config=True)
+    home, _speed = _setup(tmp_path, ftp, creds_in_config=True)
     before = _config(home)
     p = run_tv(home, "attach", tmp_path / "elsewhere", "--take-over")
     assert p.returncode == 2, describe(p)

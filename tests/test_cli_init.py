@@ -184,3 +184,31 @@ def test_an_old_config_with_a_relative_path_says_what_to_do(tmp_path: Path) -> N
     assert p.returncode == 2, describe(p)
     line = one_line_error(p)
     assert "relative/dir" in line and "relative path" in line and "absolute path" in line, line
+
+
+def test_the_daemon_notifies_a_refusal_at_once(tmp_path: Path, ftp: FtpServerProcess) -> None:
+    """The daemon's idle round sends ``tier_refused`` the first time it meets the refusal."""
+    from typing import Any
+
+    from tiervault.daemon.notify import TIER_REFUSED, Notifier
+    from tiervault.daemon.runner import IdleRound
+    from tiervault.daemon.sets import NotifySettings
+    from tiervault.service.installation import Installation, RunOptions
+
+    home = tmp_path / "home"
+    ok(run_tv(home, "init", tmp_path / "speed", _ftp_url(ftp.port)))
+    ftp.stop()
+    ftp.password = "changed-on-the-server"
+    ftp.start()
+    inst = Installation.load(home, RunOptions(1, 0.01, 0, dict(os.environ)))
+    events: list[dict[str, Any]] = []
+    try:
+        idle = IdleRound(inst, Notifier(NotifySettings(), sent=events.append))
+        idle.run()
+        idle.run()
+    finally:
+        inst.close()
+    refused = [e for e in events if e["event"] == TIER_REFUSED]
+    assert len(refused) == 1, events  # once, not on every round
+    assert "login refused" in refused[0]["message"] and "fix the credentials" in \
+        refused[0]["message"], refused
