@@ -162,3 +162,24 @@ def test_attach_with_a_wrong_password_creates_nothing(tmp_path: Path,
     line = one_line_error(p)
     assert "refuses access" in line and "login refused" in line, line
     assert not new.exists()
+
+
+def test_take_over_on_a_replacement_computer_creates_and_fills_its_speed_vault(
+        tmp_path: Path, ftp: FtpServerProcess) -> None:
+    env = {"TIERVAULT_FTP_PASSWORD": FTP_PASSWORD}
+    old_home = tmp_path / "old-laptop"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("from the old laptop")
+    ok(run_tv(old_home, "init", tmp_path / "old-speed", _url(ftp), env=env))
+    ok(run_tv(old_home, "backup", src, env=env))
+    new_home, new_speed = tmp_path / "new-laptop", tmp_path / "new-disk" / "speed"
+    res = tv_json(new_home, "attach", new_speed, _url(ftp), "--take-over", env=env)
+    assert res["take_over"] is True
+    (src / "g.txt").write_text("from the new laptop")
+    ok(run_tv(new_home, "backup", src, env=env))  # its closing sync fills the new speed vault
+    rows = tv_json(new_home, "tiers", env=env)
+    assert [r["state"] for r in rows] == ["online", "online"], rows
+    assert len(tv_json(new_home, "snapshots", env=env)) == 2
+    assert (new_speed / "config").exists()
+    assert run_tv(old_home, "backup", src, env=env).returncode == 3

@@ -327,6 +327,8 @@ def attach(home: Path, urls: list[str], passphrase: str, opts: RunOptions, progr
     try:
         inst.lock()
         ts = build_tierset(inst, progress)
+        if take_over and not configured:
+            _create_new_local_tiers(ts, undo)
         # Said only if attach succeeds: a failure names its reasons in its one line.
         said: list[str] = []
         ts.notify = said.append
@@ -349,6 +351,16 @@ def attach(home: Path, urls: list[str], passphrase: str, opts: RunOptions, progr
         if ts is not None:
             ts.close()
         inst.close()
+
+
+def _create_new_local_tiers(ts: TierSet, undo: _Rollback) -> None:
+    """A replacement computer's new speed vault: created here, filled by synchronization."""
+    for t in ts.tiers:
+        u = parse_url(t.url)
+        if u.scheme == "file" and not Path(u.path).exists():
+            _probe_local(t.url)  # a refusal (permission) is said before anything is made
+            undo.local_tier(Path(u.path))
+            _create(t)
 
 
 def _same_tiers(cfg: InstallationConfig, given: list[str]) -> None:
