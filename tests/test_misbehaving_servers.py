@@ -266,7 +266,9 @@ def test_refused_login(bad_server: BadFtpServerProcess, tmp_path: Path) -> None:
     no_leak(proc)
     lines = [ln for ln in proc.stderr.splitlines() if "login refused" in ln]
     assert lines, describe(proc)
-    assert "530" in lines[0] and "offline" in lines[0] and f":{bad_server.port}" in lines[0]
+    # A refusal is said loudly (issue 8 item 8), not as a quiet "offline".
+    assert "530" in lines[0] and "refuses access" in lines[0] and \
+        "fix the credentials" in lines[0] and f":{bad_server.port}" in lines[0]
     rows = s.tiers()
     assert rows[1]["state"] == "offline" and "login refused" in str(rows[1]["error"])
     target = tmp_path / "r"

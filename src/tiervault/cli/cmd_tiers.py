@@ -9,6 +9,7 @@ import click
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option
 from tiervault.cli.output import emit_json
+from tiervault.errors import WaitTimeoutError
 from tiervault.service import lost, tierops
 
 
@@ -32,7 +33,9 @@ def tiers(ctx: Ctx) -> None:
         extra = ""
         if r["sync"]:
             extra = f"  sync {r['sync']['percent']}%"
-        if r["error"]:
+        if r.get("refused"):
+            extra += f"  (REFUSED: {r['error']}; fix the credentials or server settings)"
+        elif r["error"]:
             extra += f"  ({r['error']})"
         click.echo(f"{i}. {r['url']}: {r['state']}, revision {rev} "
                    f"(expected {r['expected_revision']}, max {r['max_revision']}), "
@@ -61,7 +64,12 @@ def sync(ctx: Ctx, wait_timeout: float | None) -> None:
         for r in rows:
             rev = "-" if r["revision"] is None else str(r["revision"])
             click.echo(f"{r['url']}: {r['state']}, revision {rev} (max {r['max_revision']})")
-    if any(r.get("completed") is False for r in rows):
+    stuck = [r for r in rows if r.get("completed") is False]
+    if any(r["no_source"] for r in stuck):
+        raise WaitTimeoutError(
+            f"{', '.join(r['url'] for r in stuck)} could not be synchronized: no tier at the max "
+            "revision is reachable to copy from; run 'tiervault sync' again when it answers")
+    if stuck:
         sys.exit(1)
 
 
@@ -96,10 +104,10 @@ def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
 
 @tier.command(name="remove")
 @json_option
-@click.argument("url")
+@click.argument("url", metavar="N|URL")
 @click.pass_obj
 def tier_remove(ctx: Ctx, url: str) -> None:
-    """Stop using a tier (its files stay where they are)."""
+    """Stop using a tier, named by its number (as in 'tiers') or URL; its files stay."""
     inst = ctx.installation()
     try:
         res = tierops.tier_remove(inst, url)
@@ -113,11 +121,11 @@ def tier_remove(ctx: Ctx, url: str) -> None:
 
 @tier.command(name="lost")
 @json_option
-@click.argument("url")
+@click.argument("url", metavar="N|URL")
 @click.option("--dry-run", "-n", is_flag=True, help="Only say what would happen.")
 @click.pass_obj
 def tier_lost(ctx: Ctx, url: str, dry_run: bool) -> None:
-    """Give up an unreachable tier: the most recent reachable tier takes over."""
+    """Give up an unreachable tier (number or URL): the most recent reachable one takes over."""
     inst = ctx.installation()
     progress = ctx.progress()
     try:
@@ -139,15 +147,20 @@ def tier_lost(ctx: Ctx, url: str, dry_run: bool) -> None:
 
 @cli.command()
 @json_option
-@click.argument("tier_urls", nargs=-1, required=True)
+@click.argument("tier_urls", nargs=-1)
 @click.option("--take-over", is_flag=True,
-              help="Make this installation the vault's writer; the old one will stop (exit 3).")
+              help="This computer replaces the vault's writer; the old one will stop (exit 3). "
+                   "On a configured home, keeps its whole config (TIER_URLs may be left out).")
 @click.option("--read-only", is_flag=True,
-              help="Restore-only: list, browse and restore, never write (no clash with the "
-                   "writer).")
+              help="Restore on another computer: list, browse and restore, never write (no "
+                   "clash with the writer).")
 @click.pass_obj
 def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool, read_only: bool) -> None:
-    """Connect this installation to an existing vault on TIER_URL(s)."""
+    """Connect this installation to an existing vault on TIER_URL(s).
+
+    Say which it is: --read-only (a second computer that restores) or
+    --take-over (a replacement computer, or this one after exit 3).
+    """
     progress = ctx.progress()
     try:
         res = tierops.attach(ctx.home, list(tier_urls), ctx.passphrase(), ctx.opts, progress,
@@ -157,7 +170,6 @@ def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool, read_only: boo
     if ctx.json:
         emit_json(res)
     else:
-        verb = "took over" if take_over else (
-            "attached (restore-only) to" if read_only else "attached to")
+        verb = "took over" if take_over else "attached (restore-only) to"
         click.echo(f"{verb} vault {res['vault_id'][:8]}: "
                    + ", ".join(f"{t['url']} ({t['state']})" for t in res["tiers"]))

@@ -23,17 +23,29 @@ LATEST = "choose 'latest' among"
 @cli.command()
 @json_option
 @click.argument("tier_urls", nargs=-1, required=True)
+@click.option("--allow-offline", is_flag=True,
+              help="Create the vault even if a tier does not answer now; it is created and "
+                   "filled by synchronization when it appears. (A tier that refuses access "
+                   "always fails init.)")
 @click.pass_obj
-def init(ctx: Ctx, tier_urls: tuple[str, ...]) -> None:
+def init(ctx: Ctx, tier_urls: tuple[str, ...], allow_offline: bool) -> None:
     """Create a new vault on TIER_URL(s); the first is read first (the speed vault)."""
     pw = ctx.passphrase(confirm=True)
     progress = ctx.progress()
-    res = tierops.init_vault(ctx.home, list(tier_urls), pw, ctx.opts, progress)
+    try:
+        res = tierops.init_vault(ctx.home, list(tier_urls), pw, ctx.opts, progress,
+                                 allow_offline=allow_offline)
+    finally:
+        progress.close()
     if ctx.json:
         emit_json(res)
     else:
         click.echo(f"created vault {res['vault_id'][:8]} on "
                    f"{', '.join(t['url'] + ' (' + t['state'] + ')' for t in res['tiers'])}")
+        for t in res["tiers"]:
+            if t["pending"]:
+                click.echo(f"tier {t['url']} does not answer yet: it is created and filled by "
+                           "synchronization when it does ('tiervault sync')")
         click.echo(f"installation home: {res['home']}")
         click.echo("keep the passphrase safe: without it the backups cannot be read")
 

@@ -1,7 +1,8 @@
 """Notifications: a command and/or a webhook told about events that need a person.
 
 Events: ``session_failed`` (a backup job failed), ``tier_offline`` (a tier has
-been unreachable longer than ``tier_offline_hours``) and
+been unreachable longer than ``tier_offline_hours``), ``tier_refused`` (a tier
+refuses access: a changed password, host key or certificate; sent at once) and
 ``second_installation`` (another installation wrote to the vault).
 
 The command runs with ``sh -c`` and gets ``TIERVAULT_EVENT``,
@@ -29,6 +30,8 @@ log = logging.getLogger("tiervault.daemon")
 SESSION_FAILED = "session_failed"
 TIER_OFFLINE = "tier_offline"
 SECOND_INSTALLATION = "second_installation"
+#: A tier refuses access (login, host key, certificate): sent at once, not after hours.
+TIER_REFUSED = "tier_refused"
 
 
 class Notifier:

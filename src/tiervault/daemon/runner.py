@@ -19,7 +19,13 @@ import traceback
 from datetime import datetime
 from typing import Any
 
-from tiervault.daemon.notify import SECOND_INSTALLATION, SESSION_FAILED, TIER_OFFLINE, Notifier
+from tiervault.daemon.notify import (
+    SECOND_INSTALLATION,
+    SESSION_FAILED,
+    TIER_OFFLINE,
+    TIER_REFUSED,
+    Notifier,
+)
 from tiervault.daemon.retention import apply_retention
 from tiervault.daemon.scheduler import CancelToken, Job
 from tiervault.daemon.scripts import ScriptResult, run_script
@@ -32,7 +38,7 @@ from tiervault.service import ops
 from tiervault.service.installation import Installation
 from tiervault.service.session import VaultSession, build_tierset
 from tiervault.service.tierops import pack_references, run_sync
-from tiervault.tiers.tier import OFFLINE, ONLINE
+from tiervault.tiers.tier import OFFLINE, ONLINE, REFUSED_HINT
 from tiervault.tiers.tierset import TierSet
 from tiervault.vault.repository import Repository
 
@@ -262,6 +268,7 @@ class IdleRound:
         self.tiers: list[dict[str, Any]] = []  # as last seen
         self.last: dict[str, Any] = {}
         self._told_offline: dict[str, float] = {}
+        self._told_refused: dict[str, str] = {}
         self._told_second = False
         self._said: set[str] = set()
 
@@ -342,6 +349,14 @@ class IdleRound:
     def _check_offline(self, ts: TierSet) -> None:
         now = time.time()
         for t in ts.tiers:
+            if t.state == OFFLINE and t.refused:
+                # Nothing comes back by itself: a person must fix the settings now.
+                if self._told_refused.get(t.name) != t.error:
+                    self._told_refused[t.name] = t.error or ""
+                    self.notifier.notify(TIER_REFUSED, f"tier {t.name} refuses access: "
+                                         f"{t.error}; {REFUSED_HINT}", tier=t.name)
+            else:
+                self._told_refused.pop(t.name, None)
             since = t.record.first_offline
             if t.state != OFFLINE or since is None:
                 self._told_offline.pop(t.name, None)

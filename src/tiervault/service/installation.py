@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tiervault.errors import UsageError
-from tiervault.state.config import InstallationConfig, load_config, save_config
+from tiervault.state.config import CONFIG_NAME, InstallationConfig, load_config, save_config
 from tiervault.state.db import StateDB
 from tiervault.state.home import InstallationLock
+from tiervault.storage.urls import is_relative_path
 
 
 @dataclass
@@ -39,7 +40,17 @@ class Installation:
         cfg = load_config(home)
         if cfg is None or not cfg.tiers:
             raise UsageError(f"no vault is configured in {home}; run 'tiervault init TIER_URL' "
-                             "or 'tiervault attach TIER_URL' (or pass --home)")
+                             "or 'tiervault attach TIER_URL --read-only|--take-over' (or pass "
+                             "--home)")
+        for n, url in enumerate(cfg.tiers, 1):
+            if is_relative_path(url):
+                # Resolved against whatever directory a command runs in (a service
+                # runs in /), it would name another place each time: never guess.
+                raise UsageError(
+                    f"{home / CONFIG_NAME}: tier {n} '{url}' is a relative path, which means a "
+                    "different place in every working directory; write its absolute path in "
+                    "[vault] tiers (the directory it was created from, e.g. "
+                    f"'{os.path.abspath(url)}' if that was here)")
         return cls(home, cfg, opts)
 
     @classmethod

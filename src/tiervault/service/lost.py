@@ -17,9 +17,8 @@ from typing import Any
 from tiervault.engine.progress import Progress
 from tiervault.errors import TierVaultError, UsageError
 from tiervault.service.installation import Installation
-from tiervault.service.session import build_tierset, lost_key, tier_key
+from tiervault.service.session import build_tierset, lost_key
 from tiervault.storage.base import FileType
-from tiervault.storage.urls import redact
 from tiervault.tiers.tier import OFFLINE, ONLINE, Tier
 from tiervault.tiers.tierset import TierSet
 
@@ -100,16 +99,16 @@ def give_up_long_unavailable(inst: Installation, ts: TierSet,
 
 
 def tier_lost(inst: Installation, url: str, dry_run: bool, progress: Progress) -> dict[str, Any]:
-    """``tiervault tier lost URL``."""
+    """``tiervault tier lost N|URL``."""
+    from tiervault.service.tierops import resolve_tier
+
     inst.require_writer()
-    keys = [tier_key(u) for u in inst.config.tiers]
-    if tier_key(url) not in keys:
-        raise UsageError(f"{redact(url)} is not a tier of this vault (tiers: {', '.join(keys)})")
+    idx = resolve_tier(inst, url)
     inst.lock()
     ts = build_tierset(inst, progress)
     try:
         ts.connect()
-        t = ts.tiers[keys.index(tier_key(url))]
+        t = ts.tiers[idx]
         if t.state == ONLINE:
             raise UsageError(f"{t.name} is online; to stop using it run 'tiervault tier remove'")
         return declare_lost(inst, ts, t, dry_run, "declared lost by the user")

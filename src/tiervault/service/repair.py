@@ -16,8 +16,9 @@ from typing import Any
 from tiervault.engine.check import CheckReport, check
 from tiervault.engine.progress import Progress
 from tiervault.errors import BackendError, IntegrityError, TierVaultError, UsageError
-from tiervault.service.session import VaultSession, tier_key
+from tiervault.service.session import VaultSession
 from tiervault.storage.base import FileType, Handle, handle_from_path
+from tiervault.storage.urls import tier_index
 from tiervault.tiers.tier import ONLINE, Tier
 from tiervault.tiers.tierset import DAMAGED_KEY, SESSION_IN_PROGRESS, TierSet
 from tiervault.vault.index import INDEX_AAD, decode_index
@@ -63,9 +64,11 @@ def select_tiers(sess: VaultSession, sel: str | None) -> list[Tier]:
                 raise UsageError(f"--tier {sel}: there are {len(tiers)} tiers")
             chosen = [tiers[i]]
         else:
-            chosen = [t for t in tiers if tier_key(t.url) == tier_key(sel)]
-            if not chosen:
+            # The same matching as tier remove/lost: a URL with, without or with a masked password.
+            found = tier_index([t.url for t in tiers], sel)
+            if found is None:
                 raise UsageError(f"--tier {sel}: not a tier of this vault")
+            chosen = [tiers[found]]
         if chosen[0].revision is None:
             raise TierVaultError(f"tier {chosen[0].name} is not reachable")
         return chosen

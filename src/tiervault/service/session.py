@@ -16,13 +16,21 @@ from tiervault.storage.retry import RetryBackend
 from tiervault.storage.throttle import ThrottledBackend, ThrottleSchedule
 from tiervault.storage.urls import open_backend, parse_url, redact
 from tiervault.tiers.sync import SyncResult, sync_all
-from tiervault.tiers.tier import Tier
+from tiervault.tiers.tier import CreateOnFirstUse, Tier
 from tiervault.tiers.tierset import TierSet
 
 
 def raw_tier_backend(inst: Installation, url: str) -> Backend:
-    """The raw backend of one tier URL with its credentials."""
-    return open_backend(url, inst.opts.env, inst.secrets_for(url))
+    """The raw backend of one tier URL with its credentials.
+
+    A tier that ``init --allow-offline`` could not create yet is created by
+    the first operation that reaches it.
+    """
+    b = open_backend(url, inst.opts.env, inst.secrets_for(url))
+    key = pending_create_key(url)
+    if inst.db.get(key) is not None:
+        b = CreateOnFirstUse(b, lambda: inst.db.put(key, None))
+    return b
 
 
 def throttle_for(inst: Installation, url: str) -> ThrottleSchedule | None:
@@ -58,6 +66,11 @@ def build_tier_backend(inst: Installation, url: str) -> Backend:
 def tier_key(url: str) -> str:
     """The key of a tier in the state database (never holds a password)."""
     return redact(url)
+
+
+def pending_create_key(url: str) -> str:
+    """The state key marking a tier that is still to be created (init --allow-offline)."""
+    return f"create:{tier_key(url)}"
 
 
 def lost_key(url: str) -> str:

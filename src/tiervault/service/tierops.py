@@ -1,138 +1,39 @@
-"""Operations on the tiers themselves: init, attach, add/remove, status, sync."""
+"""Operations on the tiers themselves: add/remove, status, sync (init and attach: setup)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tiervault.engine.progress import Progress
-from tiervault.errors import TierVaultError, UsageError
-from tiervault.service.installation import Installation, RunOptions
-from tiervault.service.session import build_tierset, tier_key
-from tiervault.state.config import InstallationConfig, load_config
-from tiervault.storage.base import FileType, Handle
-from tiervault.storage.urls import parse_url, redact
+from tiervault.errors import PermanentError, TierVaultError, UsageError, WaitTimeoutError
+from tiervault.service.installation import Installation
+from tiervault.service.session import build_tierset, pending_create_key, tier_key
+from tiervault.service.setup import attach, init_vault
+from tiervault.storage.base import FileType
+from tiervault.storage.urls import normalize_url, redact, same_tier, tier_index
 from tiervault.tiers.sync import PackReferences, SyncResult, sync_all
-from tiervault.tiers.tier import OFFLINE, ONLINE, Tier
+from tiervault.tiers.tier import OFFLINE, ONLINE, REFUSED_HINT, Tier, without_prefix
 from tiervault.tiers.tierset import DAMAGED_KEY, TierSet
 
 # The vault format (crypto, compression) is imported where used: a sync that
 # copies files without reading them does not need it.
 if TYPE_CHECKING:
-    from tiervault.vault.crypto import KdfParams
     from tiervault.vault.repository import Repository
 
-
-def _fresh(home: Path, urls: list[str], opts: RunOptions) -> Installation:
-    existing = load_config(home)
-    if existing is not None and existing.tiers:
-        raise UsageError(f"{home} already has a vault configured; use another --home")
-    for u in urls:
-        parse_url(u)
-    if len({tier_key(u) for u in urls}) != len(urls):
-        raise UsageError("the same tier is given twice")
-    return Installation(home, InstallationConfig(tiers=list(urls)), opts)
+__all__ = ["attach", "init_vault", "pack_references", "resolve_tier", "run_sync", "sync_now",
+           "tier_add", "tier_remove", "tier_status"]
 
 
-def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
-               progress: Progress, kdf: KdfParams | None = None) -> dict[str, Any]:
-    """Create a vault on every tier and an installation pointing at it."""
-    from tiervault.vault.repository import Repository
-
-    if not urls:
-        raise UsageError("init needs at least one tier URL")
-    inst = _fresh(home, urls, opts)
-    inst.lock()
-    ts = build_tierset(inst, progress)
-    try:
-        ts.create()  # first, so that a missing local directory is not "unreachable"
-        for t in ts.tiers:
-            if t.error is not None:
-                continue  # unreachable: it will be filled by synchronization
-            try:
-                t.backend.stat(Handle(FileType.CONFIG))
-                raise UsageError(f"{t.name} already holds a vault; use 'tiervault attach'")
-            except TierVaultError as e:
-                if isinstance(e, UsageError):
-                    raise
-        ts.connect()
-        if not ts.online():
-            why = "; ".join(f"{t.name}: {t.error}" for t in ts.tiers if t.error)
-            raise TierVaultError(f"no tier could be reached ({why}); nothing was created")
-        repo = Repository.init(ts, passphrase, kdf)
-        ts.end_session()
-        inst.config.vault_id = repo.config.id
-        import secrets
-
-        inst.config.installation_id = secrets.token_hex(8)
-        inst.save()
-        return {"vault_id": repo.config.id, "home": str(home),
-                "tiers": [{"url": t.name, "state": t.state} for t in ts.tiers]}
-    finally:
-        ts.close()
-        inst.close()
-
-
-def attach(home: Path, urls: list[str], passphrase: str, opts: RunOptions, progress: Progress,
-           take_over: bool, read_only: bool = False) -> dict[str, Any]:
-    """Connect a new installation to an existing vault.
-
-    ``take_over``: become its writer (the old installation then stops with
-    exit 3). ``read_only``: a restore-only installation that never writes and
-    so never clashes with the writer.
-    """
-    from tiervault.vault.repository import open_key, read_config
-
-    if take_over and read_only:
-        raise UsageError("--take-over and --read-only exclude each other")
-    existing = load_config(home)
-    if existing is not None and existing.tiers and not take_over:
-        raise UsageError(f"{home} already has a vault configured; use another --home")
-    inst = Installation(home, InstallationConfig(tiers=list(urls)), opts)
-    inst.config.settings.read_only = read_only
-    if existing is not None:
-        inst.config.installation_id = existing.installation_id
-    inst.lock()
-    ts = build_tierset(inst, progress)
-    try:
-        revs = _adopt(ts)
-        if not ts.online():
-            raise TierVaultError("no tier of the vault could be reached")
-        cfg = read_config(ts)
-        open_key(ts, passphrase)
-        if take_over:
-            ts._raise(ts.online())
-            ts.end_session()
-        import secrets
-
-        inst.config.vault_id = cfg.id
-        inst.config.installation_id = inst.config.installation_id or secrets.token_hex(8)
-        inst.save()
-        return {"vault_id": cfg.id, "home": str(home), "take_over": take_over,
-                "read_only": read_only,
-                "revisions": revs, "tiers": [{"url": t.name, "state": t.state,
-                                              "revision": t.revision} for t in ts.tiers]}
-    finally:
-        ts.close()
-        inst.close()
-
-
-def _adopt(ts: TierSet) -> dict[str, int | None]:
-    """Take each reachable tier's revision as the one expected."""
-    revs: dict[str, int | None] = {}
-    for t in ts.tiers:
-        rev = ts._read_rev(t)
-        revs[t.name] = rev
-        t.record.intended = None
-        t.record.missed = False
-        if rev is not None:
-            t.record.revision = rev
-            t.revision = rev
-    ts._classify()
-    ts._save_records()
-    return revs
+def resolve_tier(inst: Installation, ref: str) -> int:
+    """The 0-based index of the tier ``ref`` names (1-based number or URL), or a usage error."""
+    i = tier_index(inst.config.tiers, ref)
+    if i is None:
+        listing = ", ".join(f"{n}. {redact(u)}" for n, u in enumerate(inst.config.tiers, 1))
+        raise UsageError(f"{redact(ref)} is not a tier of this vault (tiers: {listing}); "
+                         "name a tier by its number or its URL")
+    return i
 
 
 def tier_status(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
@@ -149,6 +50,8 @@ def tier_status(inst: Installation, progress: Progress) -> list[dict[str, Any]]:
                 row["state"] = "syncing"  # the daemon (another process) is syncing it now
             days = unavailable_days(t)
             row["lost"] = t.lost
+            if t.lost and t.state == OFFLINE:
+                row["state"] = "lost"  # given up: not merely away for now
             row["unavailable_days"] = None if days is None else round(days, 2)
         for w in warnings_for(inst, ts):
             progress.info(f"warning: {w}")
@@ -172,7 +75,8 @@ def _tier_json(ts: TierSet, t: Any) -> dict[str, Any]:
             else None, "expected_revision": r.revision, "max_revision": ts.max_revision,
             "missed_writes": r.missed, "last_online": _iso(r.last_online),
             "offline_since": _iso(r.first_offline) if t.state == OFFLINE else None,
-            "error": t.error if t.state == OFFLINE else None, "sync": sync}
+            "error": t.error if t.state == OFFLINE else None,
+            "refused": t.state == OFFLINE and t.refused, "sync": sync}
 
 
 def sync_now(inst: Installation, progress: Progress,
@@ -198,10 +102,18 @@ def sync_now(inst: Installation, progress: Progress,
 
             refs = pack_references(open_repo)
         results = run_sync(ts, progress, inst.sync_workers(), refs)
-        return [dict(_result_json(r), **_tier_json(ts, t))
+        # A stale tier left behind because no tier at the max revision answers
+        # is a wait that timed out, not a success (exit 5, like every wait).
+        no_source = not ts.online()
+        rows = [dict(_result_json(r), **_tier_json(ts, t), no_source=no_source)
                 for t in ts.tiers for r in results if r.tier == t.name] + \
-            [dict(_tier_json(ts, t), completed=None) for t in ts.tiers
+            [dict(_tier_json(ts, t), completed=None, no_source=False) for t in ts.tiers
              if t.name not in {r.tier for r in results}]
+        if all(t.state == OFFLINE for t in ts.tiers):
+            why = "; ".join(f"{t.name}: {t.error}" for t in ts.tiers)
+            raise WaitTimeoutError(f"no tier of vault {inst.config.vault_id[:8]} is reachable "
+                                   f"({why}); nothing was synchronized")
+        return rows
     finally:
         ts.close()
 
@@ -257,7 +169,9 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
             progress.info(f"tier {r.tier} is synchronized ({r.files_copied} files copied, "
                           f"{r.files_removed} removed)")
         else:
-            progress.info(f"tier {r.tier} could not be synchronized: {r.error}")
+            why = without_prefix(r.error or "", r.tier, *(t.backend.location for t in ts.tiers
+                                                           if t.name == r.tier))
+            progress.info(f"tier {r.tier} could not be synchronized: {why}")
     _ = stale
     return results
 
@@ -269,38 +183,47 @@ def _result_json(r: SyncResult) -> dict[str, Any]:
 
 
 def tier_add(inst: Installation, url: str, progress: Progress) -> dict[str, Any]:
-    """Add a tier: created empty at revision 0 and filled by synchronization."""
+    """Add a tier: created empty at revision 0 and filled by synchronization.
+
+    A tier that refuses (login, host key, certificate, permission) is not added.
+    """
     inst.require_writer()
-    parse_url(url)
-    if tier_key(url) in {tier_key(u) for u in inst.config.tiers}:
+    url = normalize_url(url)
+    if any(same_tier(url, u) for u in inst.config.tiers):
         raise UsageError(f"{redact(url)} is already a tier of this vault")
     inst.lock()
     inst.config.tiers.append(url)
     ts = build_tierset(inst, progress)
     try:
         new = ts.tiers[-1]
+        try:
+            new.backend.create()
+        except PermanentError as e:
+            raise TierVaultError(f"tier {new.name} refuses access: {new.reason(e)}; "
+                                 f"{REFUSED_HINT}; the tier was not added") from None
+        except TierVaultError as e:
+            raise TierVaultError(f"cannot reach tier {new.name}: {new.reason(e)}; the tier "
+                                 "was not added, try again when it answers") from None
         new.record.revision = 0
         new.record.missed = False
         inst.db.save_tier(new.record)
-        new.backend.create()
         inst.save()
         return {"url": new.name, "added": True}
+    except BaseException:
+        inst.config.tiers.pop()
+        raise
     finally:
         ts.close()
 
 
-def tier_remove(inst: Installation, url: str) -> dict[str, Any]:
+def tier_remove(inst: Installation, ref: str) -> dict[str, Any]:
     """Stop using a tier (its files are left where they are)."""
-    keys = [tier_key(u) for u in inst.config.tiers]
-    key = tier_key(url)
-    if key not in keys:
-        raise UsageError(f"{redact(url)} is not a tier of this vault "
-                         f"(tiers: {', '.join(keys)})")
-    if len(keys) == 1:
+    idx = resolve_tier(inst, ref)
+    if len(inst.config.tiers) == 1:
         raise UsageError("cannot remove the only tier of the vault")
     inst.lock()
-    idx = keys.index(key)
     removed = inst.config.tiers.pop(idx)
     inst.save()
     inst.db.remove_tier(tier_key(removed))
-    return {"url": redact(removed), "removed": True}
+    inst.db.put(pending_create_key(removed), None)
+    return {"url": redact(removed), "removed": True, "number": idx + 1}

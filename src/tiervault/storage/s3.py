@@ -165,10 +165,19 @@ class S3Backend(Backend):
         ambiguous = not (isinstance(exc, ClientError) and _code(exc) == "NoSuchKey")
         if err is NotFoundError and ambiguous and not self._bucket_exists():
             err = TransientError
-            detail = f"bucket {self.bucket!r} is not there"
+            detail = self._gone()
+        elif isinstance(exc, ClientError) and _code(exc) in _BUCKET_MISSING_CODES:
+            detail = self._gone()
         else:
             detail = _describe(exc)
         return err(self._scrub(f"{where}: {detail}"))
+
+    def _gone(self) -> str:
+        # Said in full: a bare "NoSuchBucket" does not tell a user that the
+        # vault itself is gone from this tier, nor how to rebuild it.
+        return (f"bucket {self.bucket!r} is not there: the vault is gone from this tier; to "
+                "rebuild it there, re-add the tier ('tiervault tier remove N', then "
+                "'tiervault tier add URL': this creates the bucket and refills it)")
 
     def _bucket_exists(self) -> bool:
         """Tell "no such object" from "no such bucket" after a bare 404 from HEAD.
@@ -308,7 +317,7 @@ class S3Backend(Backend):
     def probe(self) -> None:
         """Reachable means: the server answers and the bucket is there."""
         if not self._bucket_exists():
-            raise TransientError(f"{self.location}: bucket {self.bucket!r} is not there")
+            raise TransientError(f"{self.location}: {self._gone()}")
 
     def close(self) -> None:
         """Drop the client and its connection pool; the next call makes a new one."""

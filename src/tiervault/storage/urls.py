@@ -49,6 +49,8 @@ def parse_url(url: str) -> TierUrl:
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise UsageError("file:// URLs must name a local path (file:///path)")
+        if not parts.path:
+            raise UsageError("file:// URLs must name a local path (file:///path)")
         return TierUrl("file", path=unquote(parts.path), params=params, raw=url)
     if scheme not in ("ftp", "ftps", "sftp", "s3"):
         raise UsageError(f"unsupported tier URL scheme {scheme!r} in {redact(url)}")
@@ -62,6 +64,60 @@ def parse_url(url: str) -> TierUrl:
                    unquote(parts.username) if parts.username else None,
                    unquote(parts.password) if parts.password is not None else None,
                    unquote(parts.path), params, url)
+
+
+def normalize_url(url: str) -> str:
+    """The form of a tier URL to store: local paths made absolute.
+
+    A relative path (``relative/dir``, ``~/vault``) is resolved against the
+    working directory *now*: stored as typed, it would name another place from
+    any other directory (a service runs in ``/``). ``file://`` URLs always
+    carry an absolute path; other URLs are kept as given.
+    """
+    u = parse_url(url)
+    if u.scheme != "file":
+        return url
+    if "://" not in url:
+        return os.path.normpath(u.path)
+    return url
+
+
+def is_relative_path(url: str) -> bool:
+    """True for a local tier written as a relative path (from an old config)."""
+    return "://" not in url and not os.path.isabs(os.path.expanduser(url))
+
+
+_DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22}
+
+
+def _identity(u: TierUrl) -> tuple[object, ...]:
+    path = os.path.normpath(u.path) if u.scheme == "file" else (u.path.rstrip("/") or "/")
+    params = sorted((k, v) for k, v in u.params.items() if k.lower() not in _SECRET_PARAMS)
+    return (u.scheme, u.host.lower(), u.port or _DEFAULT_PORTS.get(u.scheme), u.user or "",
+            path, params)
+
+
+def same_tier(a: str, b: str) -> bool:
+    """True if two URLs name the same tier, whatever their passwords say.
+
+    A password may be in the URL, masked (``***``, as every message prints it),
+    or kept in ``[credentials]``: none of that changes which tier is meant.
+    """
+    try:
+        return _identity(parse_url(a)) == _identity(parse_url(b))
+    except UsageError:
+        return False
+
+
+def tier_index(tiers: list[str], ref: str) -> int | None:
+    """The 0-based position of the tier ``ref`` names: its 1-based number or a URL."""
+    if ref.strip().isdigit():
+        i = int(ref) - 1
+        return i if 0 <= i < len(tiers) else None
+    for i, u in enumerate(tiers):
+        if u == ref or redact(u) == redact(ref) or same_tier(u, ref):
+            return i
+    return None
 
 
 def redact(url: str) -> str:

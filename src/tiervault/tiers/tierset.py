@@ -35,7 +35,15 @@ from tiervault.errors import (
 )
 from tiervault.state.db import StateDB
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
-from tiervault.tiers.tier import OFFLINE, ONLINE, SYNCING, UNSYNCHRONIZED, Tier
+from tiervault.tiers.tier import (
+    OFFLINE,
+    ONLINE,
+    REFUSED_HINT,
+    SYNCING,
+    UNSYNCHRONIZED,
+    Tier,
+    is_refusal,
+)
 
 T = TypeVar("T")
 _DIRTY = "session_in_progress"
@@ -102,10 +110,17 @@ class TierSet(Backend):
         self.db.save_tiers([t.record for t in tiers or self.tiers])
 
     def _go_offline(self, t: Tier, e: BaseException) -> None:
+        reason = t.reason(e)
+        refused = is_refusal(e)
         if (t.state != OFFLINE or t.error is None) and not t.lost:
-            self.notify(f"tier {t.name} is offline: {e}")
+            if refused:
+                # Not a quiet "offline": nothing comes back by itself, a person must act.
+                self.notify(f"warning: tier {t.name} refuses access: {reason}; {REFUSED_HINT}")
+            else:
+                self.notify(f"tier {t.name} is offline: {reason}")
         t.state = OFFLINE
-        t.error = str(e)
+        t.error = reason
+        t.refused = refused
         if t.record.first_offline is None:
             t.record.first_offline = time.time()
 
@@ -202,7 +217,8 @@ class TierSet(Backend):
             f"another installation has written to vault {self.vault_name} on {t.name} "
             f"(tier revision {rev}, this installation expected {rec.revision}); nothing was "
             f"written. If this computer replaces the other one, run 'tiervault attach "
-            f"{' '.join(x.name for x in self.tiers)} --take-over'")
+            f"--take-over' here; if this one should only restore, attach it again with "
+            f"--read-only in a new --home")
 
     def _is_empty(self, t: Tier) -> bool:
         try:
