@@ -77,8 +77,12 @@ class Ctx:
         return str(pw)
 
     def installation(self) -> Installation:
-        """The configured installation."""
-        return Installation.load(self.home, self.opts)
+        """The configured installation (its whole config.toml validated)."""
+        from tiervault.cli.config_check import check_daemon_tables
+
+        inst = Installation.load(self.home, self.opts)
+        check_daemon_tables(inst.config, self.home)
+        return inst
 
 
 def _set_json(c: click.Context, _p: click.Parameter, value: bool) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from tiervault.engine.progress import Progress
-from tiervault.errors import UsageError
 from tiervault.service.installation import Installation
+from tiervault.state.config import tier_index
 from tiervault.storage.base import Backend
 from tiervault.storage.retry import RetryBackend
 from tiervault.storage.throttle import ThrottledBackend, ThrottleSchedule
@@ -26,18 +26,19 @@ def raw_tier_backend(inst: Installation, url: str) -> Backend:
 
 
 def throttle_for(inst: Installation, url: str) -> ThrottleSchedule | None:
-    """The ``[[throttle]]`` entry of config.toml for this tier (by URL or 1-based number)."""
+    """The ``[[throttle]]`` entry of config.toml for this tier (by URL or 1-based number).
+
+    The rules were validated at load (state.config); the same ``tier_index`` decides
+    which tier a rule names there and here, so a rule that passed never misses its tier.
+    """
     entries = inst.config.extra.get("throttle", [])
     if isinstance(entries, dict):
         entries = [entries]
-    if not isinstance(entries, list):
-        raise UsageError("config.toml: [[throttle]] must be a list of tables")
-    number = str(inst.config.tiers.index(url) + 1) if url in inst.config.tiers else ""
+    if not isinstance(entries, list) or url not in inst.config.tiers:
+        return None
+    me = inst.config.tiers.index(url)
     for e in entries:
-        if not isinstance(e, dict):
-            raise UsageError("config.toml: [[throttle]] must be a list of tables")
-        sel = str(e.get("tier", ""))
-        if sel in (number, tier_key(url), url):
+        if isinstance(e, dict) and tier_index(e.get("tier", ""), inst.config.tiers) == me:
             return ThrottleSchedule.from_config(e)
     return None
 
