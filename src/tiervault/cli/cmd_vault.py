@@ -71,8 +71,9 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
                    f"{human_bytes(summary['data_stored'])} stored, "
                    f"{summary['duration_ms'] / 1000:.1f} s")
     if not snap.complete:
-        click.echo(f"warning: {len(summary['warnings'])} item(s) could not be read; "
-                   "the snapshot is incomplete", err=True)
+        if not ctx.json:  # the JSON summary carries the warnings; no second, human copy
+            click.echo(f"warning: {len(summary['warnings'])} item(s) could not be read; "
+                       "the snapshot is incomplete", err=True)
         return EXIT_INCOMPLETE
     return 0
 
@@ -182,5 +183,6 @@ def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
                    f"{human_bytes(res['bytes_restored'])} from {res['snapshot_id'][:8]} "
                    f"to {target_dir}")
     if res["errors"]:
-        click.echo(f"error: {res['errors']} item(s) could not be restored", err=True)
+        if not ctx.json:
+            click.echo(f"error: {res['errors']} item(s) could not be restored", err=True)
         sys.exit(1)
