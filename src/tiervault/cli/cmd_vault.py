@@ -8,7 +8,7 @@ import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
-from tiervault.cli.output import emit_json, human_bytes
+from tiervault.cli.output import emit_json, human_bytes, plural
 from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.errors import EXIT_INCOMPLETE, UsageError
@@ -63,8 +63,9 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
     snap, summary = ops.backup(sess, opts)
     if ctx.json:
         emit_json(summary)
-    else:
-        click.echo(f"snapshot {snap.id[:8]} saved: {summary['total_files_processed']} files "
+    elif not ctx.quiet:
+        click.echo(f"snapshot {snap.id[:8]} saved: "
+                   f"{plural(summary['total_files_processed'], 'file')} "
                    f"({summary['files_new']} new, {summary['files_changed']} changed, "
                    f"{summary['files_unmodified']} unchanged), "
                    f"{human_bytes(summary['total_bytes_processed'])} processed, "
@@ -178,8 +179,9 @@ def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
     res = ops.restore(sess, snapshot, target_dir, list(include))
     if ctx.json:
         emit_json(res)
-    else:
-        click.echo(f"restored {res['files_restored']} files, {res['dirs_restored']} dirs, "
+    elif not ctx.quiet:
+        click.echo(f"restored {plural(res['files_restored'], 'file')}, "
+                   f"{plural(res['dirs_restored'], 'directory', 'directories')}, "
                    f"{human_bytes(res['bytes_restored'])} from {res['snapshot_id'][:8]} "
                    f"to {target_dir}")
     if res["errors"]:

@@ -25,10 +25,12 @@ class Ctx:
     json: bool
     opts: RunOptions
     password_file: str | None
+    quiet: bool = False  # -q: no progress, no informational lines
+    verbose: int = 0  # -v: list each file (backup, restore)
 
     def progress(self) -> TextProgress:
         """A progress printer fitting the output mode."""
-        return TextProgress(self.json)
+        return TextProgress(self.json, quiet=self.quiet, verbose=self.verbose)
 
     def passphrase(self, confirm: bool = False) -> str:
         """From --password-file, TIERVAULT_PASSWORD, or a prompt on a terminal."""

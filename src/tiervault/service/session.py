@@ -6,6 +6,8 @@ raw backend -> reconnect procedure (RetryBackend) -> Tier -> TierSet -> Reposito
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tiervault.engine.progress import Progress
@@ -13,7 +15,7 @@ from tiervault.service.installation import Installation
 from tiervault.state.config import tier_index
 from tiervault.storage.base import Backend
 from tiervault.storage.retry import RetryBackend
-from tiervault.storage.throttle import ThrottledBackend, ThrottleSchedule
+from tiervault.storage.throttle import Limits, ThrottledBackend, ThrottleSchedule
 from tiervault.storage.urls import open_backend, parse_url, redact
 from tiervault.tiers.sync import SyncResult, sync_all
 from tiervault.tiers.tier import Tier
@@ -43,6 +45,33 @@ def throttle_for(inst: Installation, url: str) -> ThrottleSchedule | None:
     return None
 
 
+def _stricter(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+@dataclass(frozen=True)
+class CappedSchedule(ThrottleSchedule):
+    """A config schedule under the command line's --limit-upload/--limit-download.
+
+    At every moment the stricter of the two limits applies, per direction (so a
+    free day of the config is still limited by the command line, and a window
+    stricter than the command line keeps its limit).
+    """
+
+    cap: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def over(cls, base: ThrottleSchedule, cap: Limits) -> CappedSchedule:
+        """``base`` capped by ``cap``."""
+        return cls(base.default, base.windows, base.free_days, cap)
+
+    def limits_at(self, now: datetime) -> Limits:
+        """The stricter of the config's limits at ``now`` and the cap."""
+        base = super().limits_at(now)
+        return Limits(_stricter(base.upload, self.cap.upload),
+                      _stricter(base.download, self.cap.download))
+
+
 def build_tier_backend(inst: Installation, url: str) -> Backend:
     """One tier's stack: raw backend -> bandwidth limit -> reconnect procedure.
 
@@ -50,6 +79,9 @@ def build_tier_backend(inst: Installation, url: str) -> Backend:
     """
     b = raw_tier_backend(inst, url)
     schedule = throttle_for(inst, url)
+    cap = Limits(inst.opts.limit_upload, inst.opts.limit_download)
+    if cap != Limits():
+        schedule = CappedSchedule.over(schedule or ThrottleSchedule(), cap)
     if schedule is not None:
         b = ThrottledBackend(b, schedule)
     return RetryBackend(b, attempts=inst.retry_attempts, delay=inst.retry_delay,
