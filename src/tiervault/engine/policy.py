@@ -7,8 +7,9 @@ hour/day/week/month/year bucket while that bucket count lasts.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -185,3 +186,44 @@ def _last_trigger(rule: dict[str, object], now: datetime) -> datetime | None:
                 return cand
         day -= timedelta(days=1)
     return None
+
+
+def _norm_path(p: str) -> str:
+    return os.path.normpath(p) if p.startswith("/") else os.path.abspath(p)
+
+
+def filter_snapshots(snaps: list[Snapshot], hosts: Sequence[str] = (),
+                     paths: Sequence[str] = (), tags: Sequence[str] = ()) -> list[Snapshot]:
+    """The snapshots matching every given filter, with restic's meanings.
+
+    - ``hosts``: the snapshot's host is one of them;
+    - ``paths``: every given path is one of the snapshot's paths (restic's
+      ``--path``, repeatable; relative paths are made absolute, trailing ``/`` ignored);
+    - ``tags``: each entry is a comma-separated list that the snapshot must have
+      all of; entries are alternatives (``--tag a,b --tag c``: a and b, or c).
+    """
+    want_paths = {_norm_path(p) for p in paths}
+    tag_sets = [{t for t in entry.split(",") if t} for entry in tags]
+    out = []
+    for s in snaps:
+        if hosts and s.hostname not in hosts:
+            continue
+        if want_paths and not want_paths <= {_norm_path(p) for p in s.paths}:
+            continue
+        if tag_sets and not any(ts <= set(s.tags) for ts in tag_sets):
+            continue
+        out.append(s)
+    return out
+
+
+def latest_per_group(snaps: list[Snapshot], n: int) -> list[Snapshot]:
+    """The ``n`` newest snapshots of each host and path set (restic's ``--latest N``),
+    in the order of ``snaps``."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Snapshot]] = defaultdict(list)
+    for s in snaps:
+        groups[(s.hostname, tuple(sorted(s.paths)))].append(s)
+    keep: set[str] = set()
+    for group in groups.values():
+        group.sort(key=lambda s: (s.datetime(), s.id), reverse=True)
+        keep.update(s.id for s in group[:n])
+    return [s for s in snaps if s.id in keep]

@@ -124,6 +124,7 @@ class Restorer:
         self._write_content(created)
         for f in created:
             self._set_meta(f.path, f.node)
+            self.progress.add(1)
             if self.progress.wants_items and f.path not in self._failed:  # -v
                 self.progress.item("restored", os.fsdecode(f.path))
         for f in plan.files:
