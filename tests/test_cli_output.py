@@ -194,3 +194,107 @@ def test_human_sizes_are_binary_everywhere(tmp_path: Path) -> None:
     assert "1.5 MiB" in out, out
     out = ok(run_tv(home, "restore", "latest", str(tmp_path / "r"))).stdout
     assert "1.5 MiB" in out and "1 file," in out, out
+
+
+# -- verbosity -----------------------------------------------------------------------------
+
+
+def _aged(path: Path, seconds_ago: float) -> None:
+    t = time.time() - seconds_ago
+    os.utime(path, (t, t))
+
+
+def test_verbose_lists_each_file_as_new_changed_unchanged(tmp_path: Path) -> None:
+    from tests.helpers import init_vault
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("keep", "edit"):
+        (src / name).write_text(f"{name}\n")
+        _aged(src / name, 3600)  # old enough for the files cache to trust
+    home, _ = init_vault(tmp_path)
+    first = ok(run_tv(home, "-v", "backup", src))
+    assert re.search(rf"^new +{re.escape(str(src / 'keep'))}$", first.stderr, re.M), first.stderr
+    assert re.search(rf"^new +{re.escape(str(src / 'edit'))}$", first.stderr, re.M)
+    (src / "edit").write_text("edited, longer\n")
+    _aged(src / "edit", 1800)
+    second = ok(run_tv(home, "--verbose", "backup", src))
+    assert re.search(rf"^unchanged +{re.escape(str(src / 'keep'))}$", second.stderr, re.M), \
+        second.stderr
+    assert re.search(rf"^changed +{re.escape(str(src / 'edit'))}$", second.stderr, re.M), \
+        second.stderr
+    assert "snapshot " in second.stdout
+    restored = ok(run_tv(home, "-v", "restore", "latest", tmp_path / "r"))
+    for name in ("keep", "edit"):
+        assert re.search(rf"^restored +{re.escape(str(tmp_path / 'r'))}.*/{name}$",
+                         restored.stderr, re.M), restored.stderr
+
+
+def test_quiet_keeps_problems_and_drops_the_rest(tmp_path: Path) -> None:
+    from tests.helpers import init_vault
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x\n")
+    home, _ = init_vault(tmp_path)
+    ok(run_tv(home, "tier", "add", tmp_path / "second"))
+    quiet = ok(run_tv(home, "-q", "backup", src))
+    assert quiet.stdout == "" and quiet.stderr == "", quiet
+    (tmp_path / "second").rename(tmp_path / "second.unplugged")
+    quiet = ok(run_tv(home, "--quiet", "backup", src, "--no-sync"))
+    assert quiet.stdout == "", quiet.stdout
+    assert "offline" in quiet.stderr, quiet.stderr  # a problem is still said
+    bad = run_tv(home, "-q", "-v", "snapshots")
+    assert bad.returncode == 2 and "cannot be combined" in bad.stderr
+
+
+# -- --limit-upload / --limit-download -----------------------------------------------------
+
+
+def _timed_backup(home: Path, src: Path, *glob: str) -> float:
+    t0 = time.monotonic()
+    ok(run_tv(home, *glob, "backup", src))
+    return time.monotonic() - t0
+
+
+@pytest.fixture
+def three_mib(tmp_path: Path) -> tuple[Path, Path]:
+    from tests.helpers import init_vault
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "blob").write_bytes(os.urandom(3 * MiB))
+    home, _ = init_vault(tmp_path)
+    return home, src
+
+
+def test_limit_upload_bare_number_is_kib_per_second(three_mib: tuple[Path, Path]) -> None:
+    home, src = three_mib
+    # 3 MiB at 1024 KiB/s: about 3 s (the local tier is throttled like any other).
+    assert _timed_backup(home, src, "--limit-upload", "1024") >= 2.4
+
+
+def test_limit_upload_combines_with_config_and_the_stricter_wins(
+        three_mib: tuple[Path, Path]) -> None:
+    home, src = three_mib
+    cfg = home / "config.toml"
+    doc = tomllib.loads(cfg.read_text())
+    doc["throttle"] = [{"tier": "1", "upload": "1MiB"}]
+    cfg.write_text(tomli_w.dumps(doc))
+    assert _timed_backup(home, src, "--limit-upload", "64MiB") >= 2.4  # the config's 1 MiB/s
+
+
+def test_limit_download_throttles_a_restore(three_mib: tuple[Path, Path], tmp_path: Path) -> None:
+    home, src = three_mib
+    ok(run_tv(home, "backup", src))
+    t0 = time.monotonic()
+    ok(run_tv(home, "--limit-download", "1MiB", "restore", "latest", tmp_path / "r"))
+    assert time.monotonic() - t0 >= 2.4
+
+
+def test_a_bad_rate_is_a_usage_error(three_mib: tuple[Path, Path]) -> None:
+    from tests.helpers import one_line_error
+
+    proc = run_tv(three_mib[0], "--limit-upload", "fast", "snapshots")
+    line = one_line_error(proc)
+    assert proc.returncode == 2 and "--limit-upload" in line and "KiB/s" in line, line
