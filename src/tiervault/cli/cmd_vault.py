@@ -77,7 +77,7 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
                    f"{summary['duration_ms'] / 1000:.1f} s")
     if not snap.complete:
         if not ctx.json:  # the JSON summary carries the warnings; no second, human copy
-            click.echo(f"warning: {len(summary['warnings'])} item(s) could not be read; "
+            click.echo(f"warning: {plural(len(summary['warnings']), 'item')} could not be read; "
                        "the snapshot is incomplete", err=True)
         return EXIT_INCOMPLETE
     return 0
@@ -231,7 +231,7 @@ def find(ctx: Ctx, sess: VaultSession, pattern: str, refs: tuple[str, ...]) -> N
         return
     for h in hits:
         click.echo(f"{h['snapshot'][:8]}  {h['type']:7} {h.get('size', ''):>12}  {h['path']}")
-    click.echo(f"{len(hits)} match(es)")
+    click.echo(plural(len(hits), "match", "matches"))
 
 
 @cli.command()
@@ -254,5 +254,5 @@ def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
                    f"to {target_dir}")
     if res["errors"]:
         if not ctx.json:
-            click.echo(f"error: {res['errors']} item(s) could not be restored", err=True)
+            click.echo(f"error: {plural(res['errors'], 'item')} could not be restored", err=True)
         sys.exit(1)
