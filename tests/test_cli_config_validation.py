@@ -178,3 +178,19 @@ def test_other_tables_are_checked_at_load(base: tuple[Path, Path], tmp_path: Pat
                                           change: Any, words: list[str]) -> None:
     home = _home_with(base, tmp_path, change)
     _expect_error(home, *words)
+
+
+def test_tier_remove_keeps_the_throttle_rules_valid(tmp_path: Path) -> None:
+    home, _ = init_vault(tmp_path)
+    for name in ("second", "third"):
+        ok(run_tv(home, "tier", "add", str(tmp_path / name)))
+    cfg = home / "config.toml"
+    doc = tomllib.loads(cfg.read_text())
+    doc["throttle"] = [{"tier": "2", "upload": "1MB"}, {"tier": "3", "upload": "3MB"},
+                       {"tier": 1, "download": "5MB"}]
+    cfg.write_text(tomli_w.dumps(doc))
+    ok(run_tv(home, "tier", "remove", str(tmp_path / "second")))
+    ok(run_tv(home, "snapshots"))  # the file is still valid
+    rules = tomllib.loads(cfg.read_text())["throttle"]
+    # The removed tier's rule is gone; the third tier is now number 2 and keeps its limit.
+    assert rules == [{"tier": "2", "upload": "3MB"}, {"tier": 1, "download": "5MB"}], rules

@@ -300,7 +300,7 @@ def tier_remove(inst: Installation, url: str) -> dict[str, Any]:
         raise UsageError("cannot remove the only tier of the vault")
     inst.lock()
     idx = keys.index(key)
-    removed = inst.config.tiers.pop(idx)
+    removed = inst.config.remove_tier(idx)  # its [[throttle]] rule goes with it
     inst.save()
     inst.db.remove_tier(tier_key(removed))
     return {"url": redact(removed), "removed": True}

@@ -263,6 +263,34 @@ class InstallationConfig:
         doc.update(self.extra)
         return doc
 
+    def remove_tier(self, idx: int) -> str:
+        """Remove the tier at 0-based ``idx``; returns its URL.
+
+        Its ``[[throttle]]`` rule goes with it, and rules naming later tiers by number
+        are renumbered, so that every rule still names the tier it named (and the
+        file stays valid: a rule for a tier that is gone would be refused at load).
+        """
+        url = self.tiers[idx]
+        rules = self.extra.get("throttle")
+        if isinstance(rules, dict):
+            rules = [rules]
+        if isinstance(rules, list):
+            kept = []
+            for rule in rules:
+                sel = rule.get("tier", "") if isinstance(rule, dict) else ""
+                at = tier_index(sel, self.tiers)
+                if at == idx:
+                    continue
+                if at is not None and at > idx and str(sel).strip().isdigit():
+                    rule["tier"] = str(at) if isinstance(sel, str) else at
+                kept.append(rule)
+            if kept:
+                self.extra["throttle"] = kept
+            else:
+                self.extra.pop("throttle", None)
+        del self.tiers[idx]
+        return url
+
     @classmethod
     def from_toml(cls, doc: dict[str, Any], where: str) -> InstallationConfig:
         """Parse and validate the TOML document (ConfigError naming the key if wrong)."""
