@@ -190,7 +190,7 @@ def test_damaged_pack(vault: dict[str, Path]) -> None:
     assert proc.returncode == 1, describe(proc)
     assert "Traceback" not in proc.stderr
     lines = stderr_lines(proc)
-    assert lines[-1].startswith("error: 1 item(s) could not be restored"), describe(proc)
+    assert lines[-1].startswith("error: 1 item could not be restored"), describe(proc)
     warnings = [ln for ln in lines if ln.startswith("warning:")]
     assert len(warnings) == 1, describe(proc)
     assert str(vault["src"] / "big") in warnings[0]

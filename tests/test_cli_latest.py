@@ -100,4 +100,4 @@ def test_find_pattern_with_a_slash_matches_path_endings(
     assert len(tv_json(home, "find", f"{src}/doc/*")) == 2  # top.txt and the bash dir
     assert len(tv_json(home, "find", f"{src}/**/README")) == 1
     out = ok(run_tv(home, "find", "*.gz", "--path", str(src))).stdout
-    assert out.strip().endswith("1 match(es)")
+    assert out.strip().endswith("1 match")

@@ -240,6 +240,10 @@ def the_error_line(p: subprocess.CompletedProcess[str]) -> str:
     lines = err_lines(p)
     errors = [ln for ln in lines if not _is_info(ln)]
     assert len(errors) == 1 and lines[-1] == errors[0], describe(p)
+    if errors[0].startswith("{"):  # --json: the error is a JSON object (docs/cli.md)
+        doc = json.loads(errors[0])
+        assert doc["message_type"] == "error" and doc["exit_code"] == p.returncode, describe(p)
+        return str(doc["message"])
     assert errors[0].startswith("tiervault: error: "), describe(p)
     return errors[0]
 

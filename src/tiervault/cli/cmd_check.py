@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
-from tiervault.cli.output import emit_json
+from tiervault.cli.output import emit_json, plural
 from tiervault.errors import UsageError
 from tiervault.service import repair
 from tiervault.service.session import VaultSession
@@ -37,23 +38,33 @@ def check(ctx: Ctx, sess: VaultSession, read_data: bool, read_data_subset: str |
         for t in res["tiers"]:
             for w in t["warnings"]:
                 click.echo(f"warning: {t['url']}: {w}", err=True)
+            for e in t.get("repaired_errors", []):
+                click.echo(f"found: {t['url']}: {_error_text(e)}")
             for e in t["errors"]:
-                snaps = f" (affects snapshots {', '.join(s[:8] for s in e['snapshots'])})" \
-                    if e["snapshots"] else ""
-                where = f"{e['file']}: " if e["file"] and \
-                    not e["message"].startswith(e["file"]) else ""
-                click.echo(f"error: {t['url']}: {where}{e['message']}{snaps}")
+                click.echo(f"error: {t['url']}: {_error_text(e)}")
             for a in t["repairs"]:
                 src = f" from {a['source']}" if a["source"] else ""
                 click.echo(f"repair: {t['url']}: {a['file']}: {a['message']}{src}")
             c = t["counts"]
-            click.echo(f"{t['url']}: {c.get('snapshots', 0)} snapshots, {c.get('packs', 0)} "
-                       f"packs, {c.get('blobs', 0)} blobs: "
-                       + ("no errors" if not t["errors"] else f"{len(t['errors'])} error(s)"))
+            fixed = len(t.get("repaired_errors", []))
+            verdict = "no errors" if not t["errors"] else \
+                plural(len(t["errors"]), "error") + (" left" if fixed else "")
+            if fixed:
+                verdict += f" ({fixed} repaired)"
+            click.echo(f"{t['url']}: {plural(c.get('snapshots', 0), 'snapshot')}, "
+                       f"{plural(c.get('packs', 0), 'pack')}, "
+                       f"{plural(c.get('blobs', 0), 'blob')}: {verdict}")
         for name in res["rebuilt_indexes"]:
             click.echo(f"repair: rebuilt index {name}")
     if not res["ok"]:
         sys.exit(1)
+
+
+def _error_text(e: dict[str, Any]) -> str:
+    snaps = f" (affects snapshots {', '.join(s[:8] for s in e['snapshots'])})" \
+        if e["snapshots"] else ""
+    where = f"{e['file']}: " if e["file"] and not e["message"].startswith(e["file"]) else ""
+    return f"{where}{e['message']}{snaps}"
 
 
 def _parse_subset(text: str) -> float:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
 from tiervault.cli.filters import filter_options, snapshot_filter
-from tiervault.cli.output import emit_json, human_bytes
+from tiervault.cli.output import emit_json, human_bytes, plural
 from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.errors import EXIT_INCOMPLETE, UsageError
@@ -18,6 +19,9 @@ from tiervault.service.session import VaultSession
 
 #: How --host/--path/--tag read on commands that take one snapshot.
 LATEST = "choose 'latest' among"
+
+if TYPE_CHECKING:
+    from tiervault.vault.snapshot import Snapshot
 
 
 @cli.command()
@@ -80,41 +84,98 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
     snap, summary = ops.backup(sess, opts)
     if ctx.json:
         emit_json(summary)
-    else:
-        click.echo(f"snapshot {snap.id[:8]} saved: {summary['total_files_processed']} files "
+    elif not ctx.quiet:
+        click.echo(f"snapshot {snap.id[:8]} saved: "
+                   f"{plural(summary['total_files_processed'], 'file')} "
                    f"({summary['files_new']} new, {summary['files_changed']} changed, "
                    f"{summary['files_unmodified']} unchanged), "
                    f"{human_bytes(summary['total_bytes_processed'])} processed, "
                    f"{human_bytes(summary['data_stored'])} stored, "
                    f"{summary['duration_ms'] / 1000:.1f} s")
     if not snap.complete:
-        click.echo(f"warning: {len(summary['warnings'])} item(s) could not be read; "
-                   "the snapshot is incomplete", err=True)
+        if not ctx.json:  # the JSON summary carries the warnings; no second, human copy
+            click.echo(f"warning: {plural(len(summary['warnings']), 'item')} could not be read; "
+                       "the snapshot is incomplete", err=True)
         return EXIT_INCOMPLETE
     return 0
 
 
 @cli.command()
 @json_option
-@click.option("--tag", multiple=True, help="Only snapshots with this tag.")
-@click.option("--host", help="Only snapshots from this host.")
+@click.option("--tag", multiple=True, metavar="TAG[,TAG...]",
+              help="Only snapshots with these tags (all of a comma list; repeat for either).")
+@click.option("--host", multiple=True, help="Only snapshots from this host (repeatable).")
+@click.option("--path", "paths", multiple=True, metavar="PATH",
+              help="Only snapshots that include this path (repeatable: all of them).")
+@click.option("--latest", type=click.IntRange(1), metavar="N",
+              help="Only the N newest snapshots of each host and path set.")
 @with_session()
-def snapshots(ctx: Ctx, sess: VaultSession, tag: tuple[str, ...], host: str | None) -> None:
+def snapshots(ctx: Ctx, sess: VaultSession, tag: tuple[str, ...], host: tuple[str, ...],
+              paths: tuple[str, ...], latest: int | None) -> None:
     """List snapshots."""
-    snaps = [s for s in ops.list_snapshots(sess)
-             if (not tag or set(tag) & set(s.tags)) and (not host or s.hostname == host)]
+    from tiervault.engine.policy import filter_snapshots, latest_per_group
+
+    snaps = filter_snapshots(ops.list_snapshots(sess), hosts=host, paths=paths, tags=tag)
+    if latest is not None:
+        snaps = latest_per_group(snaps, latest)
     flags = ops.snapshot_flags(sess, snaps)
     if ctx.json:
         emit_json([dict(ops.snapshot_json(s), flags=flags[s.id],
                         archived="A" in flags[s.id], local_only="L" in flags[s.id],
                         partial="P" in flags[s.id]) for s in snaps])
         return
-    click.echo(f"{'ID':8}  {'Flags':5}  {'Time':25}  {'Host':15}  {'Tags':12}  Paths")
-    for s in snaps:
-        click.echo(f"{s.id[:8]}  {flags[s.id]:5}  {s.time[:25]:25}  {s.hostname[:15]:15}  "
-                   f"{','.join(s.tags)[:12]:12}  {', '.join(s.paths)}")
-    click.echo(f"{len(snaps)} snapshot(s)   flags: A archived, L only on the speed vault so "
-               "far, P partial")
+    for line in snapshot_table(snaps, flags):
+        click.echo(line)
+    click.echo(f"{plural(len(snaps), 'snapshot')}   flags: A archived, L only on the speed "
+               "vault so far, P partial")
+
+
+#: Tags wrap (at commas) past this width rather than being cut.
+_TAGS_WIDTH = 24
+
+
+def local_time(iso: str) -> str:
+    """'2026-12-01T18:06:12.206063+00:00' -> '2026-12-01 19:06:12 +01:00' in the local zone
+    (seconds, no fraction, the zone's offset always shown)."""
+    from datetime import datetime
+
+    try:
+        t = datetime.fromisoformat(iso).astimezone()
+    except ValueError:
+        return iso
+    off = t.strftime("%z")
+    return f"{t:%Y-%m-%d %H:%M:%S} {off[:3]}:{off[3:]}"
+
+
+def _wrap_tags(tags: list[str]) -> list[str]:
+    lines: list[str] = []
+    for t in tags:
+        if lines and len(lines[-1]) + 1 + len(t) <= _TAGS_WIDTH:
+            lines[-1] += "," + t
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(t)
+    return lines or [""]
+
+
+def snapshot_table(snaps: list[Snapshot], flags: dict[str, str]) -> list[str]:
+    """The ``snapshots`` table: nothing cut; tags and paths wrap onto more lines."""
+    head = ("ID", "Flags", "Time", "Host", "Tags", "Paths")
+    rows = [(s.id[:8], flags.get(s.id, ""), local_time(s.time), s.hostname,
+             _wrap_tags(s.tags), s.paths or [""]) for s in snaps]
+    w = [max([len(head[i])] + [len(r[i]) for r in rows]) for i in range(4)]
+    w.append(max([len(head[4])] + [len(t) for r in rows for t in r[4]]))
+    out = ["  ".join(h.ljust(w[i]) for i, h in enumerate(head[:5])) + "  " + head[5]]
+    out.append("-" * (sum(w) + 2 * 5 + max([5] + [len(p) for r in rows for p in r[5]])))
+    for sid, fl, when, host, tag_lines, path_lines in rows:
+        for i in range(max(len(tag_lines), len(path_lines))):
+            first = (sid, fl, when, host) if i == 0 else ("", "", "", "")
+            tag = tag_lines[i] if i < len(tag_lines) else ""
+            path = path_lines[i] if i < len(path_lines) else ""
+            out.append(("  ".join(c.ljust(w[j]) for j, c in enumerate(first)) + "  "
+                        + tag.ljust(w[4]) + "  " + path).rstrip())
+    return out
 
 
 @cli.command(name="ls")
@@ -122,21 +183,30 @@ def snapshots(ctx: Ctx, sess: VaultSession, tag: tuple[str, ...], host: str | No
 @click.argument("snapshot")
 @click.argument("path", required=False)
 @click.option("--recursive/--no-recursive", "-r", default=True, show_default=True)
+@click.option("--long", "-l", "long_", is_flag=True,
+              help="Long listing: mode, owner, size in bytes, time, path.")
+@click.option("--human-readable", "-H", "human", is_flag=True,
+              help="With sizes in KiB/MiB/GiB (implies --long).")
 @filter_options(LATEST)
 @with_session()
 def ls_cmd(ctx: Ctx, sess: VaultSession, snapshot: str, path: str | None,
-           recursive: bool, filter_hosts: tuple[str, ...], filter_paths: tuple[str, ...],
-           filter_tags: tuple[str, ...]) -> None:
-    """List the entries of SNAPSHOT (below PATH)."""
+           recursive: bool, long_: bool, human: bool, filter_hosts: tuple[str, ...],
+           filter_paths: tuple[str, ...], filter_tags: tuple[str, ...]) -> None:
+    """List the entries of SNAPSHOT (below PATH): paths, or with -l/-H a long listing."""
     snap = sess.repo.find_snapshot(snapshot, snapshot_filter(filter_hosts, filter_paths,
                                                              filter_tags))
     entries = browse.ls(sess.repo, snap, path, recursive)
-    if ctx.json:
+    if ctx.json:  # sizes stay numbers of bytes, whatever -H says
         emit_json(list(entries))
         return
     for e in entries:
-        size = e.get("size", "")
         suffix = f" -> {e['target']}" if "target" in e else ""
+        if not (long_ or human):
+            click.echo(f"{e['path']}{suffix}")
+            continue
+        size = e.get("size", "")
+        if human and isinstance(size, int):
+            size = human_bytes(size)
         click.echo(f"{_mode_str(e['type'], e['mode'])} {e.get('user') or e['uid']!s:8} "
                    f"{size!s:>12} {(e['mtime'] or '')[:19]} {e['path']}{suffix}")
 
@@ -190,7 +260,7 @@ def find(ctx: Ctx, sess: VaultSession, pattern: str, refs: tuple[str, ...],
         return
     for h in hits:
         click.echo(f"{h['snapshot'][:8]}  {h['type']:7} {h.get('size', ''):>12}  {h['path']}")
-    click.echo(f"{len(hits)} match(es)")
+    click.echo(plural(len(hits), "match", "matches"))
 
 
 @cli.command()
@@ -210,10 +280,12 @@ def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
                       snapshot_filter(filter_hosts, filter_paths, filter_tags))
     if ctx.json:
         emit_json(res)
-    else:
-        click.echo(f"restored {res['files_restored']} files, {res['dirs_restored']} dirs, "
+    elif not ctx.quiet:
+        click.echo(f"restored {plural(res['files_restored'], 'file')}, "
+                   f"{plural(res['dirs_restored'], 'directory', 'directories')}, "
                    f"{human_bytes(res['bytes_restored'])} from {res['snapshot_id'][:8]} "
                    f"to {target_dir}")
     if res["errors"]:
-        click.echo(f"error: {res['errors']} item(s) could not be restored", err=True)
+        if not ctx.json:
+            click.echo(f"error: {plural(res['errors'], 'item')} could not be restored", err=True)
         sys.exit(1)

@@ -25,10 +25,12 @@ class Ctx:
     json: bool
     opts: RunOptions
     password_file: str | None
+    quiet: bool = False  # -q: no progress, no informational lines
+    verbose: int = 0  # -v: list each file (backup, restore)
 
     def progress(self) -> TextProgress:
         """A progress printer fitting the output mode."""
-        return TextProgress(self.json)
+        return TextProgress(self.json, quiet=self.quiet, verbose=self.verbose)
 
     def passphrase(self, confirm: bool = False) -> str:
         """From --password-file, TIERVAULT_PASSWORD, or a prompt on a terminal."""
@@ -77,8 +79,12 @@ class Ctx:
         return str(pw)
 
     def installation(self) -> Installation:
-        """The configured installation."""
-        return Installation.load(self.home, self.opts)
+        """The configured installation (its whole config.toml validated)."""
+        from tiervault.cli.config_check import check_daemon_tables
+
+        inst = Installation.load(self.home, self.opts)
+        check_daemon_tables(inst.config, self.home)
+        return inst
 
 
 def _set_json(c: click.Context, _p: click.Parameter, value: bool) -> None:

@@ -224,11 +224,15 @@ class Archiver:
             pd.cache_new[name] = c
             self.stats["files_unmodified"] += 1
             self.progress.add(1, st.st_size)
+            if self.progress.wants_items:  # -v: restic's "unchanged/changed/new" lines
+                self.progress.item("unchanged", os.fsdecode(path))
             return node
         if c is not None:
             self.stats["files_changed"] += 1
         else:
             self.stats["files_new"] += 1
+        if self.progress.wants_items:
+            self.progress.item("changed" if c is not None else "new", os.fsdecode(path))
         if pd is not None:
             pd.inodes[name] = st.st_ino
         key = (st.st_dev, st.st_ino)
@@ -424,7 +428,8 @@ class Archiver:
                 after = os.fstat(fd)
             changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size) or \
                 size != st.st_size
-            self.progress.add(1, size)
+            # A streamed file counted its bytes chunk by chunk (_chunk_stream).
+            self.progress.add(1, size if small and len(data) <= st.st_size else 0)
             if changed:
                 self.progress.warn(os.fsdecode(path), "file changed while it was read")
             return FileResult(content, size, changed)
@@ -470,6 +475,9 @@ class Archiver:
         for c in self._chunker().chunks(f):  # type: ignore[arg-type]
             size += len(c)
             content.append(self._store(c))
+            # Bytes as they are stored, not only per finished file: a bar moves
+            # during a large file (and at the pace of a throttled upload).
+            self.progress.add(0, len(c))
         return content, size
 
     def _store(self, chunk: bytes | memoryview) -> bytes:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tiervault.errors import UsageError
-from tiervault.vault.snapshot import LEGACY_ARCHIVE_TAG, Snapshot
+from tiervault.vault.snapshot import LEGACY_ARCHIVE_TAG, Snapshot, SnapshotFilter
 
 #: Kept for callers that build legacy-tagged snapshots (tests, old vaults).
 ARCHIVE_TAG = LEGACY_ARCHIVE_TAG
@@ -298,3 +298,29 @@ def _last_trigger(rule: dict[str, object], now: datetime) -> datetime | None:
                 return cand
         day -= timedelta(days=1)
     return None
+
+
+def filter_snapshots(snaps: list[Snapshot], hosts: Sequence[str] = (),
+                     paths: Sequence[str] = (), tags: Sequence[str] = ()) -> list[Snapshot]:
+    """The snapshots matching every given filter, with restic's meanings.
+
+    - ``hosts``: the snapshot's host is one of them;
+    - ``paths``: every given path is one of the snapshot's paths (restic's
+      ``--path``, repeatable; relative paths are made absolute, trailing ``/`` ignored);
+    - ``tags``: each entry is a comma-separated list that the snapshot must have
+      all of; entries are alternatives (``--tag a,b --tag c``: a and b, or c).
+    """
+    return SnapshotFilter.of(hosts, paths, tags).select(snaps)
+
+
+def latest_per_group(snaps: list[Snapshot], n: int) -> list[Snapshot]:
+    """The ``n`` newest snapshots of each host and path set (restic's ``--latest N``),
+    in the order of ``snaps``."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Snapshot]] = defaultdict(list)
+    for s in snaps:
+        groups[(s.hostname, tuple(sorted(s.paths)))].append(s)
+    keep: set[str] = set()
+    for group in groups.values():
+        group.sort(key=lambda s: (s.datetime(), s.id), reverse=True)
+        keep.update(s.id for s in group[:n])
+    return [s for s in snaps if s.id in keep]

@@ -27,6 +27,9 @@ class Progress:
 
     #: True when a display would use totals (the backup then scans ahead for an ETA).
     wants_totals = False
+    #: True when a display lists each item (``-v``); the engine calls ``item`` only then,
+    #: so that the hot path of a backup pays nothing for it otherwise.
+    wants_items = False
 
     def __init__(self) -> None:
         self.counters = Counters()
@@ -44,10 +47,15 @@ class Progress:
         self.counters.bytes_total = nbytes
 
     def add(self, files: int = 0, nbytes: int = 0) -> None:
-        """Count finished work."""
+        """Count work done: finished files, and bytes as they are read or written
+        (a large file counts its bytes chunk by chunk, so a display moves with it)."""
         with self._lock:
             self.counters.files_done += files
             self.counters.bytes_done += nbytes
+
+    def item(self, kind: str, path: str) -> None:
+        """One item was handled: ``kind`` is e.g. 'new', 'changed', 'unchanged', 'restored'."""
+        self.on_item(kind, path)
 
     def warn(self, path: str, message: str) -> None:
         """A non-fatal problem with one item (the run goes on)."""
@@ -66,6 +74,9 @@ class Progress:
     # Hooks for printers.
     def on_phase(self, name: str) -> None:
         """Called when a phase starts."""
+
+    def on_item(self, kind: str, path: str) -> None:
+        """Called for each item when ``wants_items`` is set."""
 
     def on_warning(self, path: str, message: str) -> None:
         """Called for each warning."""

@@ -144,6 +144,9 @@ class Restorer:
         self._write_content(created)
         for f in created:
             self._set_meta(f.path, f.node)
+            self.progress.add(1)
+            if self.progress.wants_items and f.path not in self._failed:  # -v
+                self.progress.item("restored", os.fsdecode(f.path))
         for f in plan.files:
             if f.link_to is not None:
                 self._hardlink(f)
@@ -283,6 +286,9 @@ class Restorer:
         runs = _nonzero_runs(data, off) if f.node.get("_sparse") else [(0, len(data))]
         if not runs:
             self.progress.add(0, len(data))
+            # A hole counts as restored bytes: the summary gives the files' apparent
+            # size, the measure of the backup's "processed" (holes and all).
+            self.stats["bytes"] += len(data)
             return  # a hole: ftruncate already made it
         try:
             fd = os.open(f.path, os.O_WRONLY | os.O_NOFOLLOW)
@@ -310,6 +316,8 @@ class Restorer:
             _remove_if_file(f.path)
             os.link(f.link_to, f.path, follow_symlinks=False)
             self.stats["files"] += 1
+            # Counted as the backup counts it: every name of a file with its size.
+            self.stats["bytes"] += int(f.node.get("size", 0))
         except OSError as e:
             self._warn(f.path, f"hard link: {e.strerror}")
 

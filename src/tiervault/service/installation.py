@@ -22,6 +22,10 @@ class RunOptions:
     retry_delay: float | None = None
     wait_timeout: float | None = None
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    #: --limit-upload / --limit-download in bytes per second, for every tier; they
+    #: combine with config.toml's [[throttle]] rules (the stricter limit wins).
+    limit_upload: float | None = None
+    limit_download: float | None = None
 
 
 class Installation:

@@ -52,6 +52,8 @@ class TierCheck:
     tier: Tier
     report: Any
     repairs: list[RepairAction] = field(default_factory=list)
+    #: Errors the first pass found that the repair healed (the report holds what is left).
+    fixed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def select_tiers(sess: VaultSession, sel: str | None) -> list[Tier]:
@@ -156,6 +158,9 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
     """Check each selected tier; with ``repair``, heal them from each other."""
     if repair:
         sess.inst.require_writer()
+    # Read before the repair starts its own writing session, whose marker would
+    # otherwise be taken for an interrupted one (a false warning after every repair).
+    interrupted = sess.inst.db.get(SESSION_IN_PROGRESS) is not None
     if repair and not dry_run:
         sess.tiers._begin_write()
     results: list[TierCheck] = []
@@ -169,7 +174,6 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
             report.error("", f"the tier could not be checked: {e}")
         results.append(TierCheck(t, report))
     online_all = [t for t in sess.tiers.tiers if t.state == ONLINE]
-    interrupted = sess.inst.db.get(SESSION_IN_PROGRESS) is not None
     if len(online_all) > 1 and not interrupted:
         # Tiers at the max revision must hold the same files. Packs no index
         # names are leftovers of an interrupted upload, not damage.
@@ -207,18 +211,32 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
             _drop_unhealable_indexes(sess, results)
     else:
         rebuilt = []
-    ok = all(r.report.ok for r in results)
     if repair and not dry_run and (rebuilt or any(r.repairs for r in results)):
-        # Re-check the repaired tiers so the verdict says what holds now.
+        # Re-check the repaired tiers so the verdict and the counts say what holds
+        # now: an error that was healed is reported as repaired, not as an error.
         sess.repo.reload_index()
-        ok = all(check(tier_repo(sess, r.tier), Progress(), read_data, subset, workers).ok
-                 for r in results)
+        for r in results:
+            before = r.report
+            after = check(tier_repo(sess, r.tier), Progress(), read_data, subset, workers)
+            left_files = {e["file"] for e in after.errors}
+            for a in r.repairs:  # a heal that failed leaves its error standing
+                if not a.done and a.file not in left_files:
+                    after.error(a.file, f"not repaired: {a.message}")
+                    left_files.add(a.file)
+            left = {(e["file"], e["message"]) for e in after.errors}
+            r.fixed = [e for e in before.errors if (e["file"], e["message"]) not in left
+                       and (not e["file"] or e["file"] not in left_files)]
+            after.warnings = before.warnings + [w for w in after.warnings
+                                                if w not in before.warnings]
+            r.report = after
+    ok = all(r.report.ok for r in results)
     if repair and not dry_run:
         sess.inst.db.put(DAMAGED_KEY, None)
     return {
         "ok": ok,
         "tiers": [dict(r.report.to_json(), url=r.tier.name, state=r.tier.state,
-                       repairs=[a.to_json() for a in r.repairs]) for r in results],
+                       repairs=[a.to_json() for a in r.repairs], repaired_errors=r.fixed)
+                  for r in results],
         "rebuilt_indexes": rebuilt, "dry_run": dry_run, "repair": repair,
     }
 

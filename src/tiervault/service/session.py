@@ -6,14 +6,16 @@ raw backend -> reconnect procedure (RetryBackend) -> Tier -> TierSet -> Reposito
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tiervault.engine.progress import Progress
-from tiervault.errors import UsageError
 from tiervault.service.installation import Installation
+from tiervault.state.config import tier_index
 from tiervault.storage.base import Backend
 from tiervault.storage.retry import RetryBackend
-from tiervault.storage.throttle import ThrottledBackend, ThrottleSchedule
+from tiervault.storage.throttle import Limits, ThrottledBackend, ThrottleSchedule
 from tiervault.storage.urls import open_backend, parse_url, redact
 from tiervault.tiers.sync import SyncResult, sync_all
 from tiervault.tiers.tier import CreateOnFirstUse, Tier
@@ -34,20 +36,48 @@ def raw_tier_backend(inst: Installation, url: str) -> Backend:
 
 
 def throttle_for(inst: Installation, url: str) -> ThrottleSchedule | None:
-    """The ``[[throttle]]`` entry of config.toml for this tier (by URL or 1-based number)."""
+    """The ``[[throttle]]`` entry of config.toml for this tier (by URL or 1-based number).
+
+    The rules were validated at load (state.config); the same ``tier_index`` decides
+    which tier a rule names there and here, so a rule that passed never misses its tier.
+    """
     entries = inst.config.extra.get("throttle", [])
     if isinstance(entries, dict):
         entries = [entries]
-    if not isinstance(entries, list):
-        raise UsageError("config.toml: [[throttle]] must be a list of tables")
-    number = str(inst.config.tiers.index(url) + 1) if url in inst.config.tiers else ""
+    if not isinstance(entries, list) or url not in inst.config.tiers:
+        return None
+    me = inst.config.tiers.index(url)
     for e in entries:
-        if not isinstance(e, dict):
-            raise UsageError("config.toml: [[throttle]] must be a list of tables")
-        sel = str(e.get("tier", ""))
-        if sel in (number, tier_key(url), url):
+        if isinstance(e, dict) and tier_index(e.get("tier", ""), inst.config.tiers) == me:
             return ThrottleSchedule.from_config(e)
     return None
+
+
+def _stricter(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+@dataclass(frozen=True)
+class CappedSchedule(ThrottleSchedule):
+    """A config schedule under the command line's --limit-upload/--limit-download.
+
+    At every moment the stricter of the two limits applies, per direction (so a
+    free day of the config is still limited by the command line, and a window
+    stricter than the command line keeps its limit).
+    """
+
+    cap: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def over(cls, base: ThrottleSchedule, cap: Limits) -> CappedSchedule:
+        """``base`` capped by ``cap``."""
+        return cls(base.default, base.windows, base.free_days, cap)
+
+    def limits_at(self, now: datetime) -> Limits:
+        """The stricter of the config's limits at ``now`` and the cap."""
+        base = super().limits_at(now)
+        return Limits(_stricter(base.upload, self.cap.upload),
+                      _stricter(base.download, self.cap.download))
 
 
 def build_tier_backend(inst: Installation, url: str) -> Backend:
@@ -57,6 +87,9 @@ def build_tier_backend(inst: Installation, url: str) -> Backend:
     """
     b = raw_tier_backend(inst, url)
     schedule = throttle_for(inst, url)
+    cap = Limits(inst.opts.limit_upload, inst.opts.limit_download)
+    if cap != Limits():
+        schedule = CappedSchedule.over(schedule or ThrottleSchedule(), cap)
     if schedule is not None:
         b = ThrottledBackend(b, schedule)
     return RetryBackend(b, attempts=inst.retry_attempts, delay=inst.retry_delay,

@@ -222,7 +222,7 @@ def tier_remove(inst: Installation, ref: str) -> dict[str, Any]:
     if len(inst.config.tiers) == 1:
         raise UsageError("cannot remove the only tier of the vault")
     inst.lock()
-    removed = inst.config.tiers.pop(idx)
+    removed = inst.config.remove_tier(idx)  # its [[throttle]] rule goes with it
     inst.save()
     inst.db.remove_tier(tier_key(removed))
     inst.db.put(pending_create_key(removed), None)

@@ -8,7 +8,6 @@ go through the backend stack, so all of them obey it.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,32 +16,12 @@ from datetime import datetime
 from datetime import time as dtime
 
 from tiervault.errors import UsageError
+from tiervault.state.units import DAYS as _DAYS
+from tiervault.state.units import parse_days, parse_rate
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
 
-_DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
-
-
-def parse_rate(text: str | int | float | None) -> float | None:
-    """'2MB' / '512KiB' / 1000 -> bytes per second; None or 0 -> unlimited."""
-    if text is None:
-        return None
-    if isinstance(text, int | float):
-        return float(text) or None
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*?)(/s)?\s*", text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise UsageError(f"invalid rate {text!r}: use e.g. 512KB, 2MB, 1.5MiB")
-    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    return value or None
-
-
-def parse_days(days: list[str]) -> frozenset[int]:
-    """['mon', 'fri'] -> {0, 4}."""
-    try:
-        return frozenset(_DAYS[d.lower()[:3]] for d in days)
-    except KeyError:
-        raise UsageError(f"invalid day in {days}: use mon..sun") from None
+__all__ = ["Limits", "ThrottleSchedule", "ThrottledBackend", "TokenBucket", "Window",
+           "parse_days", "parse_rate"]
 
 
 @dataclass(frozen=True)

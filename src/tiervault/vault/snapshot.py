@@ -76,9 +76,10 @@ class Snapshot:
 class SnapshotFilter:
     """Which snapshots a command considers (restic's ``--host/--path/--tag``).
 
-    ``hosts``: any of them. ``paths``: the snapshot's path set is exactly
-    these (absolute, as backed up). ``tags``: any of the groups, a group being
-    a comma-separated list of tags the snapshot must all have.
+    ``hosts``: any of them. ``paths``: every one of them is among the
+    snapshot's paths (absolute, as backed up; restic's meaning). ``tags``: any
+    of the groups, a group being a comma-separated list of tags the snapshot
+    must all have.
     """
 
     hosts: tuple[str, ...] = ()
@@ -99,7 +100,7 @@ class SnapshotFilter:
         """True if ``s`` passes every given criterion."""
         if self.hosts and s.hostname not in self.hosts:
             return False
-        if self.paths and tuple(sorted(set(s.paths))) != self.paths:
+        if self.paths and not set(self.paths) <= {_abs(p) for p in s.paths}:
             return False
         if self.tags:
             have = set(s.tags)
