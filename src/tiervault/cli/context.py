@@ -120,31 +120,37 @@ def with_session(lock: bool = False, load_index: bool = True,
                 raise UsageError("this is a restore-only installation (attach --read-only); "
                                  "it never writes to the vault")
             # Commands that only read never write state or tiers, so they can run
-            # beside a backup of the same installation without disturbing it.
-            writes = write or lock or bool(write_flag and kwargs.get(write_flag))
-            try:
-                if writes:
-                    inst.lock()
-                progress = ctx.progress()
+            # beside a backup of the same installation without disturbing it; so do
+            # dry runs, which only say what a write would do.
+            dry = bool(kwargs.get("dry_run"))
+            writes = (write or lock or bool(write_flag and kwargs.get(write_flag))) and not dry
+            from tiervault.cli.handoff import daemon_turn
+
+            # A running daemon holds the lock: wait for it to lend it (cli/handoff.py).
+            with daemon_turn(ctx.home, writes):
                 try:
-                    sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index,
-                                        read_only=not writes)
+                    if writes:
+                        inst.lock()
+                    progress = ctx.progress()
                     try:
-                        code = fn(ctx, sess, *args, **kwargs)
-                        repair.record_damage(sess.tiers)
-                        if write:
-                            sess.end_writes()
-                            if not no_sync:
-                                run_sync(sess.tiers, progress, inst.sync_workers(),
-                                         pack_references(sess.repo))
+                        sess = VaultSession(inst, ctx.passphrase(), progress,
+                                            load_index=load_index, read_only=not writes)
+                        try:
+                            code = fn(ctx, sess, *args, **kwargs)
+                            repair.record_damage(sess.tiers)
+                            if write and writes:
+                                sess.end_writes()
+                                if not no_sync:
+                                    run_sync(sess.tiers, progress, inst.sync_workers(),
+                                             pack_references(sess.repo))
+                        finally:
+                            sess.close()
                     finally:
-                        sess.close()
+                        progress.close()
                 finally:
-                    progress.close()
-            finally:
-                inst.close()
-            if isinstance(code, int) and code:
-                sys.exit(code)
+                    inst.close()
+                if isinstance(code, int) and code:
+                    sys.exit(code)
 
         wrapper.__name__ = fn.__name__
         wrapper.__doc__ = fn.__doc__
