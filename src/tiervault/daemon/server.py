@@ -120,7 +120,9 @@ class ControlServer:
             name = body.get("set")
             if not isinstance(name, str) or not name:
                 raise ApiError(400, "give the set to run: {\"set\": NAME}")
-            return c.request_run(name, bool(body.get("no_scripts", False)))
+            if body.get("no_scripts"):
+                return c.request_run(name, True)
+            return c.request_run(name)
         if method == "POST" and url.path == "/cancel":
             return c.cancel(bool(body.get("all", False)))
         if url.path.startswith("/handoff"):
