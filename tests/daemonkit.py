@@ -91,8 +91,8 @@ class DaemonProc:
         return self.wait_for(done, timeout, f"job {request_id}")  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def daemon_proc(tmp_path: Path) -> Iterator[Callable[[Path], DaemonProc]]:
+@pytest.fixture(name="daemon_proc")
+def daemon_fixture(tmp_path: Path) -> Iterator[Callable[[Path], DaemonProc]]:
     """``daemon_proc(home)`` gives a DaemonProc that is killed after the test."""
     made: list[DaemonProc] = []
 

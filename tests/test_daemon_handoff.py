@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.daemonkit import DaemonProc, daemon_proc, normalized  # noqa: F401 - fixture
+from tests.daemonkit import DaemonProc, daemon_fixture, normalized  # noqa: F401 - the daemon_proc fixture
 from tests.helpers import describe, init_vault, ok, run_tv, tv_env
 
 
@@ -50,6 +50,7 @@ def test_write_commands_beside_a_running_daemon_match_direct_runs(
         ("--json", "prune", "--dry-run"),
         ("forget", "--keep-last", "1", "--dry-run"),
         ("--json", "prune"),
+        ("sync",),
         ("backup", str(tmp_path / "no-such-dir")),  # an error: same code, same one line
         ("forget",),                                  # a usage error
     ]
@@ -78,6 +79,7 @@ def test_write_commands_beside_a_running_daemon_match_direct_runs(
     cmds = [s for s in st["sessions"] if s["kind"] == "command"]
     texts = [s["details"]["command"] for s in cmds]
     assert sum("backup" in t for t in texts) == 3, texts
+    assert any(t.endswith(" sync") for t in texts), texts
     assert not any("--dry-run" in t for t in texts), texts
     assert sorted(s["details"]["exit_code"] for s in cmds) == sorted(write_codes), cmds
     assert all(s["ended"] for s in cmds)

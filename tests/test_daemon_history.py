@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.daemonkit import DaemonProc, add_to_config, daemon_proc  # noqa: F401 - fixture
+from tests.daemonkit import DaemonProc, add_to_config, daemon_fixture  # noqa: F401 - the daemon_proc fixture
 from tests.helpers import describe, init_vault, ok, run_tv
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
@@ -51,7 +51,7 @@ def test_history_without_the_daemon_iso_times_and_script_output(
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("a\n" * 500)
-    ok(run_tv(home, "set", "add", "docs", src, "--pre-script", "echo dumped-the-db"))
+    ok(run_tv(home, "set", "add", "docs", src))
     add_to_config(home, "[sets.docs.retention]\nkeep_last = 1\n")
     d = daemon_proc(home).start()
     for _ in range(2):
@@ -67,7 +67,6 @@ def test_history_without_the_daemon_iso_times_and_script_output(
     assert "not running" in text.stdout.splitlines()[0]
     jobs = [ln for ln in text.stdout.splitlines() if " docs " in ln and "success" in ln]
     assert len(jobs) == 2, text.stdout
-    assert "pre-script| dumped-the-db" in text.stdout
     assert "retention of set docs: 1 snapshot(s) kept, 1 removed" in d.log()
 
     st = json.loads(ok(run_tv(home, "--json", "status", "--sessions", "1")).stdout)
@@ -82,8 +81,8 @@ def test_history_without_the_daemon_iso_times_and_script_output(
         for k, v in _times(doc):
             assert v is None or (isinstance(v, str) and ISO.match(v)), (k, v)
 
-    # A running job shows its set, not "?".
-    ok(run_tv(home, "set", "add", "slow", src, "--pre-script", "sleep 120"))
+    # A running job shows its set, not "?"; the text history shows the scripts' output.
+    ok(run_tv(home, "set", "add", "slow", src, "--pre-script", "echo dumped-the-db; sleep 120"))
     d.start()
     ok(run_tv(home, "run", "slow"))
     d.wait_for(lambda: (d.status().get("running") or {}).get("set") == "slow", 30,
@@ -92,4 +91,6 @@ def test_history_without_the_daemon_iso_times_and_script_output(
                 if "running" in ln and ln.startswith("#"))
     assert " slow " in line and " ? " not in line, line
     ok(run_tv(home, "cancel"))
+    d.wait_for(lambda: "pre-script| dumped-the-db" in ok(run_tv(home, "status")).stdout, 30,
+               "the script's output in the history")
     d.stop()

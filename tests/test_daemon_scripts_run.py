@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.daemonkit import DaemonProc, daemon_proc  # noqa: F401 - fixture
+from tests.daemonkit import DaemonProc, daemon_fixture  # noqa: F401 - the daemon_proc fixture
 from tests.helpers import describe, init_vault, ok, run_tv
 
 

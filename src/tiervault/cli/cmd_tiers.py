@@ -8,6 +8,7 @@ import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option
+from tiervault.cli.handoff import handed_over
 from tiervault.cli.output import emit_json
 from tiervault.service import lost, tierops
 
@@ -44,6 +45,7 @@ def tiers(ctx: Ctx) -> None:
 @click.option("--wait-timeout", type=click.FloatRange(0), metavar="SECONDS",
               help="Bound any wait for a tier.")
 @click.pass_obj
+@handed_over
 def sync(ctx: Ctx, wait_timeout: float | None) -> None:
     """Synchronize every reachable stale tier now, in the foreground."""
     if wait_timeout is not None:
@@ -75,6 +77,7 @@ def tier() -> None:
 @click.argument("url")
 @click.option("--no-sync", is_flag=True, help="Only add; synchronize later.")
 @click.pass_obj
+@handed_over
 def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
     """Add a tier: it starts at revision 0 and is filled by synchronization."""
     inst = ctx.installation()
@@ -98,6 +101,7 @@ def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
 @json_option
 @click.argument("url")
 @click.pass_obj
+@handed_over
 def tier_remove(ctx: Ctx, url: str) -> None:
     """Stop using a tier (its files stay where they are)."""
     inst = ctx.installation()
@@ -116,6 +120,7 @@ def tier_remove(ctx: Ctx, url: str) -> None:
 @click.argument("url")
 @click.option("--dry-run", "-n", is_flag=True, help="Only say what would happen.")
 @click.pass_obj
+@handed_over
 def tier_lost(ctx: Ctx, url: str, dry_run: bool) -> None:
     """Give up an unreachable tier: the most recent reachable tier takes over."""
     inst = ctx.installation()

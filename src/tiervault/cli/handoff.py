@@ -2,7 +2,8 @@
 
 The daemon holds the installation lock for its whole life, so a write command
 typed while it runs (``backup PATH``, ``forget``, ``prune``, ``retention``,
-``archive mark/release``, ``check --repair``, ``key add/passwd/remove``)
+``archive mark/release``, ``check --repair``, ``key add/passwd/remove``,
+``sync``, ``tier add/remove/lost``)
 would otherwise be refused forever. Instead the command asks the daemon, over
 its control API, for a turn: it joins the daemon's queue (behind a running or
 queued backup; an idle synchronization is aborted for it, as for any write),
@@ -16,19 +17,26 @@ need the lock and run beside the daemon.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from tiervault.daemon.server import ControlClient, running_daemon
 from tiervault.errors import TierVaultError
+
+if TYPE_CHECKING:
+    from tiervault.cli.context import Ctx
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: A command that waits longer than this says why on stderr.
 TELL_AFTER = 1.0
@@ -99,3 +107,17 @@ def _give_back(client: ControlClient, rid: str, code: int | None, cancelled: boo
     except TierVaultError:
         # The daemon is gone or restarting: it sees this process end by itself.
         pass
+
+
+def handed_over(fn: F) -> F:
+    """Run a command that takes the lock itself (``sync``, ``tier ...``) in the daemon's turn.
+
+    Goes right under ``@click.pass_obj``.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
+        with daemon_turn(ctx.home):
+            return fn(ctx, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
