@@ -58,7 +58,6 @@ def test_history_without_the_daemon_iso_times_and_script_output(
         ok(run_tv(home, "run", "docs", "--wait", "--timeout", "120"))
         (src / "a.txt").write_text((src / "a.txt").read_text() + "more\n")
     running = d.status("--sessions", "3")
-    assert running["daemon_running"] is True
     d.stop()
 
     # Stopped: the history is still there, from the state database.
@@ -69,6 +68,7 @@ def test_history_without_the_daemon_iso_times_and_script_output(
     assert len(jobs) == 2, text.stdout
     assert "retention of set docs: 1 snapshot(s) kept, 1 removed" in d.log()
 
+    assert running["daemon_running"] is True
     st = json.loads(ok(run_tv(home, "--json", "status", "--sessions", "1")).stdout)
     assert st["daemon_running"] is False
     assert len(st["sessions"]) == 1 and _session_lists(st) == 1
