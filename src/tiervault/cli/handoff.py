@@ -72,6 +72,28 @@ def daemon_turn(home: Path, needed: bool = True) -> Iterator[None]:
         yield
         return
     client = ControlClient(home)
+    try:
+        granted = _wait_turn(client, home, doc)
+    except TierVaultError:
+        if running_daemon(home) is not None:
+            raise
+        granted = None  # the daemon stopped meanwhile: the lock is free, run directly
+    if granted is None:
+        yield
+        return
+    rid = granted
+    code = 0
+    try:
+        yield
+    except BaseException as e:
+        code = _exit_code(e)
+        raise
+    finally:
+        _give_back(client, rid, code, cancelled=code == 130)
+
+
+def _wait_turn(client: ControlClient, home: Path, doc: dict[str, object]) -> str:
+    """Queue this command in the daemon and wait for its turn; returns its request id."""
     res = client.handoff(command_text(), os.getpid())
     rid = str(res["request_id"])
     start, told = time.monotonic(), False
@@ -91,14 +113,7 @@ def daemon_turn(home: Path, needed: bool = True) -> Iterator[None]:
     except BaseException:
         _give_back(client, rid, None, cancelled=True)
         raise
-    code = 0
-    try:
-        yield
-    except BaseException as e:
-        code = _exit_code(e)
-        raise
-    finally:
-        _give_back(client, rid, code, cancelled=code == 130)
+    return rid
 
 
 def _give_back(client: ControlClient, rid: str, code: int | None, cancelled: bool) -> None:
