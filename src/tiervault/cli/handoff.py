@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tiervault.daemon.server import ControlClient, running_daemon
 from tiervault.errors import TierVaultError
 
 if TYPE_CHECKING:
     from tiervault.cli.context import Ctx
+    from tiervault.daemon.server import ControlClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,6 +67,9 @@ def daemon_turn(home: Path, needed: bool = True) -> Iterator[None]:
 
     Without a running daemon, or when ``needed`` is false, the body runs at once.
     """
+    # Imported here: quick commands never load the daemon's modules (test_cli_lazy).
+    from tiervault.daemon.server import ControlClient, running_daemon
+
     doc = running_daemon(home) if needed else None
     if doc is None:
         yield
