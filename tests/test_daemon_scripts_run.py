@@ -64,6 +64,16 @@ def test_run_set_runs_the_sets_scripts_and_no_scripts_skips_them(
     assert old.returncode == 1, describe(old)
     assert json.loads(old.stdout)["session"]["details"]["scripts"]["pre"]["exit_code"] == 3
 
+    # Moving them to the set (``set scripts --clear``): the daemon re-reads and uses them.
+    moved = json.loads(ok(run_tv(home, "--json", "set", "scripts", "old", "--clear",
+                                 "--pre-script", "echo moved-pre")).stdout)
+    assert moved["pre_script"] == "echo moved-pre"
+    assert moved["schedules"][0]["pre_script"] is None
+    d.wait_for(lambda: d.log().count("configuration re-read") >= 1, 30, "the re-read")
+    sess = json.loads(ok(run_tv(home, "--json", "run", "old", "--wait", "--timeout",
+                                "120")).stdout)["session"]
+    assert sess["status"] == "success" and "pre-script| moved-pre" in sess["details"]["log"]
+
     # The text history shows what the scripts printed.
     hist = ok(run_tv(home, "status", "--sessions", "10")).stdout
     assert "pre-script| pre-running" in hist and "post-script| post-said" in hist

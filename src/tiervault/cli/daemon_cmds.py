@@ -26,6 +26,7 @@ from tiervault.daemon.sets import (
     load_sets,
     remove_schedule,
     remove_set,
+    set_scripts,
 )
 from tiervault.errors import EXIT_INCOMPLETE, TierVaultError, UsageError
 
@@ -334,6 +335,36 @@ def set_list(ctx: Ctx) -> None:
         click.echo(f"{bs.name}: {', '.join(bs.paths)}{extra}; {len(bs.schedules)} schedule(s)")
     if not sets:
         click.echo("no backup sets (add one: tiervault set add NAME PATH...)")
+
+
+@set_group.command(name="scripts")
+@json_option
+@click.argument("name")
+@click.option("--pre-script", metavar="CMD", help="Run before every backup of the set.")
+@click.option("--post-script", metavar="CMD", help="Run after every backup of the set.")
+@click.option("--script-timeout", type=click.FloatRange(0.001), metavar="SECONDS",
+              help="Kill a script running longer (default 600).")
+@click.option("--on-pre-failure", type=click.Choice(["abort", "continue"]),
+              help="When the pre-script fails (default abort).")
+@click.option("--clear", is_flag=True,
+              help="First drop the set's scripts (and those its schedules had).")
+@click.pass_obj
+def set_scripts_cmd(ctx: Ctx, name: str, pre_script: str | None, post_script: str | None,
+                    script_timeout: float | None, on_pre_failure: str | None,
+                    clear: bool) -> None:
+    """Set the scripts run around every backup of the set NAME."""
+    inst = ctx.installation()
+    bs = set_scripts(inst.config, name, {"pre_script": pre_script, "post_script": post_script,
+                                         "script_timeout": script_timeout,
+                                         "on_pre_failure": on_pre_failure}, clear)
+    inst.save()
+    if ctx.json:
+        emit_json(bs.to_json())
+    else:
+        sc = bs.scripts
+        click.echo(f"set {name}: pre-script {sc.pre_script or '-'}, post-script "
+                   f"{sc.post_script or '-'}, timeout {sc.script_timeout:g} s, "
+                   f"on pre-script failure {sc.on_pre_failure}")
 
 
 @set_group.command(name="remove")

@@ -33,6 +33,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from tiervault.daemon.clock import Clock, SystemClock
+from tiervault.daemon.lease import History, Lease, lease_status, pid_alive
 from tiervault.daemon.notify import Notifier
 from tiervault.daemon.reload import ConfigWatcher
 from tiervault.daemon.runner import IdleRound, JobProgress, JobRunner
@@ -116,45 +117,6 @@ class _Running:
 
 
 @dataclass
-class _Lease:
-    """The installation lock lent to a command handed over by the CLI."""
-
-    job: Job
-    started: datetime
-    session_id: int | None = None
-    done: bool = False
-    exit_code: int | None = None
-    note: str | None = None
-
-
-class History(Protocol):
-    """Where sessions are recorded (the state database)."""
-
-    def start_session(self, kind: str, details: dict[str, Any] | None = None) -> int:
-        """A new session row."""
-
-    def end_session(self, sid: int, status: str, details: dict[str, Any]) -> None:
-        """Its end."""
-
-
-def pid_alive(pid: int) -> bool:
-    """Is process ``pid`` still there?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _lease_status(code: int | None, cancelled: bool) -> str:
-    if cancelled or code == 130:
-        return "cancelled"
-    return {0: "success", 6: "warnings"}.get(code if code is not None else -1, "failed")
-
-
-@dataclass
 class Daemon:
     """The loop's state and decisions; threads and time are injected."""
 
@@ -174,7 +136,7 @@ class Daemon:
     history: History | None = None
     queue: deque[Job] = field(default_factory=deque)
     running: _Running | None = None
-    lease: _Lease | None = None
+    lease: Lease | None = None
     ended_leases: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopping: bool = False
 
@@ -259,7 +221,7 @@ class Daemon:
             "command", {"command": job.command, "pid": job.pid, "request_id": job.request_id,
                         "set": None, "trigger": "command"})
         self.lend()
-        self.lease = _Lease(job, now, sid)
+        self.lease = Lease(job, now, sid)
         log.info("%s runs now (session %s; the installation lock is lent to it)", job.what,
                  sid)
 
@@ -273,7 +235,7 @@ class Daemon:
         if not lease.done or not self.reclaim():
             return True
         self.lease = None
-        status = _lease_status(lease.exit_code, lease.note == "interrupted")
+        status = lease_status(lease.exit_code, lease.note == "interrupted")
         details = {"command": lease.job.command, "pid": lease.job.pid,
                    "request_id": lease.job.request_id, "set": None, "trigger": "command",
                    "exit_code": lease.exit_code, "error": lease.note,

@@ -388,6 +388,26 @@ def add_set(cfg: InstallationConfig, name: str, paths: list[str], excludes: list
     return bs
 
 
+def set_scripts(cfg: InstallationConfig, name: str, scripts: dict[str, Any],
+                clear: bool = False) -> BackupSet:
+    """Give a set scripts (``clear``: drop its own and its schedules' scripts first)."""
+    raw = _raw_sets(cfg)
+    if name not in raw:
+        raise UsageError(f"no set named {name!r} (sets: {', '.join(sorted(raw)) or 'none'})")
+    doc = dict(raw[name])
+    if clear:
+        for k in _SCRIPT_KEYS:
+            doc.pop(k, None)
+        doc["schedules"] = [{k: v for k, v in sd.items() if k not in _SCRIPT_KEYS}
+                            for sd in doc.get("schedules", []) if isinstance(sd, dict)]
+        if not doc["schedules"]:
+            doc.pop("schedules")
+    doc.update({k: v for k, v in scripts.items() if v is not None})
+    bs = parse_set(name, doc)
+    raw[name] = doc
+    return bs
+
+
 def remove_set(cfg: InstallationConfig, name: str) -> None:
     """Remove a set and its schedules."""
     raw = _raw_sets(cfg)
