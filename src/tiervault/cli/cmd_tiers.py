@@ -8,6 +8,7 @@ import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option
+from tiervault.cli.handoff import handed_over
 from tiervault.cli.output import emit_json
 from tiervault.errors import WaitTimeoutError
 from tiervault.service import lost, tierops
@@ -47,6 +48,7 @@ def tiers(ctx: Ctx) -> None:
 @click.option("--wait-timeout", type=click.FloatRange(0), metavar="SECONDS",
               help="Bound any wait for a tier.")
 @click.pass_obj
+@handed_over
 def sync(ctx: Ctx, wait_timeout: float | None) -> None:
     """Synchronize every reachable stale tier now, in the foreground."""
     if wait_timeout is not None:
@@ -83,6 +85,7 @@ def tier() -> None:
 @click.argument("url")
 @click.option("--no-sync", is_flag=True, help="Only add; synchronize later.")
 @click.pass_obj
+@handed_over
 def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
     """Add a tier: it starts at revision 0 and is filled by synchronization."""
     inst = ctx.installation()
@@ -106,6 +109,7 @@ def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
 @json_option
 @click.argument("url", metavar="N|URL")
 @click.pass_obj
+@handed_over
 def tier_remove(ctx: Ctx, url: str) -> None:
     """Stop using a tier, named by its number (as in 'tiers') or URL; its files stay."""
     inst = ctx.installation()
@@ -124,6 +128,7 @@ def tier_remove(ctx: Ctx, url: str) -> None:
 @click.argument("url", metavar="N|URL")
 @click.option("--dry-run", "-n", is_flag=True, help="Only say what would happen.")
 @click.pass_obj
+@handed_over
 def tier_lost(ctx: Ctx, url: str, dry_run: bool) -> None:
     """Give up an unreachable tier (number or URL): the most recent reachable one takes over."""
     inst = ctx.installation()

@@ -106,9 +106,13 @@ def with_session(lock: bool = False, load_index: bool = True,
     the application is idle and synchronizes stale tiers before exiting.
     """
 
+    def writes_of(kwargs: dict[str, Any]) -> bool:
+        # Dry runs only say what a write would do: like reads, they need no lock.
+        return (write or lock or bool(write_flag and kwargs.get(write_flag))) and \
+            not kwargs.get("dry_run")
+
     def deco(fn: F) -> F:
-        @click.pass_obj
-        def wrapper(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
+        def run(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
             from tiervault.service import repair
             from tiervault.service.session import VaultSession
             from tiervault.service.tierops import pack_references, run_sync
@@ -127,7 +131,7 @@ def with_session(lock: bool = False, load_index: bool = True,
                                  "it never writes to the vault")
             # Commands that only read never write state or tiers, so they can run
             # beside a backup of the same installation without disturbing it.
-            writes = write or lock or bool(write_flag and kwargs.get(write_flag))
+            writes = writes_of(kwargs)
             try:
                 if writes:
                     inst.lock()
@@ -138,7 +142,7 @@ def with_session(lock: bool = False, load_index: bool = True,
                     try:
                         code = fn(ctx, sess, *args, **kwargs)
                         repair.record_damage(sess.tiers)
-                        if write:
+                        if writes and write:
                             sess.end_writes()
                             if not no_sync:
                                 run_sync(sess.tiers, progress, inst.sync_workers(),
@@ -151,6 +155,14 @@ def with_session(lock: bool = False, load_index: bool = True,
                 inst.close()
             if isinstance(code, int) and code:
                 sys.exit(code)
+
+        @click.pass_obj
+        def wrapper(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
+            from tiervault.cli.handoff import daemon_turn
+
+            # A running daemon holds the lock: wait for it to lend it (cli/handoff.py).
+            with daemon_turn(ctx.home, writes_of(kwargs)):
+                return run(ctx, *args, **kwargs)
 
         wrapper.__name__ = fn.__name__
         wrapper.__doc__ = fn.__doc__

@@ -26,6 +26,7 @@ from tiervault.daemon.sets import (
     load_sets,
     remove_schedule,
     remove_set,
+    set_scripts,
 )
 from tiervault.errors import EXIT_INCOMPLETE, TierVaultError, UsageError
 
@@ -66,6 +67,12 @@ def _session_line(s: dict[str, Any]) -> str:
         tiers = ", ".join(r["tier"] for r in d.get("results", []))
         return (f"#{s['id']:<5} {_when(s.get('started'))}  sync    {s.get('status') or '?':9} "
                 f"{tiers}: {human_bytes(copied)} copied")
+    if s.get("kind") == "command":
+        code = d.get("exit_code")
+        return (f"#{s['id']:<5} {_when(s.get('started'))}  command {s.get('status') or '?':9} "
+                f"tiervault {d.get('command', '?')}"
+                + ("" if code is None else f" (exit {code})")
+                + (f"; {d['error']}" if d.get("error") else ""))
     extra = ""
     if d.get("snapshot_id"):
         extra = (f"snapshot {d.get('short_id')}, {d.get('files_selected', 0)} files, "
@@ -125,18 +132,47 @@ def daemon_cmd(ctx: Ctx, port: int, probe_interval: float | None, tick: float,
               show_default=True, metavar="N", help="Show the last N sessions.")
 @click.pass_obj
 def status_cmd(ctx: Ctx, n_sessions: int) -> None:
-    """What the daemon is doing: running job, queue, next runs, tiers, last sessions."""
-    client = ControlClient(ctx.home)
-    st = client.status()
-    if n_sessions:
-        st["sessions"] = client.sessions(n_sessions)
+    """What the daemon is doing (running job, queue, next runs, tiers) and the last sessions.
+
+    The session history is the installation's own (its state database): it is
+    shown whether the daemon runs or not.
+    """
+    from tiervault.daemon.main import HISTORY_KINDS
+    from tiervault.daemon.server import running_daemon
+
+    st: dict[str, Any] = {"daemon_running": False, "pid": None, "state": "not running"}
+    if running_daemon(ctx.home) is not None:
+        try:
+            st = dict(ControlClient(ctx.home).status(), daemon_running=True)
+        except TierVaultError:
+            st["state"] = "not answering"
+    inst = ctx.installation()
+    try:
+        st["sessions"] = inst.db.sessions(n_sessions, kinds=HISTORY_KINDS) if n_sessions \
+            else []
+    finally:
+        inst.close()
     if ctx.json:
         emit_json(st)
         return
+    if not st["daemon_running"]:
+        click.echo(f"daemon: {st['state']} for {ctx.home} (start it with 'tiervault daemon')")
+    else:
+        _print_status(st)
+    for s in st["sessions"]:
+        click.echo(_session_line(s))
+        for ln in _script_lines(s):
+            click.echo(f"    {ln}")
+
+
+def _print_status(st: dict[str, Any]) -> None:
     r = st.get("running")
     click.echo(f"daemon pid {st['pid']}: {st['state']} (since {_when(st['started'])}, "
                f"{st['timezone']})")
-    if r:
+    if r and r.get("command"):
+        click.echo(f"running: {r['what']}, handed over from the command line, since "
+                   f"{_when(r['started'])}")
+    elif r:
         p = r.get("progress") or {}
         click.echo(f"running: backup of set {r['set']} ({r['trigger']}) since "
                    f"{_when(r['started'])}: {p.get('files_done', 0)} files, "
@@ -144,7 +180,7 @@ def status_cmd(ctx: Ctx, n_sessions: int) -> None:
                    + (f"; stops at {_when(r['deadline'])}" if r.get("deadline") else "")
                    + (f"; stopping: {r['cancelling']}" if r.get("cancelling") else ""))
     for q in st.get("queue", []):
-        click.echo(f"queued: set {q['set']} ({q['trigger']})")
+        click.echo(f"queued: {q.get('what') or 'set ' + q['set']} ({q['trigger']})")
     for s in st.get("schedules", []):
         pend = "  (pending: waits for its window)" if s.get("pending") else ""
         win = f", window {s['window']}" if s.get("window") else ""
@@ -152,8 +188,13 @@ def status_cmd(ctx: Ctx, n_sessions: int) -> None:
                    f"{_when(s.get('next_run'))}{pend}")
     for t in st.get("tiers", []):
         click.echo(f"tier {t['url']}: {t['state']}")
-    for s in st.get("sessions", []):
-        click.echo(_session_line(s))
+
+
+def _script_lines(s: dict[str, Any]) -> list[str]:
+    """The scripts' lines of a session's log (what they printed, how they ended)."""
+    log = (s.get("details") or {}).get("log") or []
+    return [ln for ln in log if isinstance(ln, str) and ln.startswith(("pre-script",
+                                                                        "post-script"))]
 
 
 @click.command(name="run")
@@ -162,11 +203,13 @@ def status_cmd(ctx: Ctx, n_sessions: int) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the backup to end; exit like 'backup'.")
 @click.option("--timeout", type=click.FloatRange(0), metavar="SECONDS",
               help="With --wait: give up waiting after this long.")
+@click.option("--no-scripts", is_flag=True, help="Skip the set's pre- and post-scripts.")
 @click.pass_obj
-def run_cmd(ctx: Ctx, set_name: str, wait: bool, timeout: float | None) -> None:
-    """Ask the daemon to back up SET now."""
+def run_cmd(ctx: Ctx, set_name: str, wait: bool, timeout: float | None,
+            no_scripts: bool) -> None:
+    """Ask the daemon to back up SET now (with the set's scripts, as on schedule)."""
     client = ControlClient(ctx.home)
-    res = client.run(set_name)
+    res = client.run(set_name, no_scripts)
     if wait:
         res["session"] = _wait_for(client, res["request_id"], timeout)
     if ctx.json:
@@ -240,12 +283,23 @@ def set_group() -> None:
 @click.option("--exclude", "-e", multiple=True, metavar="PATTERN", help="Skip matching paths.")
 @click.option("--tag", multiple=True, help="Tag the set's snapshots.")
 @click.option("--one-file-system", "-x", is_flag=True, help="Stay on the file systems given.")
+@click.option("--pre-script", metavar="CMD",
+              help="Run before every backup of the set (schedule, 'run', console).")
+@click.option("--post-script", metavar="CMD", help="Run after every backup of the set.")
+@click.option("--script-timeout", type=click.FloatRange(0.001), metavar="SECONDS",
+              help="Kill a script running longer (default 600).")
+@click.option("--on-pre-failure", type=click.Choice(["abort", "continue"]),
+              help="When the pre-script fails (default abort).")
 @click.pass_obj
 def set_add(ctx: Ctx, name: str, paths: tuple[str, ...], exclude: tuple[str, ...],
-            tag: tuple[str, ...], one_file_system: bool) -> None:
-    """Add the backup set NAME of PATHS."""
+            tag: tuple[str, ...], one_file_system: bool, pre_script: str | None,
+            post_script: str | None, script_timeout: float | None,
+            on_pre_failure: str | None) -> None:
+    """Add the backup set NAME of PATHS (and the scripts around its backups)."""
     inst = ctx.installation()
-    bs = add_set(inst.config, name, list(paths), list(exclude), list(tag), one_file_system)
+    bs = add_set(inst.config, name, list(paths), list(exclude), list(tag), one_file_system,
+                 {"pre_script": pre_script, "post_script": post_script,
+                  "script_timeout": script_timeout, "on_pre_failure": on_pre_failure})
     inst.save()
     missing = [p for p in bs.paths if not _exists(p)]
     for p in missing:
@@ -276,9 +330,41 @@ def set_list(ctx: Ctx) -> None:
     for bs in sets.values():
         extra = f"; excludes {', '.join(bs.excludes)}" if bs.excludes else ""
         extra += f"; tags {', '.join(bs.tags)}" if bs.tags else ""
+        extra += f"; pre-script {bs.scripts.pre_script!r}" if bs.scripts.pre_script else ""
+        extra += f"; post-script {bs.scripts.post_script!r}" if bs.scripts.post_script else ""
         click.echo(f"{bs.name}: {', '.join(bs.paths)}{extra}; {len(bs.schedules)} schedule(s)")
     if not sets:
         click.echo("no backup sets (add one: tiervault set add NAME PATH...)")
+
+
+@set_group.command(name="scripts")
+@json_option
+@click.argument("name")
+@click.option("--pre-script", metavar="CMD", help="Run before every backup of the set.")
+@click.option("--post-script", metavar="CMD", help="Run after every backup of the set.")
+@click.option("--script-timeout", type=click.FloatRange(0.001), metavar="SECONDS",
+              help="Kill a script running longer (default 600).")
+@click.option("--on-pre-failure", type=click.Choice(["abort", "continue"]),
+              help="When the pre-script fails (default abort).")
+@click.option("--clear", is_flag=True,
+              help="First drop the set's scripts (and those its schedules had).")
+@click.pass_obj
+def set_scripts_cmd(ctx: Ctx, name: str, pre_script: str | None, post_script: str | None,
+                    script_timeout: float | None, on_pre_failure: str | None,
+                    clear: bool) -> None:
+    """Set the scripts run around every backup of the set NAME."""
+    inst = ctx.installation()
+    bs = set_scripts(inst.config, name, {"pre_script": pre_script, "post_script": post_script,
+                                         "script_timeout": script_timeout,
+                                         "on_pre_failure": on_pre_failure}, clear)
+    inst.save()
+    if ctx.json:
+        emit_json(bs.to_json())
+    else:
+        sc = bs.scripts
+        click.echo(f"set {name}: pre-script {sc.pre_script or '-'}, post-script "
+                   f"{sc.post_script or '-'}, timeout {sc.script_timeout:g} s, "
+                   f"on pre-script failure {sc.on_pre_failure}")
 
 
 @set_group.command(name="remove")
@@ -312,8 +398,10 @@ def schedule_group() -> None:
 @click.option("--time", "at", metavar="HH:MM", help="Time of day (with --days).")
 @click.option("--window", metavar="HH:MM-HH:MM",
               help="Only run inside this window; stop a backup when it closes.")
-@click.option("--pre-script", metavar="CMD", help="Run before the backup.")
-@click.option("--post-script", metavar="CMD", help="Run after the backup.")
+@click.option("--pre-script", metavar="CMD",
+              help="Run before this schedule's backups (old style: prefer 'set add "
+                   "--pre-script', which covers every backup of the set).")
+@click.option("--post-script", metavar="CMD", help="Run after this schedule's backups.")
 @click.option("--script-timeout", type=click.FloatRange(0.001), metavar="SECONDS",
               help="Kill a script running longer (default 600).")
 @click.option("--on-pre-failure", type=click.Choice(["abort", "continue"]),

@@ -4,7 +4,13 @@
   life, so a second daemon (or a writing command) is refused.
 - SIGTERM or SIGINT: clean shutdown; a running backup stops at a safe point
   (between files; no snapshot references anything half-written).
-- SIGHUP, or any change of ``config.toml``: sets and schedules are re-read.
+- SIGHUP, or any change of ``config.toml``: the whole configuration is re-read
+  (see ``daemon.reload``); what needs a restart is named in the log.
+- Write commands typed while the daemon runs are handed over to it
+  (``cli/handoff.py``): each is a job in the queue; when its turn comes the
+  daemon lends it the installation lock, the command runs in its own terminal
+  exactly as it would directly, and the daemon takes the lock back when it
+  reports its end (or its process is gone).
 - Jobs run one at a time, in a worker thread. Whenever no job runs or waits,
   an idle round probes the tiers (every ``probe_interval`` seconds, and right
   after each job) and synchronizes stale ones (SPEC §5). A job that becomes
@@ -27,12 +33,14 @@ from types import FrameType
 from typing import Any, Protocol
 
 from tiervault.daemon.clock import Clock, SystemClock
+from tiervault.daemon.lease import History, Lease, lease_status, pid_alive
 from tiervault.daemon.notify import Notifier
+from tiervault.daemon.reload import ConfigWatcher
 from tiervault.daemon.runner import IdleRound, JobProgress, JobRunner
 from tiervault.daemon.schedule import local_zone
 from tiervault.daemon.scheduler import MANUAL, CancelToken, Job, Scheduler
-from tiervault.daemon.server import ApiError, ControlServer
-from tiervault.daemon.sets import BackupSet, load_daemon_settings, load_sets
+from tiervault.daemon.server import ApiError, ControlServer, running_daemon
+from tiervault.daemon.sets import BackupSet, DaemonSettings, load_daemon_settings, load_sets
 from tiervault.errors import (
     LockedError,
     SecondInstallationError,
@@ -41,9 +49,11 @@ from tiervault.errors import (
 )
 from tiervault.service.installation import Installation
 from tiervault.service.session import VaultSession
-from tiervault.state.config import CONFIG_NAME, load_config
 
 log = logging.getLogger("tiervault.daemon")
+
+#: The session kinds of the daemon's history (backups, syncs, handed-over commands).
+HISTORY_KINDS = ("job", "sync", "command")
 
 
 class Spawned(Protocol):
@@ -120,9 +130,14 @@ class Daemon:
     spawn: Spawn = thread_spawn
     reload: Callable[[], dict[str, BackupSet] | None] = lambda: None
     history_fn: Callable[[int], list[dict[str, Any]]] = lambda n: []
+    lend: Callable[[], None] = lambda: None  # releases the installation lock
+    reclaim: Callable[[], bool] = lambda: True  # takes it back (False: not yet free)
+    alive: Callable[[int], bool] = pid_alive
+    history: History | None = None
     queue: deque[Job] = field(default_factory=deque)
     running: _Running | None = None
-    recent: list[dict[str, Any]] = field(default_factory=list)
+    lease: Lease | None = None
+    ended_leases: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopping: bool = False
 
     def __post_init__(self) -> None:
@@ -135,8 +150,8 @@ class Daemon:
 
     # -- requests (from the control API's threads) ------------------------------------------
 
-    def request_run(self, set_name: str) -> dict[str, Any]:
-        """Queue a manual backup of a set."""
+    def request_run(self, set_name: str, no_scripts: bool = False) -> dict[str, Any]:
+        """Queue a manual backup of a set (with its scripts unless ``no_scripts``)."""
         with self._lock:
             if set_name not in self.sets:
                 raise ApiError(404, f"no set named {set_name!r} (sets: "
@@ -148,11 +163,100 @@ class Daemon:
                     where = "running" if self.running and j is self.running.job else "queued"
                     return {"queued": False, "set": set_name, "request_id": j.request_id,
                             "message": f"a backup of set {set_name} is already {where}"}
-            job = Job(set_name, MANUAL, self.clock.now())
+            job = Job(set_name, MANUAL, self.clock.now(), no_scripts=no_scripts)
             self.queue.append(job)
             self._wake.set()
             log.info("manual backup of set %s requested (%s)", set_name, job.request_id)
             return {"queued": True, "set": set_name, "request_id": job.request_id}
+
+    # -- commands handed over by the CLI -------------------------------------------------
+
+    def request_handoff(self, command: str, pid: int) -> dict[str, Any]:
+        """Queue a write command of the CLI; it runs when the daemon lends it the lock."""
+        with self._lock:
+            if self.stopping:
+                raise ApiError(409, "the daemon is shutting down")
+            job = Job("", "command", self.clock.now(), command=command, pid=pid)
+            self.queue.append(job)
+            self._wake.set()
+            log.info("%s handed over; it waits its turn (%d ahead)", job.what,
+                     len(self.queue) - 1 + (self.running is not None or self.lease is not None))
+            return {"request_id": job.request_id, **self.handoff_state(job.request_id)}
+
+    def handoff_state(self, request_id: str) -> dict[str, Any]:
+        """Where a handed-over command is: queued (behind what), granted, or ended."""
+        with self._lock:
+            if self.lease is not None and self.lease.job.request_id == request_id:
+                return {"state": "granted", "session_id": self.lease.session_id}
+            for i, j in enumerate(self.queue):
+                if j.request_id == request_id:
+                    busy = self.running.job if self.running is not None else \
+                        self.lease.job if self.lease is not None else None
+                    return {"state": "queued", "position": i + 1,
+                            "ahead": [x.what for x in list(self.queue)[:i]],
+                            "running": None if busy is None else busy.what}
+            if request_id in self.ended_leases:
+                return dict(self.ended_leases[request_id], state="ended")
+            raise ApiError(404, f"no handed-over command {request_id}")
+
+    def handoff_done(self, request_id: str, exit_code: int | None,
+                     cancelled: bool = False) -> dict[str, Any]:
+        """The command ended (or was interrupted while it waited): the lock comes back."""
+        with self._lock:
+            lease = self.lease
+            if lease is not None and lease.job.request_id == request_id:
+                lease.done, lease.exit_code = True, exit_code
+                lease.note = "interrupted" if cancelled else None
+            else:
+                for j in list(self.queue):
+                    if j.request_id == request_id:
+                        self.queue.remove(j)
+                        log.info("%s left the queue (%s)", j.what,
+                                 "interrupted" if cancelled else "ended")
+            self._wake.set()
+            return {"ok": True}
+
+    def _start_lease(self, job: Job, now: datetime) -> None:
+        sid = None if self.history is None else self.history.start_session(
+            "command", {"command": job.command, "pid": job.pid, "request_id": job.request_id,
+                        "set": None, "trigger": "command"})
+        self.lend()
+        self.lease = Lease(job, now, sid)
+        log.info("%s runs now (session %s; the installation lock is lent to it)", job.what,
+                 sid)
+
+    def _watch_lease(self, now: datetime) -> bool:
+        """Handle the lent lock; True while it is out (nothing else may start)."""
+        lease = self.lease
+        if lease is None:
+            return False
+        if not lease.done and lease.job.pid is not None and not self.alive(lease.job.pid):
+            lease.done, lease.note = True, "its process ended without reporting"
+        if not lease.done or not self.reclaim():
+            return True
+        self.lease = None
+        status = lease_status(lease.exit_code, lease.note == "interrupted")
+        details = {"command": lease.job.command, "pid": lease.job.pid,
+                   "request_id": lease.job.request_id, "set": None, "trigger": "command",
+                   "exit_code": lease.exit_code, "error": lease.note,
+                   "started": lease.started.isoformat(), "ended": now.isoformat(),
+                   "duration_s": round((now - lease.started).total_seconds(), 3)}
+        if self.history is not None and lease.session_id is not None:
+            self.history.end_session(lease.session_id, status, details)
+        self.ended_leases[lease.job.request_id] = {"status": status,
+                                                   "exit_code": lease.exit_code}
+        while len(self.ended_leases) > 100:
+            self.ended_leases.pop(next(iter(self.ended_leases)))
+        log.info("%s ended: %s (exit %s%s); the lock is back", lease.job.what, status,
+                 lease.exit_code, f", {lease.note}" if lease.note else "")
+        self.next_idle = now  # synchronize right after a write
+        return False
+
+    def _drop_dead_waiters(self) -> None:
+        for j in list(self.queue):
+            if j.pid is not None and not self.alive(j.pid):
+                self.queue.remove(j)
+                log.info("%s left the queue (its process is gone)", j.what)
 
     def cancel(self, drop_queue: bool = False) -> dict[str, Any]:
         """Stop the running job at a safe point (and drop queued ones)."""
@@ -161,6 +265,13 @@ class Daemon:
             if self.running is not None:
                 self.running.token.cancel("cancelled by the user")
                 out["cancelled"] = self.running.job.to_json()
+            elif self.lease is not None and self.lease.job.pid is not None:
+                # A handed-over command stops as on Ctrl-C in its own terminal.
+                try:
+                    os.kill(self.lease.job.pid, signal.SIGINT)
+                except OSError:
+                    pass
+                out["cancelled"] = self.lease.job.to_json()
             if drop_queue:
                 out["dropped"] = [j.to_json() for j in self.queue]
                 self.queue.clear()
@@ -196,9 +307,13 @@ class Daemon:
                                            "bytes_done": c.bytes_done,
                                            "files_total": c.files_total,
                                            "bytes_total": c.bytes_total}
+            if self.lease is not None:
+                lj = self.lease.job
+                running = dict(lj.to_json(), started=self.lease.started.isoformat(),
+                               deadline=None, cancelling=None)
             idle_alive = self._idle_handle is not None and self._idle_handle.is_alive()
-            state = "stopping" if self.stopping else "backup" if running else \
-                "idle-round" if idle_alive else "idle"
+            state = "stopping" if self.stopping else "command" if self.lease else \
+                "backup" if running else "idle-round" if idle_alive else "idle"
             return {
                 "pid": os.getpid(), "state": state, "started": self.started.isoformat(),
                 "now": now.isoformat(), "timezone": str(self.scheduler.tz),
@@ -208,7 +323,6 @@ class Daemon:
                          "probe_interval": self.probe_interval,
                          "last": getattr(self.idle, "last", None)},
                 "tiers": getattr(self.idle, "tiers", []),
-                "recent": self.recent[-10:],
             }
 
     def sessions(self, limit: int) -> list[dict[str, Any]]:
@@ -235,16 +349,17 @@ class Daemon:
             if new_sets is not None:
                 self.sets = new_sets
                 self.scheduler.configure(new_sets, now, startup=False)
-                log.info("configuration re-read: %d set(s)", len(new_sets))
             if not self.stopping:
                 for job in self.scheduler.due(now):
                     self._enqueue(job)
+            self._drop_dead_waiters()
+            if self._watch_lease(now):
+                return
             r = self.running
             if r is not None:
                 r.token.cancelled()  # notices a passed deadline
                 if r.handle is not None and not r.handle.is_alive():
                     self.running = None
-                    self.recent = [*self.recent, _brief(r.result or {})][-20:]
                     self.next_idle = now  # synchronize right after a job
             idle_alive = self._idle_handle is not None and self._idle_handle.is_alive()
             if self.running is not None or self.stopping:
@@ -258,7 +373,11 @@ class Daemon:
                     self.idle.abort()
                     return
                 self._aborting_idle = False
-                self._start_job(self.queue.popleft(), now)
+                job = self.queue.popleft()
+                if job.command is not None:
+                    self._start_lease(job, now)
+                else:
+                    self._start_job(job, now)
                 return
             if not idle_alive and now >= self.next_idle:
                 self.next_idle = now + timedelta(seconds=self.probe_interval)
@@ -330,13 +449,6 @@ class Daemon:
             log.warning("work still running after %.0f s; exiting anyway", timeout)
 
 
-def _brief(res: dict[str, Any]) -> dict[str, Any]:
-    keys = ("session_id", "set", "trigger", "request_id", "status", "error", "snapshot_id",
-            "started", "ended", "files_selected", "bytes_selected", "bytes_sent",
-            "tiers_received", "tiers_missed")
-    return {k: res.get(k) for k in keys}
-
-
 # -- running the real daemon ------------------------------------------------------------------
 
 
@@ -348,36 +460,6 @@ def setup_logging(level: str = "INFO") -> None:
         log.addHandler(h)
     log.setLevel(level.upper())
     log.propagate = False
-
-
-class ConfigWatcher:
-    """Re-reads the sets when ``config.toml`` changed (or after SIGHUP)."""
-
-    def __init__(self, inst: Installation) -> None:
-        self.home = inst.home
-        self.path = inst.home / CONFIG_NAME
-        self.hup = threading.Event()
-        self._last = self._stamp()
-
-    def _stamp(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-            return st.st_mtime_ns, st.st_size
-        except OSError:
-            return None
-
-    def __call__(self) -> dict[str, BackupSet] | None:
-        now = self._stamp()
-        if now == self._last and not self.hup.is_set():
-            return None
-        self._last = now
-        self.hup.clear()
-        try:
-            cfg = load_config(self.home)
-            return None if cfg is None else load_sets(cfg)
-        except TierVaultError as e:
-            log.error("configuration not re-read: %s", e)
-            return None
 
 
 def _verify_passphrase(inst: Installation, passphrase: str) -> None:
@@ -409,6 +491,11 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
     """Run until SIGTERM/SIGINT; returns the exit code."""
     setup_logging(opts.log_level)
     clock = clock or SystemClock()
+    other = running_daemon(inst.home)
+    if other is not None:
+        # It may have lent the lock to a command for a moment: the lock alone does not say.
+        raise TierVaultError(f"a daemon (pid {other.get('pid')}) is already running for this "
+                             "installation")
     try:
         inst.lock()
     except LockedError as e:
@@ -433,15 +520,34 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
             else settings.probe_interval
 
         def history(limit: int) -> list[dict[str, Any]]:
-            rows = inst.db.sessions(limit * 4)
-            return [r for r in rows if r["kind"] in ("job", "sync")][:limit]
+            return inst.db.sessions(limit, kinds=HISTORY_KINDS)
 
-        watcher = ConfigWatcher(inst)
-        daemon = Daemon(clock, scheduler, sets, JobRunner(inst, passphrase, notifier),
-                        IdleRound(inst, notifier, settings.notify.tier_offline_hours,
-                                  passphrase),
+        idle = IdleRound(inst, notifier, settings.notify.tier_offline_hours, passphrase)
+        wait_from_config = inst.opts.wait_timeout == settings.wait_timeout and \
+            inst.config.settings.wait_timeout is None
+
+        def apply(new: DaemonSettings) -> None:
+            # Command-line options keep winning over the file.
+            if opts.probe_interval is None:
+                daemon.probe_interval = new.probe_interval
+            if wait_from_config:
+                inst.opts.wait_timeout = new.wait_timeout
+            assert notifier is not None
+            notifier.settings = new.notify
+            idle.offline_hours = new.notify.tier_offline_hours
+
+        def reclaim() -> bool:
+            try:
+                inst.lock()
+                return True
+            except LockedError:
+                return False
+
+        watcher = ConfigWatcher(inst, apply)
+        daemon = Daemon(clock, scheduler, sets, JobRunner(inst, passphrase, notifier), idle,
                         probe_interval=probe, tick_interval=opts.tick, reload=watcher,
-                        history_fn=history)
+                        history_fn=history, lend=inst.unlock, reclaim=reclaim,
+                        history=inst.db)
         server = ControlServer(inst.home, daemon, opts.port)
         server.start()
 
@@ -471,4 +577,5 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
         inst.close()
 
 
-__all__ = ["Daemon", "DaemonOptions", "inline_spawn", "run_daemon", "thread_spawn"]
+__all__ = ["HISTORY_KINDS", "ConfigWatcher", "Daemon", "DaemonOptions", "inline_spawn",
+           "run_daemon", "thread_spawn"]

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tiervault.daemon.sets import NotifySettings
+from tiervault.state.db import iso_time
 
 log = logging.getLogger("tiervault.daemon")
 
@@ -45,7 +46,7 @@ class Notifier:
 
     def notify(self, event: str, message: str, **fields: Any) -> dict[str, Any]:
         """Send one event; returns the document sent."""
-        doc = {"event": event, "message": message, "time": time.time(),
+        doc = {"event": event, "message": message, "time": iso_time(time.time()),
                "host": socket.gethostname(), **fields}
         log.warning("notify %s: %s", event, message)
         if self._sent is not None:

@@ -29,7 +29,7 @@ from tiervault.daemon.notify import (
 from tiervault.daemon.retention import apply_retention
 from tiervault.daemon.scheduler import CancelToken, Job
 from tiervault.daemon.scripts import ScriptResult, run_script
-from tiervault.daemon.sets import BackupSet
+from tiervault.daemon.sets import BackupSet, Scripts
 from tiervault.engine import policy as policy_mod
 from tiervault.engine.backup import BackupOptions
 from tiervault.engine.progress import Progress
@@ -38,6 +38,7 @@ from tiervault.service import ops
 from tiervault.service.installation import Installation
 from tiervault.service.session import VaultSession, build_tierset
 from tiervault.service.tierops import pack_references, run_sync
+from tiervault.state.db import iso_time
 from tiervault.tiers.tier import OFFLINE, ONLINE, REFUSED_HINT
 from tiervault.tiers.tierset import TierSet
 from tiervault.vault.repository import Repository
@@ -116,7 +117,8 @@ class JobRunner:
     def run(self, job: Job, bs: BackupSet, token: CancelToken) -> dict[str, Any]:
         """Run the job to its end; returns the session row's details (never raises)."""
         db = self.inst.db
-        sid = db.start_session("job")
+        sid = db.start_session("job", {"set": bs.name, "trigger": job.trigger,
+                                       "request_id": job.request_id})
         lines: list[str] = []
         started = time.time()
         details: dict[str, Any] = {
@@ -125,19 +127,25 @@ class JobRunner:
             "deadline": None if token.deadline is None else token.deadline.isoformat(),
             "paths": bs.paths, "log": lines, "scripts": {}}
         status, error = FAILED, None
-        sched = job.schedule
+        scripts, origin = bs.scripts_for(job.schedule)
+        if job.no_scripts and scripts:
+            _append(lines, "the set's scripts are skipped (run --no-scripts)")
+            scripts = Scripts()
+        elif scripts:
+            details["scripts_from"] = origin
         env = {"TIERVAULT_SESSION_ID": str(sid), "TIERVAULT_SET": bs.name,
                "TIERVAULT_PHASE": "pre"}
         log.info("job %d: backup of set %s starts (%s)", sid, bs.name, job.trigger)
         try:
-            if sched is not None and sched.pre_script:
-                res = run_script(sched.pre_script, sched.script_timeout, env,
+            if scripts.pre_script:
+                res = run_script(scripts.pre_script, scripts.script_timeout, env,
                                  should_stop=token.cancelled)
                 details["scripts"]["pre"] = _script_log(lines, "pre", res)
+                log.info("job %d: pre-script: %s", sid, res.describe())
                 if token.cancelled():
                     raise JobCancelled(f"stopped during the pre-script: {token.reason}")
                 if not res.ok:
-                    if sched.on_pre_failure == "abort":
+                    if scripts.on_pre_failure == "abort":
                         raise TierVaultError(f"pre-script failed: {res.describe()}; "
                                              "the backup was not started")
                     _append(lines, "pre-script failed; the backup goes on (on_pre_failure = "
@@ -159,13 +167,15 @@ class JobRunner:
             self.progress = None
         if error:
             _append(lines, f"error: {error}")
-        if sched is not None and sched.post_script:
+        if scripts.post_script:
             env.update(TIERVAULT_PHASE="post", TIERVAULT_RESULT=status,
                        TIERVAULT_SNAPSHOT_ID=str(details.get("snapshot_id") or ""))
-            res = run_script(sched.post_script, sched.script_timeout, env)
+            res = run_script(scripts.post_script, scripts.script_timeout, env)
             details["scripts"]["post"] = _script_log(lines, "post", res)
-        details.update(status=status, error=error, started=started, ended=time.time(),
-                       duration_s=round(time.time() - started, 3))
+            log.info("job %d: post-script: %s", sid, res.describe())
+        ended = time.time()
+        details.update(status=status, error=error, started=iso_time(started),
+                       ended=iso_time(ended), duration_s=round(ended - started, 3))
         db.end_session(sid, status, details)
         log.info("job %d: set %s ended: %s%s", sid, bs.name, status,
                  f" ({error})" if error else "")
@@ -210,16 +220,30 @@ class JobRunner:
             if bs.retention and not token.cancelled():
                 progress.token = None  # retention is short; it is not cut in the middle
                 try:
-                    details["retention"] = apply_retention(sess, bs)
+                    details["retention"] = ret = apply_retention(sess, bs)
+                    if ret is not None:
+                        _log_retention(lines, bs.name, ret)
                 except TierVaultError as e:
                     details["retention"] = {"error": str(e)}
                     _append(lines, f"retention failed: {e}")
+                    log.warning("set %s: retention failed: %s", bs.name, e)
                     status = WARNINGS
                 finally:
                     sess.end_writes()
             return status
         finally:
             sess.close()
+
+
+def _log_retention(lines: list[str], set_name: str, ret: dict[str, Any]) -> None:
+    p = ret.get("prune") or {}
+    msg = (f"retention of set {set_name}: {len(ret.get('kept', []))} snapshot(s) kept, "
+           f"{len(ret.get('removed', []))} removed"
+           + (f" ({', '.join(str(i)[:8] for i in ret['removed'])})" if ret.get("removed") else "")
+           + (f"; prune deleted {p.get('packs_deleted', 0)} pack(s), repacked "
+              f"{p.get('packs_repacked', 0)}" if p else ""))
+    _append(lines, msg)
+    log.info("%s", msg)
 
 
 def _archive_due(sess: VaultSession, bs: BackupSet) -> bool:
@@ -284,7 +308,7 @@ class IdleRound:
         self._aborted.clear()
         progress = _QuietProgress(self._said)
         started = time.time()
-        out: dict[str, Any] = {"started": started, "synced": [], "aborted": False,
+        out: dict[str, Any] = {"started": iso_time(started), "synced": [], "aborted": False,
                                "error": None}
         try:
             ts = build_tierset(self.inst, progress)
@@ -314,7 +338,7 @@ class IdleRound:
         except Exception as e:
             out["error"] = f"internal error: {e!r}"
             log.error("idle round: %s", traceback.format_exc())
-        out["ended"] = time.time()
+        out["ended"] = iso_time(time.time())
         self._said = progress.said
         self.last = out
         return out

@@ -71,11 +71,23 @@ class Job:
     schedule_index: int | None = None  # 1-based, None for a manual run
     schedule: Schedule | None = None
     request_id: str = field(default_factory=new_request_id)
+    no_scripts: bool = False  # ``run --no-scripts``: the set's scripts are skipped on purpose
+    command: str | None = None  # a command handed over by the CLI (``set_name`` is "")
+    pid: int | None = None  # the process of that command
+
+    @property
+    def what(self) -> str:
+        """What the job does, for logs and ``status``."""
+        if self.command is not None:
+            return f"'tiervault {self.command}' (pid {self.pid})"
+        return f"backup of set {self.set_name}"
 
     def to_json(self) -> dict[str, Any]:
         """Plain data."""
         return {"set": self.set_name, "trigger": self.trigger, "due": self.due.isoformat(),
                 "schedule_index": self.schedule_index, "request_id": self.request_id,
+                "no_scripts": self.no_scripts, "command": self.command, "pid": self.pid,
+                "what": self.what,
                 "window": None if self.schedule is None or self.schedule.window is None
                 else str(self.schedule.window)}
 

@@ -9,9 +9,13 @@ Endpoints (JSON in and out):
 
 - ``GET /status``: the daemon's state, running job, queue, schedules, tiers
 - ``GET /sessions?limit=N``: the session history (jobs and syncs), newest first
-- ``POST /run`` ``{"set": NAME}``: queue a backup of a set now
+- ``POST /run`` ``{"set": NAME, "no_scripts": false}``: queue a backup of a set now
 - ``POST /cancel`` ``{"all": false}``: stop the running job at a safe point
   (``all``: also drop queued jobs)
+- ``POST /handoff`` ``{"command": TEXT, "pid": N}``: queue a write command of
+  the CLI (``cli/handoff.py``); ``GET /handoff?id=ID`` says whether it is
+  queued (behind what) or granted the lock; ``POST /handoff/done``
+  ``{"request_id": ID, "exit_code": N, "cancelled": false}`` gives the lock back
 """
 
 from __future__ import annotations
@@ -51,8 +55,18 @@ class Controller(Protocol):
     def sessions(self, limit: int) -> list[dict[str, Any]]:
         """Session history."""
 
-    def request_run(self, set_name: str) -> dict[str, Any]:
+    def request_run(self, set_name: str, no_scripts: bool = False) -> dict[str, Any]:
         """Queue a manual backup (ApiError if the set is unknown)."""
+
+    def request_handoff(self, command: str, pid: int) -> dict[str, Any]:
+        """Queue a command of the CLI."""
+
+    def handoff_state(self, request_id: str) -> dict[str, Any]:
+        """Where that command is."""
+
+    def handoff_done(self, request_id: str, exit_code: int | None,
+                     cancelled: bool = False) -> dict[str, Any]:
+        """It ended."""
 
     def cancel(self, drop_queue: bool) -> dict[str, Any]:
         """Cancel the running job."""
@@ -106,10 +120,31 @@ class ControlServer:
             name = body.get("set")
             if not isinstance(name, str) or not name:
                 raise ApiError(400, "give the set to run: {\"set\": NAME}")
+            if body.get("no_scripts"):
+                return c.request_run(name, True)
             return c.request_run(name)
         if method == "POST" and url.path == "/cancel":
             return c.cancel(bool(body.get("all", False)))
+        if url.path.startswith("/handoff"):
+            return self._handoff(method, url.path, query, body)
         raise ApiError(404, f"no endpoint {method} {url.path}")
+
+    def _handoff(self, method: str, path: str, query: dict[str, list[str]],
+                 body: dict[str, Any]) -> Any:
+        c = self.controller
+        if method == "POST" and path == "/handoff":
+            cmd, pid = body.get("command"), body.get("pid")
+            if not isinstance(cmd, str) or not isinstance(pid, int) or isinstance(pid, bool):
+                raise ApiError(400, "give {\"command\": TEXT, \"pid\": N}")
+            return c.request_handoff(cmd, pid)
+        if method == "GET" and path == "/handoff":
+            return c.handoff_state(query.get("id", [""])[0])
+        if method == "POST" and path == "/handoff/done":
+            rid, code = body.get("request_id"), body.get("exit_code")
+            if not isinstance(rid, str) or not (code is None or isinstance(code, int)):
+                raise ApiError(400, "give {\"request_id\": ID, \"exit_code\": N}")
+            return c.handoff_done(rid, code, bool(body.get("cancelled", False)))
+        raise ApiError(404, f"no endpoint {method} {path}")
 
 
 def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
@@ -158,6 +193,24 @@ def _handler(server: ControlServer) -> type[BaseHTTPRequestHandler]:
             self._serve("POST")
 
     return Handler
+
+
+def running_daemon(home: Path) -> dict[str, Any] | None:
+    """The control file of a daemon that is alive for ``home`` (None if none is)."""
+    try:
+        doc = json.loads((home / CONTROL_FILE).read_text())
+        pid = int(doc["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return dict(doc)
 
 
 def write_control_file(home: Path, doc: dict[str, Any]) -> None:
@@ -225,9 +278,28 @@ class ControlClient:
         res: list[dict[str, Any]] = self.request("GET", f"/sessions?limit={limit}")
         return res
 
-    def run(self, set_name: str) -> dict[str, Any]:
+    def run(self, set_name: str, no_scripts: bool = False) -> dict[str, Any]:
         """POST /run."""
-        res: dict[str, Any] = self.request("POST", "/run", {"set": set_name})
+        res: dict[str, Any] = self.request("POST", "/run", {"set": set_name,
+                                                            "no_scripts": no_scripts})
+        return res
+
+    def handoff(self, command: str, pid: int) -> dict[str, Any]:
+        """POST /handoff."""
+        res: dict[str, Any] = self.request("POST", "/handoff", {"command": command, "pid": pid})
+        return res
+
+    def handoff_state(self, request_id: str) -> dict[str, Any]:
+        """GET /handoff?id=ID."""
+        q = urllib.parse.quote(request_id)
+        res: dict[str, Any] = self.request("GET", f"/handoff?id={q}")
+        return res
+
+    def handoff_done(self, request_id: str, exit_code: int | None,
+                     cancelled: bool = False) -> dict[str, Any]:
+        """POST /handoff/done."""
+        res: dict[str, Any] = self.request("POST", "/handoff/done", {
+            "request_id": request_id, "exit_code": exit_code, "cancelled": cancelled})
         return res
 
     def cancel(self, drop_queue: bool = False) -> dict[str, Any]:

@@ -17,6 +17,10 @@
     excludes = ["*.tmp", "/home/me/.cache"]
     tags = ["home"]
     type = "files"                  # the only data source type for now
+    pre_script = "/usr/local/bin/dump-db"   # the set's scripts: run around every backup
+    post_script = "/usr/local/bin/report"   # of the set (schedule, ``run``, console)
+    script_timeout = 300
+    on_pre_failure = "abort"        # or "continue"
 
     [sets.home.retention]           # applied (forget + prune) after each backup
     keep_daily = 7                  # or the grandfather-father-son spans
@@ -26,11 +30,13 @@
     days = ["mon", "tue", "wed", "thu", "fri"]
     time = "12:30"                  # or: cron = "30 12 * * 1-5"
     window = "08:00-20:00"          # not started outside; stopped when it closes
-    pre_script = "/usr/local/bin/dump-db"
-    post_script = "/usr/local/bin/report"
-    script_timeout = 300
-    on_pre_failure = "abort"        # or "continue"
     missed = "run-once"             # runs missed while off: once at start (or "skip")
+
+Older configs put ``pre_script``/``post_script``/``script_timeout``/
+``on_pre_failure`` in a schedule's table. They are still read: such a schedule's
+runs use them, and a set without scripts of its own takes those of its first
+schedule that has any for every other run (``run SET``), so a script is never
+skipped because a backup was started by hand.
 """
 
 from __future__ import annotations
@@ -46,11 +52,42 @@ from tiervault.errors import UsageError
 from tiervault.state.config import InstallationConfig
 
 SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SCRIPT_KEYS = {"pre_script", "post_script", "script_timeout", "on_pre_failure"}
 _SET_KEYS = {"paths", "excludes", "tags", "type", "one_file_system", "schedules", "retention",
-             "archive"}
-_SCHEDULE_KEYS = {"cron", "days", "time", "window", "pre_script", "post_script",
-                  "script_timeout", "on_pre_failure", "missed"}
+             "archive"} | _SCRIPT_KEYS
+_SCHEDULE_KEYS = {"cron", "days", "time", "window", "missed"} | _SCRIPT_KEYS
 DEFAULT_SCRIPT_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The pre- and post-backup scripts of a set (or, in old configs, of a schedule)."""
+
+    pre_script: str | None = None
+    post_script: str | None = None
+    script_timeout: float = DEFAULT_SCRIPT_TIMEOUT
+    on_pre_failure: str = "abort"
+
+    def __bool__(self) -> bool:
+        return bool(self.pre_script or self.post_script)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data."""
+        return {"pre_script": self.pre_script, "post_script": self.post_script,
+                "script_timeout": self.script_timeout, "on_pre_failure": self.on_pre_failure}
+
+
+def parse_scripts(doc: dict[str, Any], where: str) -> Scripts:
+    """The script keys of a set or schedule table; UsageError naming ``where``."""
+    for k in ("pre_script", "post_script"):
+        if doc.get(k) is not None and (not isinstance(doc[k], str) or not doc[k].strip()):
+            raise _err(f"{where}.{k}", "must be a non-empty command")
+    on_fail = doc.get("on_pre_failure", "abort")
+    if on_fail not in ("abort", "continue"):
+        raise _err(f"{where}.on_pre_failure", "must be \"abort\" or \"continue\"")
+    timeout = _number(doc.get("script_timeout", DEFAULT_SCRIPT_TIMEOUT),
+                      f"{where}.script_timeout", 0.001)
+    return Scripts(doc.get("pre_script"), doc.get("post_script"), timeout, on_fail)
 
 
 @dataclass(frozen=True)
@@ -59,12 +96,30 @@ class Schedule:
 
     cron: CronExpr
     window: Window | None = None
-    pre_script: str | None = None
-    post_script: str | None = None
-    script_timeout: float = DEFAULT_SCRIPT_TIMEOUT
-    on_pre_failure: str = "abort"
+    scripts: Scripts = field(default_factory=lambda: Scripts())
     missed: str = "run-once"
     spec: str = ""  # how the user wrote the timing ("mon,tue 03:00" or the cron text)
+
+    # The script keys of old configs, read where they were written.
+    @property
+    def pre_script(self) -> str | None:
+        """The schedule's own pre-script (old configs)."""
+        return self.scripts.pre_script
+
+    @property
+    def post_script(self) -> str | None:
+        """The schedule's own post-script (old configs)."""
+        return self.scripts.post_script
+
+    @property
+    def script_timeout(self) -> float:
+        """The schedule's own script timeout (old configs)."""
+        return self.scripts.script_timeout
+
+    @property
+    def on_pre_failure(self) -> str:
+        """The schedule's own pre-script failure handling (old configs)."""
+        return self.scripts.on_pre_failure
 
     @property
     def key(self) -> str:
@@ -75,9 +130,7 @@ class Schedule:
         """Plain data for ``schedule list --json`` and the control API."""
         return {"spec": self.spec, "cron": self.cron.text,
                 "window": None if self.window is None else str(self.window),
-                "pre_script": self.pre_script, "post_script": self.post_script,
-                "script_timeout": self.script_timeout, "on_pre_failure": self.on_pre_failure,
-                "missed": self.missed}
+                **self.scripts.to_json(), "missed": self.missed}
 
 
 @dataclass
@@ -93,6 +146,23 @@ class BackupSet:
     schedules: list[Schedule] = field(default_factory=list)
     retention: dict[str, Any] = field(default_factory=dict)
     archive: list[dict[str, Any]] = field(default_factory=list)
+    scripts: Scripts = field(default_factory=Scripts)
+
+    def scripts_for(self, sched: Schedule | None) -> tuple[Scripts, str]:
+        """The scripts of a backup of this set started by ``sched`` (None: by hand).
+
+        Returns them and where they come from (for the session log): the
+        schedule's own (old configs), the set's, or, for a set that has none,
+        those of its first schedule that has any.
+        """
+        if sched is not None and sched.scripts:
+            return sched.scripts, "schedule"
+        if self.scripts:
+            return self.scripts, "set"
+        for s in self.schedules:
+            if s.scripts:
+                return s.scripts, "schedule"
+        return self.scripts, "set"
 
     def snapshot_paths(self) -> list[str]:
         """The paths as a snapshot of this set records them (absolute, nested dropped)."""
@@ -107,6 +177,7 @@ class BackupSet:
         return {"name": self.name, "paths": self.paths, "excludes": self.excludes,
                 "tags": self.tags, "type": self.type, "one_file_system": self.one_file_system,
                 "retention": self.retention, "archive": self.archive,
+                **self.scripts.to_json(),
                 "schedules": [s.to_json() for s in self.schedules]}
 
 
@@ -185,19 +256,11 @@ def parse_schedule(doc: Any, where: str) -> Schedule:
             window = Window.parse(doc["window"])
     except ScheduleError as e:
         raise _err(where, str(e)) from None
-    for k in ("pre_script", "post_script"):
-        if doc.get(k) is not None and (not isinstance(doc[k], str) or not doc[k].strip()):
-            raise _err(f"{where}.{k}", "must be a non-empty command")
-    on_fail = doc.get("on_pre_failure", "abort")
-    if on_fail not in ("abort", "continue"):
-        raise _err(f"{where}.on_pre_failure", "must be \"abort\" or \"continue\"")
+    scripts = parse_scripts(doc, where)
     missed = doc.get("missed", "run-once")
     if missed not in ("run-once", "skip"):
         raise _err(f"{where}.missed", "must be \"run-once\" or \"skip\"")
-    timeout = _number(doc.get("script_timeout", DEFAULT_SCRIPT_TIMEOUT),
-                      f"{where}.script_timeout", 0.001)
-    return Schedule(cron, window, doc.get("pre_script"), doc.get("post_script"), timeout,
-                    on_fail, missed, spec)
+    return Schedule(cron, window, scripts, missed, spec)
 
 
 def parse_set(name: str, doc: Any) -> BackupSet:
@@ -241,7 +304,7 @@ def parse_set(name: str, doc: Any) -> BackupSet:
         raise _err(f"{where}.archive", "must be a list of tables")
     return BackupSet(name, paths, _str_list(doc.get("excludes", []), f"{where}.excludes"),
                      _str_list(doc.get("tags", []), f"{where}.tags"), kind, ofs, scheds,
-                     dict(retention), list(archive))
+                     dict(retention), list(archive), parse_scripts(doc, where))
 
 
 def load_sets(cfg: InstallationConfig) -> dict[str, BackupSet]:
@@ -304,7 +367,8 @@ def _raw_sets(cfg: InstallationConfig) -> dict[str, Any]:
 
 
 def add_set(cfg: InstallationConfig, name: str, paths: list[str], excludes: list[str],
-            tags: list[str], one_file_system: bool = False) -> BackupSet:
+            tags: list[str], one_file_system: bool = False,
+            scripts: dict[str, Any] | None = None) -> BackupSet:
     """Add a set (an existing one of the same name is an error)."""
     raw = _raw_sets(cfg)
     if name in raw:
@@ -318,6 +382,27 @@ def add_set(cfg: InstallationConfig, name: str, paths: list[str], excludes: list
         doc["tags"] = list(tags)
     if one_file_system:
         doc["one_file_system"] = True
+    doc.update({k: v for k, v in (scripts or {}).items() if v is not None})
+    bs = parse_set(name, doc)
+    raw[name] = doc
+    return bs
+
+
+def set_scripts(cfg: InstallationConfig, name: str, scripts: dict[str, Any],
+                clear: bool = False) -> BackupSet:
+    """Give a set scripts (``clear``: drop its own and its schedules' scripts first)."""
+    raw = _raw_sets(cfg)
+    if name not in raw:
+        raise UsageError(f"no set named {name!r} (sets: {', '.join(sorted(raw)) or 'none'})")
+    doc = dict(raw[name])
+    if clear:
+        for k in _SCRIPT_KEYS:
+            doc.pop(k, None)
+        doc["schedules"] = [{k: v for k, v in sd.items() if k not in _SCRIPT_KEYS}
+                            for sd in doc.get("schedules", []) if isinstance(sd, dict)]
+        if not doc["schedules"]:
+            doc.pop("schedules")
+    doc.update({k: v for k, v in scripts.items() if v is not None})
     bs = parse_set(name, doc)
     raw[name] = doc
     return bs

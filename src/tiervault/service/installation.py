@@ -90,6 +90,10 @@ class Installation:
         self._lock.acquire()
         return self._lock
 
+    def unlock(self) -> None:
+        """Release the write lock only (the daemon lends it to a handed-over command)."""
+        self._lock.release()
+
     def lock_held_elsewhere(self) -> bool:
         """True if another process of this installation is running a command."""
         return self._lock.held_elsewhere()

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,13 @@ class TierRecord:
     sync_done: int | None = None
     sync_total: int | None = None
     state: str | None = None
+
+
+def iso_time(ts: float | None) -> str | None:
+    """An epoch time as ISO 8601 with the local offset (how every time is shown)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
 def _connect(path: Path, schema: str, synchronous: str) -> sqlite3.Connection:
@@ -189,12 +197,13 @@ class StateDB:
 
     # -- sessions and small values ---------------------------------------------------
 
-    def start_session(self, kind: str) -> int:
-        """Record the start of a session; returns its id."""
+    def start_session(self, kind: str, details: dict[str, Any] | None = None) -> int:
+        """Record the start of a session (with what is known so far); returns its id."""
         with self._lock:
             cur = self._db.execute(
-                "INSERT INTO sessions (kind, started, status) VALUES (?, ?, 'running')",
-                (kind, time.time()))
+                "INSERT INTO sessions (kind, started, status, details) "
+                "VALUES (?, ?, 'running', ?)",
+                (kind, time.time(), None if details is None else json.dumps(details)))
             return int(cur.lastrowid or 0)
 
     def end_session(self, sid: int, status: str, details: dict[str, Any]) -> None:
@@ -203,14 +212,28 @@ class StateDB:
             self._db.execute("UPDATE sessions SET ended = ?, status = ?, details = ? WHERE id = ?",
                              (time.time(), status, json.dumps(details), sid))
 
-    def sessions(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent sessions, newest first."""
+    def sessions(self, limit: int = 100,
+                 kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """The most recent sessions (of ``kinds``), newest first; times in ISO 8601."""
+        sql = "SELECT id, kind, started, ended, status, details FROM sessions"
+        args: list[Any] = []
+        if kinds:
+            sql += f" WHERE kind IN ({', '.join('?' * len(kinds))})"
+            args += kinds
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, kind, started, ended, status, details FROM sessions "
-                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [{"id": r[0], "kind": r[1], "started": r[2], "ended": r[3], "status": r[4],
-                 "details": json.loads(r[5]) if r[5] else {}} for r in rows]
+            rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?",
+                                    (*args, limit)).fetchall()
+        out = []
+        for r in rows:
+            try:
+                details = json.loads(r[5]) if r[5] else {}
+            except ValueError:
+                details = {}
+            out.append({"id": r[0], "kind": r[1], "started": iso_time(r[2]),
+                        "ended": iso_time(r[3]), "status": r[4],
+                        "duration_s": None if r[3] is None else round(r[3] - r[2], 3),
+                        "details": details})
+        return out
 
     # -- snapshots this installation knows of (to report lost ones) ----------------------
 
