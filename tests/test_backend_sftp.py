@@ -396,7 +396,7 @@ def test_pool_is_bounded(sshd: SshdProcess, tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors, errors
-    assert len(b._idle) <= 2
+    assert b._pool.idle <= 2
     b.close()
 
 

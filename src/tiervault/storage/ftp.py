@@ -19,16 +19,13 @@ Built on the standard library's ``ftplib``. Design points:
 
 from __future__ import annotations
 
+import builtins
 import ftplib
 import functools
 import posixpath
 import re
-import secrets
 import ssl
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -48,13 +45,17 @@ from tiervault.storage.base import (
     FileType,
     Handle,
     handle_from_path,
+    is_dead_temporary,
+    read_bound,
+    temp_name,
+    too_large,
 )
+from tiervault.storage.pool import Pool, Pooled, fan_out
 
 T = TypeVar("T")
 #: (name, size) pairs of a directory listing; ``FtpBackend.list`` shadows the builtin.
 _Entries = list[tuple[str, int | None]]
 
-_TMP_SUFFIX = ".tmp"
 _BLOCK = 256 * 1024
 # Reconnecting is cheaper than finding out (after a full timeout) that a
 # NAT box or the server silently dropped a long-idle control connection.
@@ -73,16 +74,15 @@ _REFUSAL = re.compile(
 _STALE = (EOFError, ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
-class _Conn:
+class _Conn(Pooled):
     """One logged-in control connection and its pool bookkeeping."""
 
-    __slots__ = ("broken", "ftp", "last_used")
-
     def __init__(self, ftp: ftplib.FTP) -> None:
+        super().__init__()
         self.ftp = ftp
-        self.last_used = time.monotonic()
-        # Set by an operation that leaves the protocol state uncertain.
-        self.broken = False
+
+    def close(self, polite: bool = False) -> None:
+        _close_quietly(self.ftp, polite)
 
 
 class FtpBackend(Backend):
@@ -134,9 +134,7 @@ class FtpBackend(Backend):
             self._context = self._make_context(ca_file, insecure)
         self._use_mlsd = True
         self._use_stat = True  # STAT DIR lists over the control connection (see _stat_list)
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(connections)
-        self._idle: list[_Conn] = []
+        self._pool: Pool[_Conn] = Pool(connections, self._connect, _MAX_IDLE)
 
     # --- connections -----------------------------------------------------
 
@@ -187,40 +185,6 @@ class FtpBackend(Backend):
             raise
         return _Conn(ftp)
 
-    def _checkout(self) -> tuple[_Conn, bool]:
-        """A connection (pooled if possible) and whether it was reused."""
-        self._slots.acquire()
-        try:
-            stale: list[_Conn] = []
-            found: _Conn | None = None
-            now = time.monotonic()
-            with self._lock:
-                while self._idle:
-                    c = self._idle.pop()
-                    if now - c.last_used <= _MAX_IDLE:
-                        found = c
-                        break
-                    stale.append(c)
-            for c in stale:
-                _close_quietly(c.ftp)
-            if found is not None:
-                return found, True
-            return self._connect(), False
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _checkin(self, c: _Conn, reuse: bool) -> None:
-        try:
-            if reuse and not c.broken:
-                c.last_used = time.monotonic()
-                with self._lock:
-                    self._idle.append(c)
-            else:
-                _close_quietly(c.ftp)
-        finally:
-            self._slots.release()
-
     def _call(self, what: str, fn: Callable[[_Conn], T]) -> T:
         """Run ``fn`` on a pooled connection and translate what goes wrong.
 
@@ -229,39 +193,35 @@ class FtpBackend(Backend):
         turns out to be dead is replaced once by a fresh one.
         """
         for attempt in (0, 1):
-            c: _Conn | None = None
-            reused = False
             try:
-                c, reused = self._checkout()
+                c = self._pool.acquire()
+            except ftplib.all_errors as e:  # connecting or logging in
+                raise self._translate(e, what) from self._cause(e)
+            except (UnicodeError, ValueError) as e:
+                raise TransientError(f"{what} on {self.location}: unexpected server reply "
+                                     f"({self._scrub(str(e))})") from None
+            keep = False
+            try:
                 result = fn(c)
+                keep = True
+                return result
             except TierVaultError:
-                if c is not None:
-                    self._checkin(c, reuse=True)
+                keep = True
                 raise
             except ftplib.error_perm as e:
                 # A clean 5xx answer: the connection is still in sync.
-                if c is not None:
-                    self._checkin(c, reuse=True)
+                keep = True
                 raise self._translate(e, what) from self._cause(e)
             except ftplib.all_errors as e:
-                if c is not None:
-                    self._checkin(c, reuse=False)
-                if reused and attempt == 0 and _is_stale(e):
-                    continue
-                raise self._translate(e, what) from self._cause(e)
+                if not (c.reused and attempt == 0 and _is_stale(e)):
+                    raise self._translate(e, what) from self._cause(e)
             except (UnicodeError, ValueError) as e:
                 # Garbage from the server (a listing that is not UTF-8, a SIZE
                 # reply that is no number): the exchange is out of step.
-                if c is not None:
-                    self._checkin(c, reuse=False)
                 raise TransientError(f"{what} on {self.location}: unexpected server reply "
                                      f"({self._scrub(str(e))})") from None
-            except BaseException:
-                if c is not None:
-                    self._checkin(c, reuse=False)
-                raise
-            self._checkin(c, reuse=True)
-            return result
+            finally:
+                self._pool.release(c, keep)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- error translation -------------------------------------------------
@@ -366,7 +326,7 @@ class FtpBackend(Backend):
         def op(c: _Conn) -> None:
             final = self._abs(h.path())
             parent, name = posixpath.split(final)
-            tmp = posixpath.join(parent, f".{name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+            tmp = posixpath.join(parent, temp_name(name))
             try:
                 self._stor(c, tmp, data)
             except ftplib.error_perm as e:
@@ -434,11 +394,17 @@ class FtpBackend(Backend):
         except ftplib.all_errors:
             c.broken = True
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        """Download a range: REST for the offset, ABOR once ``length`` bytes are in."""
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        """Download a range: REST for the offset, ABOR once ``length`` bytes are in.
+
+        A whole file is first sized (SIZE) against its bound, and the download
+        is cut off (ABOR) as soon as it passes the bound.
+        """
         if offset < 0 or (length is not None and length < 0):
             raise UsageError(f"invalid range {offset}+{length} for {h}")
         what = str(h)
+        bound = read_bound(h, length, max_size)
 
         def op(c: _Conn) -> bytes:
             path = self._abs(h.path())
@@ -447,7 +413,15 @@ class FtpBackend(Backend):
                     c.ftp.size(path)  # existence check only
                     return b""
                 if length is None:
-                    return self._retr_all(c, path, offset)
+                    try:
+                        size = c.ftp.size(path)
+                    except ftplib.error_perm as e:
+                        if str(e)[:3] not in ("500", "502"):
+                            raise
+                        size = None  # SIZE not implemented: the read bound still holds
+                    if size is not None and size - offset > bound:
+                        raise too_large(h, self.location, bound, size)
+                    return self._retr_all(c, path, offset, bound, h)
                 return self._retr_range(c, path, offset, length, what)
             except ftplib.error_perm as e:
                 if offset and str(e)[:3] == "554":
@@ -463,14 +437,21 @@ class FtpBackend(Backend):
 
         return self._call(what, op)
 
-    def _retr_all(self, c: _Conn, path: str, offset: int) -> bytes:
-        # Like ftplib's retrbinary minus its per-call TYPE I round trip.
+    def _retr_all(self, c: _Conn, path: str, offset: int, bound: int, h: Handle) -> bytes:
+        # Like ftplib's retrbinary minus its per-call TYPE I round trip, and
+        # stopping one byte past ``bound`` whatever SIZE said.
         buf = bytearray()
         with c.ftp.transfercmd(f"RETR {path}", rest=offset or None) as conn:
-            while chunk := conn.recv(_BLOCK):
+            while chunk := conn.recv(min(_BLOCK, bound + 1 - len(buf))):
                 buf += chunk
-            if isinstance(conn, ssl.SSLSocket):
-                conn.unwrap()
+                if len(buf) > bound:
+                    break
+            else:
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.unwrap()
+        if len(buf) > bound:
+            self._abort(c)
+            raise too_large(h, self.location, bound)
         c.ftp.voidresp()
         return bytes(buf)
 
@@ -552,16 +533,11 @@ class FtpBackend(Backend):
         def one(d: str) -> _Entries:
             return self._call(d, functools.partial(self._listdir_files, rel=d, subdir=subdirs))
 
-        def scan(batch: list[str]) -> list[tuple[str, _Entries]]:
-            return [(d, one(d)) for d in batch]
-
-        n = min(self.connections, -(-len(dirs) // _DIRS_PER_CONNECTION))
-        if n <= 1:
-            listed: Iterable[tuple[str, _Entries]] = ((d, one(d)) for d in dirs)
+        if len(dirs) == 1:
+            listed = [(dirs[0], one(dirs[0]))]
         else:
-            with ThreadPoolExecutor(n, thread_name_prefix="ftp-list") as pool:
-                listed = sorted(e for part in pool.map(scan, [dirs[i::n] for i in range(n)])
-                                for e in part)
+            listed = list(zip(dirs, fan_out(dirs, one, self.connections,
+                                            _DIRS_PER_CONNECTION, "ftp-list"), strict=True))
         for d, entries in listed:
             for name, size in entries:
                 if name.startswith("."):
@@ -692,6 +668,34 @@ class FtpBackend(Backend):
         except ftplib.all_errors:
             c.broken = True
 
+    def remove_temporaries(self) -> builtins.list[str]:
+        """DELE the hidden ``.*.tmp`` uploads of writers no longer alive, in every
+        vault directory (servers that hide dot files from listings keep theirs)."""
+        tops = ["", *(t.value for t in FileType if t not in SINGLETONS)]
+        entries = self._call("data", lambda c: self._listdir(c, "data", files=False))
+        subdirs = sorted(f"data/{n}" for n, _ in entries if re.fullmatch(r"[0-9a-f]{2}", n))
+
+        def clean(rel: str) -> builtins.list[str]:
+            def op(c: _Conn) -> builtins.list[str]:
+                gone = []
+                for name, _size in self._listdir_files(c, rel, rel.startswith("data/")):
+                    if not is_dead_temporary(name):
+                        continue
+                    path = posixpath.join(rel, name)
+                    try:
+                        c.ftp.delete(self._abs(path))
+                    except ftplib.error_perm as e:
+                        if self._missing(e):
+                            continue  # removed meanwhile
+                        raise
+                    gone.append(path)
+                return gone
+
+            return self._call(rel or "vault directory", op)
+
+        return [p for part in fan_out(tops + subdirs, clean, self.connections,
+                                      _DIRS_PER_CONNECTION, "ftp-clean") for p in part]
+
     def remove(self, h: Handle) -> None:
         """Delete via DELE."""
         what = str(h)
@@ -717,10 +721,7 @@ class FtpBackend(Backend):
 
     def close(self) -> None:
         """Close the idle pooled connections (in-use ones close on return)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for c in idle:
-            _close_quietly(c.ftp, polite=True)
+        self._pool.reset(polite=True)
 
     def __repr__(self) -> str:
         return f"FtpBackend({self.location!r})"

@@ -10,6 +10,7 @@ point chosen by the user).
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import stat as stat_mod
@@ -264,13 +265,13 @@ class LocalBackend(Backend):
         except OSError as e:
             raise self._translate(e, str(h)) from e
 
-    def remove_temporaries(self) -> list[str]:
+    def remove_temporaries(self) -> builtins.list[str]:
         """Remove ``.*.tmp`` files of writers no longer alive from every vault directory."""
         self._check_root()
         dirs = ["", *(t.value for t in FileType if t not in SINGLETONS)]
         dirs += [f"data/{name}" for name, st in self._entries("data")
                  if len(name) == 2 and stat_mod.S_ISDIR(st.st_mode)]
-        removed: list[str] = []
+        removed: builtins.list[str] = []
         for rel in dirs:
             for name, st in self._entries(rel):
                 if not is_dead_temporary(name) or stat_mod.S_ISDIR(st.st_mode):

@@ -18,14 +18,12 @@ Design notes (the why; the what is in the code):
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import os
-import secrets
 import stat as stat_mod
 import threading
-import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -49,11 +47,15 @@ from tiervault.storage.base import (
     FileType,
     Handle,
     handle_from_path,
+    is_dead_temporary,
+    read_bound,
+    temp_name,
+    too_large,
 )
+from tiervault.storage.pool import Pool, Pooled, fan_out
 
 T = TypeVar("T")
 
-_TMP_SUFFIX = ".tmp"
 # Ranges up to this size are read with plain requests; larger reads pay one
 # extra round trip for a stat so they can be fetched with pipelined requests.
 _PLAIN_READ_MAX = 64 * 1024
@@ -87,18 +89,17 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
         raise _UnknownHostKey(hostname, key)
 
 
-class _Session:
-    """One SSH connection with its SFTP channel, owned by one thread at a time."""
+class _Session(Pooled):
+    """One SSH connection with its SFTP channel, owned by one thread at a time.
 
-    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, gen: int) -> None:
+    ``broken`` is set when a reply may still be outstanding (e.g. after a
+    timeout): the session is out of step with the server and is not reused.
+    """
+
+    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient) -> None:
+        super().__init__()
         self.client = client
         self.sftp = sftp
-        self.gen = gen
-        self.last_used = time.monotonic()
-        self.reused = False
-        # Set when a reply may still be outstanding (e.g. after a timeout): the
-        # session is out of step with the server and must not be reused.
-        self.broken = False
 
     def alive(self) -> bool:
         transport = self.client.get_transport()
@@ -109,7 +110,7 @@ class _Session:
             and not self.sftp.get_channel().closed  # type: ignore[union-attr]
         )
 
-    def close(self) -> None:
+    def close(self, polite: bool = False) -> None:
         try:
             self.sftp.close()
         except Exception:
@@ -169,11 +170,9 @@ class SftpBackend(Backend):
         self.location = _location(self.user, host, port, self.root)
 
         self._key: paramiko.PKey | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the key file's one-time load
         self._connections = connections
-        self._slots = threading.BoundedSemaphore(connections)
-        self._idle: list[_Session] = []
-        self._gen = 0
+        self._pool: Pool[_Session] = Pool(connections, self._connect, _MAX_IDLE)
         # Protocol extensions we try once and stop using if the server lacks them
         # (OpenSSH has both; other servers may not).
         self._has_posix_rename = True
@@ -311,52 +310,7 @@ class SftpBackend(Backend):
             if isinstance(e, BackendError) or not isinstance(e, Exception):
                 raise
             raise self._connect_error(e) from self._safe(e)
-        with self._lock:
-            gen = self._gen
-        return _Session(client, sftp, gen)
-
-    def _acquire(self) -> _Session:
-        self._slots.acquire()
-        try:
-            stale: list[_Session] = []
-            found: _Session | None = None
-            now = time.monotonic()
-            with self._lock:
-                while self._idle:
-                    s = self._idle.pop()  # most recently used first: likeliest alive
-                    if s.alive() and now - s.last_used < _MAX_IDLE:
-                        found = s
-                        break
-                    stale.append(s)
-            for s in stale:
-                s.close()
-            if found is not None:
-                found.reused = True
-                return found
-            return self._connect()
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _release(self, s: _Session, keep: bool) -> None:
-        try:
-            if keep and s.alive():
-                with self._lock:
-                    if s.gen == self._gen:
-                        s.last_used = time.monotonic()
-                        self._idle.append(s)
-                        return
-            s.close()
-        finally:
-            self._slots.release()
-
-    def _reset_pool(self) -> None:
-        """Drop idle sessions; sessions in use are closed when released."""
-        with self._lock:
-            self._gen += 1
-            idle, self._idle = self._idle, []
-        for s in idle:
-            s.close()
+        return _Session(client, sftp)
 
     def _run(self, what: str, op: Callable[[_Session], T], idempotent: bool = True) -> T:
         """Run ``op`` on a pooled session, translating every failure.
@@ -366,7 +320,7 @@ class SftpBackend(Backend):
         timeouts are not retried, as the server may be hung.
         """
         for attempt in (0, 1):
-            s = self._acquire()
+            s = self._pool.acquire()
             keep = False
             try:
                 result = op(s)
@@ -381,9 +335,9 @@ class SftpBackend(Backend):
                     raise self._status_error(cast(OSError, e), what, s) from self._safe(e)
                 lost = e
             finally:
-                self._release(s, keep)
+                self._pool.release(s, keep)
             # The connection is broken: others from the same server likely too.
-            self._reset_pool()
+            self._pool.reset()
             if attempt == 0 and s.reused and idempotent and not isinstance(lost, TimeoutError):
                 continue
             if isinstance(lost, TimeoutError):
@@ -433,7 +387,7 @@ class SftpBackend(Backend):
             sftp = s.sftp
             path = self._path(h)
             d, _, name = path.rpartition("/")
-            tmp = f"{d}/.{name}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+            tmp = f"{d}/{temp_name(name)}"
             try:
                 f = sftp.open(tmp, "wbx")
             except FileNotFoundError:
@@ -516,21 +470,29 @@ class SftpBackend(Backend):
                 # Immutable files are content-addressed: the one there is the same.
                 sftp.remove(tmp)
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        """Read ``length`` bytes (all if None) from ``offset``; short file → IntegrityError."""
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        """Read ``length`` bytes (all if None) from ``offset``; short file → IntegrityError.
+
+        A whole file is sized first (fstat) against its bound, and neither the
+        prefetch nor the reads go past the bound.
+        """
         if offset < 0 or (length is not None and length < 0):
             raise UsageError("negative offset or length")
+        bound = read_bound(h, length, max_size)
 
         def op(s: _Session) -> bytes:
             with _opened(s, self._path(h)) as f:
                 if length is None:
                     size = f.stat().st_size or 0
+                    if size - offset > bound:
+                        raise too_large(h, self.location, bound, size)
                     want = max(size - offset, 0)
                     if want == 0:
                         return b""
                     f.seek(offset)
                     # Pipelined reads: one round trip's latency, not one per 32 KiB.
-                    f.prefetch(size)
+                    f.prefetch(offset + want)
                 elif length == 0:
                     return b""
                 else:
@@ -575,16 +537,9 @@ class SftpBackend(Backend):
                 return []  # data/ itself is missing: nothing stored yet
             return [f"{t.value}/{n}" for n in sorted(names) if len(n) == 2]
 
-        def scan(s: _Session, dirs: list[str]) -> list[FileInfo]:
+        def scan(s: _Session, d: str) -> list[FileInfo]:
             out: list[FileInfo] = []
-            for d in dirs:
-                try:
-                    entries = s.sftp.listdir_attr(self._abs(d))
-                except FileNotFoundError:
-                    if d == t.value:
-                        s.sftp.stat(self.root)  # root missing → TransientError
-                    continue  # type dir missing, or a data/xx removed concurrently
-                for a in entries:
+            for a in self._entries(s, d, top=d == t.value):
                     if a.filename.startswith("."):
                         continue  # temp files of saves in progress
                     if a.st_mode is not None and not stat_mod.S_ISREG(a.st_mode):
@@ -596,20 +551,47 @@ class SftpBackend(Backend):
             return out
 
         dirs = self._run(t.value, pack_dirs) if t is FileType.PACK else [t.value]
-        # data/ has up to 256 subdirectories, one round trip each: spread them
-        # over the pool's connections instead of paying the latency 256 times.
-        n = min(self._connections, -(-len(dirs) // _DIRS_PER_SESSION))
-        if n <= 1:
-            results = [self._run(t.value, lambda s: scan(s, dirs))]
-        else:
-            batches = [dirs[i::n] for i in range(n)]
-            with ThreadPoolExecutor(n, thread_name_prefix="sftp-list") as pool:
-                results = [*pool.map(
-                    lambda batch: self._run(t.value, lambda s: scan(s, batch)), batches)]
         # Collected first and yielded after the sessions are back in the pool,
         # so a slow consumer never holds a connection.
-        for r in results:
+        for r in fan_out(dirs, lambda d: self._run(t.value, lambda s: scan(s, d)),
+                         self._connections, _DIRS_PER_SESSION, "sftp-list"):
             yield from r
+
+    def _entries(self, s: _Session, d: str, top: bool) -> builtins.list[paramiko.SFTPAttributes]:
+        """The entries of vault directory ``d``; [] if it is missing (a type
+        directory of a ``top`` level: unless the root is missing too)."""
+        try:
+            return s.sftp.listdir_attr(self._abs(d) if d else self.root)
+        except FileNotFoundError:
+            if top:
+                s.sftp.stat(self.root)  # root missing → TransientError
+            return []  # type dir missing, or a data/xx removed concurrently
+
+    def remove_temporaries(self) -> builtins.list[str]:
+        """Remove the hidden ``.*.tmp`` uploads of writers no longer alive."""
+        def subdirs(s: _Session) -> builtins.list[str]:
+            return [f"data/{a.filename}" for a in self._entries(s, "data", top=True)
+                    if len(a.filename) == 2 and stat_mod.S_ISDIR(a.st_mode or 0)]
+
+        def clean(d: str) -> builtins.list[str]:
+            def op(s: _Session) -> builtins.list[str]:
+                gone = []
+                for a in self._entries(s, d, top=True):
+                    if is_dead_temporary(a.filename) and not stat_mod.S_ISDIR(a.st_mode or 0):
+                        path = f"{d}/{a.filename}" if d else a.filename
+                        try:
+                            s.sftp.remove(self._abs(path))
+                        except FileNotFoundError:
+                            continue  # removed meanwhile
+                        gone.append(path)
+                return gone
+
+            return self._run(d or "vault directory", op)
+
+        dirs = ["", *(t.value for t in FileType if t not in SINGLETONS)]
+        dirs += self._run("data", subdirs)
+        return [p for part in fan_out(dirs, clean, self._connections, _DIRS_PER_SESSION,
+                                      "sftp-clean") for p in part]
 
     def remove(self, h: Handle) -> None:
         """Remove ``h``; NotFoundError if it is not there."""
@@ -629,7 +611,7 @@ class SftpBackend(Backend):
 
     def close(self) -> None:
         """Close all pooled connections; later calls reconnect."""
-        self._reset_pool()
+        self._pool.reset()
 
 
 # ------------------------------------------------------------------- helpers

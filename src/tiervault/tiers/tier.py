@@ -16,12 +16,13 @@ UNSYNCHRONIZED = "unsynchronized"
 SYNCING = "syncing"
 
 _REV = Handle(FileType.REVISION)
-_MAX_REV_FILE = 64
+#: The revision file is a decimal number and a newline: anything longer is damage.
+MAX_REVISION_FILE = 64
 
 
 def parse_revision(raw: bytes, where: str) -> int:
     """The integer in a revision file."""
-    if len(raw) > _MAX_REV_FILE:
+    if len(raw) > MAX_REVISION_FILE:
         raise IntegrityError(f"the revision file on {where} is damaged")
     try:
         value = int(raw.decode("ascii").strip())
@@ -52,7 +53,7 @@ class Tier:
     def read_revision(self) -> int | None:
         """The tier's revision; None if the tier holds no revision file."""
         try:
-            return parse_revision(self.backend.load(_REV), self.name)
+            return parse_revision(self.backend.load(_REV, max_size=MAX_REVISION_FILE), self.name)
         except NotFoundError:
             return None
 
