@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backend_contract import BackendContract
+from tests.backend_contract import BackendContract, Planter, plant_file
 from tests.servers.ftp_server import FtpServerProcess, free_port, make_self_signed_cert
 from tiervault.errors import (
     BackendError,
@@ -101,6 +101,11 @@ class TestFtp(BackendContract):
         b.close()
 
     @pytest.fixture
+    def plant_temporary(self, ftp_server: FtpServerProcess, backend: FtpBackend) -> Planter:
+        return lambda h, token: plant_file(ftp_server.root / backend._root_rel.lstrip("/"),
+                                           h, token)
+
+    @pytest.fixture
     def unreachable(self) -> Backend:
         return FtpBackend("127.0.0.1", free_port(), USER, PASSWORD, "/v", timeout=2)
 
@@ -112,6 +117,11 @@ class TestFtps(BackendContract):
         b.create()
         yield b
         b.close()
+
+    @pytest.fixture
+    def plant_temporary(self, ftps_server: FtpServerProcess, backend: FtpBackend) -> Planter:
+        return lambda h, token: plant_file(ftps_server.root / backend._root_rel.lstrip("/"),
+                                           h, token)
 
     @pytest.fixture
     def unreachable(self, certs: tuple[Path, Path]) -> Backend:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backend_contract import BackendContract
+from tests.backend_contract import BackendContract, Planter, plant_file
 from tiervault.storage.base import Backend, FileType, Handle
 from tiervault.storage.local import LocalBackend
 
@@ -16,6 +16,11 @@ def backend(tmp_path: Path) -> Backend:
     b = LocalBackend(tmp_path / "vault")
     b.create()
     return b
+
+
+@pytest.fixture
+def plant_temporary(tmp_path: Path) -> Planter:
+    return lambda h, token: plant_file(tmp_path / "vault", h, token)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Synchronization (SPEC §5): bring a stale tier level with an online one.
 
-Copy what is missing or differs, in dependency order (config and keys, then
+First the temporaries dead writers left on the tiers involved are removed
+(tiers/temporaries.py). Copy what is missing or differs, in dependency order (config and keys, then
 packs, then the indexes naming them, then the snapshots needing those), then
 remove what the source no longer has, newest kinds first. The target is a
 valid vault at every moment; an interrupted sync resumes by copying only what
@@ -19,6 +20,7 @@ import blake3
 
 from tiervault.errors import BackendError, IntegrityError, NotFoundError, TierVaultError
 from tiervault.storage.base import MUTABLE, FileInfo, FileType, Handle
+from tiervault.tiers.temporaries import clean_tiers
 from tiervault.tiers.tier import ONLINE, SYNCING, UNSYNCHRONIZED, Tier
 from tiervault.tiers.tierset import TierSet
 
@@ -192,6 +194,11 @@ def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True
                 ts.reconnect(t, ts.probe_backend(t))  # one attempt: it was just offline
     # Writes before this point need not stop the sync; later ones do.
     ts.abort_sync.clear()
+    if ts.stale() and ts.online() and not ts.read_only:
+        # Whoever syncs holds the write lock: temporaries of other processes
+        # are dead, and a stale tier is the one that saw a save break off.
+        # After this, source and target are identical, hidden files included.
+        clean_tiers([*ts.online(), *ts.stale()], ts.notify)
     results = []
     for t in ts.stale():
         results.append(sync_tier(ts, t, progress, workers, references))

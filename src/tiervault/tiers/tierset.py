@@ -35,6 +35,7 @@ from tiervault.errors import (
 )
 from tiervault.state.db import StateDB
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
+from tiervault.tiers.temporaries import clean_tiers
 from tiervault.tiers.tier import OFFLINE, ONLINE, SYNCING, UNSYNCHRONIZED, Tier
 
 T = TypeVar("T")
@@ -160,6 +161,9 @@ class TierSet(Backend):
                     t.state = UNSYNCHRONIZED
         self._save_records()
         self._raise([keep])
+        # The crashed writer's uploads are dead; the other tiers get theirs
+        # removed when they are synchronized from this one.
+        clean_tiers([keep], self.notify)
         self.db.put(_DIRTY, None)
 
     def _read_rev(self, t: Tier, backend: Backend | None = None) -> int | None:
