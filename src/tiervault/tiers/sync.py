@@ -50,14 +50,24 @@ ProgressFn = Callable[[Tier, int, int], None]
 PackReferences = Callable[[Tier], set[str] | None]
 
 
-def _differs(src: Tier, dst: Tier, fi: FileInfo, theirs: FileInfo | None) -> bool:
-    if theirs is None:
-        return True
+def _differs(src: Tier, dst: Tier, fi: FileInfo, theirs: FileInfo | None,
+             notify: Callable[[str], None]) -> bool:
     if fi.handle.type in MUTABLE:
         try:
-            return bool(src.backend.load(fi.handle) != dst.backend.load(fi.handle))
-        except NotFoundError:
+            mine = src.backend.load(fi.handle)
+        except IntegrityError as e:
+            # Past its size bound, or not a regular file: damaged or planted on
+            # the source, so it never travels to another tier.
+            notify(f"not copying {fi.handle} from {src.name}: {e}")
+            return False
+        if theirs is None:
             return True
+        try:
+            return bool(mine != dst.backend.load(fi.handle))
+        except (NotFoundError, IntegrityError):
+            return True  # missing or damaged on the target: the good copy replaces it
+    if theirs is None:
+        return True
     return theirs.size != fi.size  # immutable files are named by their content
 
 
@@ -95,7 +105,8 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
         for t in COPY_ORDER:
             mine = {fi.handle: fi for fi in src.backend.list(t)}
             theirs = {fi.handle: fi for fi in dst.backend.list(t)}
-            todo = [fi for h, fi in mine.items() if _differs(src, dst, fi, theirs.get(h))]
+            todo = [fi for h, fi in mine.items()
+                    if _differs(src, dst, fi, theirs.get(h), ts.notify)]
             plan.append((t, todo))
             extra[t] = [h for h in theirs if h not in mine]
         total = sum(fi.size for _, fis in plan for fi in fis)
