@@ -27,7 +27,6 @@ from typing import Any, TypeVar, cast
 
 import paramiko
 from paramiko.sftp import CMD_EXTENDED
-from paramiko.ssh_exception import IncompatiblePeer
 
 from tiervault.errors import (
     BackendError,
@@ -55,7 +54,7 @@ from tiervault.storage.sftp_io import (
     Lost,
     RejectUnknownHost,
     Session,
-    UnknownHostKey,
+    connect_error,
     current_user,
     describe,
     display_location,
@@ -154,33 +153,8 @@ class SftpBackend(Backend):
         return cause
 
     def _connect_error(self, e: Exception) -> BackendError:
-        where = self.location
-        kh = self.known_hosts
-        add = f"ssh-keyscan -p {self.port} {self.host} >> {kh}"
-        if isinstance(e, UnknownHostKey):
-            return self._err(
-                PermanentError,
-                f"{where}: the server's host key ({e.key.get_name()} {e.key.fingerprint}) "
-                f"is not in {kh}; after checking the fingerprint with the server's "
-                f"administrator, add it with: {add}")
-        if isinstance(e, paramiko.BadHostKeyException):
-            return self._err(
-                PermanentError,
-                f"{where}: the server's host key CHANGED (now {e.key.get_name()} "
-                f"{e.key.fingerprint}, {kh} expects {e.expected_key.fingerprint}); "
-                f"this may be an attack. If the change is legitimate, remove the old "
-                f"entry (ssh-keygen -R '[{self.host}]:{self.port}' -f {kh}) and add the "
-                f"new key with: {add}")
-        if isinstance(e, paramiko.AuthenticationException):
-            return self._err(
-                PermanentError,
-                f"{where}: authentication as {self.user} failed; check user, "
-                f"password and key file")
-        if isinstance(e, IncompatiblePeer):
-            return self._err(PermanentError, f"{where}: incompatible SSH server: {describe(e)}")
-        # Refused, unreachable, DNS failure, timeout, dropped during the handshake:
-        # the server is not there right now.
-        return self._err(TransientError, f"{where}: cannot connect: {describe(e)}")
+        return self._err(*connect_error(e, self.location, self.host, self.port,
+                                        self.known_hosts, self.user))
 
     def _status_error(self, e: OSError, what: str, s: Session) -> BackendError:
         """Translate an SFTP status reply (the connection itself is fine)."""

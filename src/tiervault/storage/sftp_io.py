@@ -10,8 +10,15 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, cast
 
 import paramiko
+from paramiko.ssh_exception import IncompatiblePeer
 
-from tiervault.errors import BackendError, IntegrityError, UsageError
+from tiervault.errors import (
+    BackendError,
+    IntegrityError,
+    PermanentError,
+    TransientError,
+    UsageError,
+)
 from tiervault.storage.pool import Pooled
 
 _DIR_MODE = 0o700
@@ -170,3 +177,29 @@ def finish_writes(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
     reqs = cast(Any, f)._reqs
     while reqs:
         cast(Any, sftp)._read_response(reqs.popleft())  # raises on an error status
+
+
+def connect_error(e: Exception, where: str, host: str, port: int, kh: str,
+                  user: str) -> tuple[type[BackendError], str]:
+    """(error class, message) for a failure to connect, saying how to fix it."""
+    add = f"ssh-keyscan -p {port} {host} >> {kh}"
+    if isinstance(e, UnknownHostKey):
+        return (PermanentError,
+                f"{where}: the server's host key ({e.key.get_name()} {e.key.fingerprint}) "
+                f"is not in {kh}; after checking the fingerprint with the server's "
+                f"administrator, add it with: {add}")
+    if isinstance(e, paramiko.BadHostKeyException):
+        return (PermanentError,
+                f"{where}: the server's host key CHANGED (now {e.key.get_name()} "
+                f"{e.key.fingerprint}, {kh} expects {e.expected_key.fingerprint}); "
+                f"this may be an attack. If the change is legitimate, remove the old "
+                f"entry (ssh-keygen -R '[{host}]:{port}' -f {kh}) and add the "
+                f"new key with: {add}")
+    if isinstance(e, paramiko.AuthenticationException):
+        return (PermanentError,
+                f"{where}: authentication as {user} failed; check user, password and key file")
+    if isinstance(e, IncompatiblePeer):
+        return PermanentError, f"{where}: incompatible SSH server: {describe(e)}"
+    # Refused, unreachable, DNS failure, timeout, dropped during the handshake:
+    # the server is not there right now.
+    return TransientError, f"{where}: cannot connect: {describe(e)}"
