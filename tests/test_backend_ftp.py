@@ -438,3 +438,30 @@ def test_pack_listing_falls_back_to_mlsd_when_stat_does_not_parse(
     assert listed == sorted(names)
     assert not b._use_stat
     b.close()
+
+
+def test_retr_is_cut_off_past_the_bound_whatever_size_says(tmp_path: Path) -> None:
+    """A server that under-reports SIZE still cannot make the client read more than
+    the bound: the download is aborted one byte past it."""
+    from tests.servers.bad_ftp import BadFtpServerProcess
+    from tiervault.errors import IntegrityError
+
+    srv = BadFtpServerProcess(tmp_path / "root", "size-lies", user=USER, password=PASSWORD)
+    try:
+        b = FtpBackend("127.0.0.1", srv.port, USER, PASSWORD, "/v", timeout=5)
+        b.create()
+        (tmp_path / "root" / "v" / "revision").write_bytes(b"1" * (20 << 20))
+        rev = Handle(FileType.REVISION)
+        with pytest.raises(IntegrityError, match="larger than its bound of 64 bytes"):
+            b.load(rev)
+        (tmp_path / "root" / "v" / "keys").mkdir(exist_ok=True)
+        (tmp_path / "root" / "v" / "keys" / "k").write_bytes(b"x" * (20 << 20))
+        with pytest.raises(IntegrityError, match="larger than its bound of 65536 bytes"):
+            b.load(Handle(FileType.KEY, "k"))
+        # The connections are still good afterwards.
+        b.save(rev, b"5\n")
+        assert b.load(rev) == b"5\n"
+        b.close()
+    finally:
+        srv.kill()
+
