@@ -282,3 +282,31 @@ def _client_error(code: str, status: int) -> ClientError:
 def test_error_table(exc: Exception, expected: type[BackendError]) -> None:
     # Only the status/code table; the real paths are covered against moto above.
     assert _classify(exc) is expected
+
+
+def test_reads_are_bounded_when_the_server_ignores_range(server: MotoServerProcess) -> None:
+    """A server that answers a ranged GET with the whole object: the client reads
+    only up to what it asked for (or the bound), never the whole body blindly."""
+    from tests.servers.s3_fault_proxy import S3FaultProxy
+    from tiervault.errors import IntegrityError
+
+    with S3FaultProxy(server.endpoint, rate=0.0) as proxy:
+        b = _make(server, endpoint=proxy.endpoint)
+        b.create()
+        data = os.urandom(3 * MiB)
+        h = Handle(FileType.PACK, "ef" * 32)
+        b.save(h, data)
+        proxy.ignore_range = True
+        raw = boto3.client("s3", endpoint_url=proxy.endpoint, region_name=REGION,
+                           aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+        whole = raw.get_object(Bucket=b.bucket, Key=f"vault/{h.path()}", Range="bytes=0-9")
+        assert "ContentRange" not in whole and whole["ContentLength"] == len(data)
+        assert b.load(h, 1000, 5000) == data[1000:6000]
+        assert b.load(h, 2 * MiB) == data[2 * MiB:]
+        with pytest.raises(IntegrityError, match="larger than its bound"):
+            b.load(h, 1000, max_size=MiB)
+        rev = Handle(FileType.REVISION)
+        b.save(rev, b"9" * 1000)
+        with pytest.raises(IntegrityError, match="larger than its bound of 64 bytes"):
+            b.load(rev)
+
