@@ -3,8 +3,8 @@
 Built on the standard library's ``ftplib``. Design points:
 
 - Passive mode only (works through NAT and client firewalls).
-- A small thread-safe pool of logged-in connections, at most ``connections``
-  at a time. A connection is put back only after a clean answer; anything
+- A small thread-safe pool of logged-in connections (``storage/pool.py``,
+  shared with SFTP), at most ``connections`` at a time. A connection is put back only after a clean answer; anything
   that leaves the protocol state uncertain (timeout, reset, half-read
   transfer that could not be aborted) discards it.
 - Every socket (control and data) has ``timeout``, so a hung server surfaces
@@ -13,6 +13,8 @@ Built on the standard library's ``ftplib``. Design points:
   renamed into place, so a reader never sees a partial file.
 - FTPS is explicit TLS (``AUTH TLS`` then ``PBSZ 0``/``PROT P``: the data
   channel is encrypted too) with certificate verification on by default.
+- The protocol exchanges themselves (STOR, RETR, ABOR, listing replies, error
+  translation) are in ``storage/ftp_proto.py``.
 - The password never leaves this module: it is not part of ``location`` and
   is scrubbed from every error message.
 """
