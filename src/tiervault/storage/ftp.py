@@ -4,9 +4,10 @@ Built on the standard library's ``ftplib``. Design points:
 
 - Passive mode only (works through NAT and client firewalls).
 - A small thread-safe pool of logged-in connections (``storage/pool.py``,
-  shared with SFTP), at most ``connections`` at a time. A connection is put back only after a clean answer; anything
-  that leaves the protocol state uncertain (timeout, reset, half-read
-  transfer that could not be aborted) discards it.
+  shared with SFTP), at most ``connections`` at a time. A connection is put
+  back only after a clean answer; anything that leaves the protocol state
+  uncertain (timeout, reset, half-read transfer that could not be aborted)
+  discards it.
 - Every socket (control and data) has ``timeout``, so a hung server surfaces
   as ``TransientError`` instead of hanging the backup.
 - Saves go to a hidden temporary name in the target directory and are then

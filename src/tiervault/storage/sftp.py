@@ -6,8 +6,9 @@ Design notes (the why; the what is in the code):
   are refused: a backup that silently trusts whoever answers on the port would
   hand encrypted packs (and our login) to any man in the middle.
 - A small pool of SFTP sessions (``storage/pool.py``, shared with FTP), one SSH
-  connection each, is shared by the threads using the backend; a session found broken is thrown away instead of
-  being returned, so one dead connection never poisons later operations.
+  connection each, is shared by the threads using the backend; a session
+  found broken is thrown away instead of being returned, so one dead
+  connection never poisons later operations.
 - Every socket read has a timeout, so a hung server turns into a
   ``TransientError`` instead of a hung backup.
 - paramiko's own errors are translated here, at the boundary, into the
