@@ -1,19 +1,40 @@
 """The contract every storage backend keeps, run against each real server.
 
 A test module subclasses ``BackendContract`` and provides a ``backend``
-fixture returning a created, empty backend, and optionally ``unreachable``
-returning a backend whose location cannot be reached.
+fixture returning a created, empty backend, a ``plant_temporary`` fixture (a
+``Planter``: leaves, behind the backend's back, the temporary upload a writer
+with the given token would leave for a handle, and returns a check "is it
+still there?"), and optionally ``unreachable`` returning a backend whose
+location cannot be reached.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from tiervault.errors import IntegrityError, NotFoundError, TransientError
-from tiervault.storage.base import Backend, FileType, Handle
+from tiervault.storage.base import MAX_SIZE, WRITER_TOKEN, Backend, FileType, Handle
+
+#: (handle, writer token) -> a check that the planted temporary is still there.
+Planter = Callable[[Handle, str], Callable[[], bool]]
+#: Tokens of writers that are gone (any token but this process's).
+DEAD_TOKENS = ("0badc0ffee00", "0badc0ffee01", "0badc0ffee02")
+
+
+def plant_file(directory: Path, h: Handle, token: str) -> Callable[[], bool]:
+    """A dead (or live) writer's half-written temporary of ``h`` in a vault directory
+    on the local disk (also what the FTP and SFTP test servers serve)."""
+    parent, _, name = h.path().rpartition("/")
+    d = directory / parent if parent else directory
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f".{name}.{token}.{os.urandom(4).hex()}.tmp"
+    p.write_bytes(os.urandom(1000))  # a partial upload
+    return p.exists
 
 
 def _h(t: FileType, data: bytes) -> Handle:
@@ -120,6 +141,51 @@ class BackendContract:
             t.join()
         assert not errors, errors
         assert len(list(backend.list(FileType.PACK))) == len(blobs)
+
+    def test_load_is_bounded(self, backend: Backend) -> None:
+        rev = Handle(FileType.REVISION)
+        backend.save(rev, b"7" * (MAX_SIZE[FileType.REVISION] + 1))
+        with pytest.raises(IntegrityError, match="larger than its bound"):
+            backend.load(rev)
+        key = Handle(FileType.KEY, "big")
+        backend.save(key, b"x" * (64 * 1024 + 1))
+        with pytest.raises(IntegrityError, match="larger than its bound"):
+            backend.load(key)
+        backend.save(key, b"y" * (64 * 1024))  # exactly at the bound
+        assert len(backend.load(key)) == 64 * 1024
+        # max_size only tightens the type's bound.
+        assert len(backend.load(key, max_size=1 << 30)) == 64 * 1024
+        data = os.urandom(300_000)
+        h = _h(FileType.PACK, data)
+        backend.save(h, data)
+        with pytest.raises(IntegrityError, match="larger than its bound"):
+            backend.load(h, max_size=100_000)
+        with pytest.raises(IntegrityError, match="larger than its bound"):
+            backend.load(h, 1000, max_size=100_000)
+        assert backend.load(h, 200_000, max_size=100_000) == data[200_000:]
+        assert backend.load(h, max_size=300_000) == data
+        # A ranged read is bounded by its length; the connection is still good.
+        assert backend.load(h, 10, 100) == data[10:110]
+        backend.save(rev, b"8\n")
+        assert backend.load(rev) == b"8\n"
+
+    def test_remove_temporaries(self, backend: Backend, plant_temporary: Planter) -> None:
+        data = os.urandom(2000)
+        h = _h(FileType.PACK, data)
+        backend.save(h, data)
+        key = Handle(FileType.KEY, "k1")
+        backend.save(key, b"key file")
+        dead = [plant_temporary(h, DEAD_TOKENS[0]), plant_temporary(key, DEAD_TOKENS[1]),
+                plant_temporary(Handle(FileType.REVISION), DEAD_TOKENS[2])]
+        assert all(d() for d in dead)
+        live = plant_temporary(Handle(FileType.INDEX, "ab" * 32), WRITER_TOKEN)
+        removed = backend.remove_temporaries()
+        assert len(removed) == 3, removed
+        assert not any(d() for d in dead)
+        assert live(), "a temporary of this (live) writer was removed"
+        assert backend.load(h) == data and backend.load(key) == b"key file"
+        assert backend.remove_temporaries() == []
+        assert {fi.handle for fi in backend.list(FileType.PACK)} == {h}
 
     def test_unreachable(self, unreachable: Backend) -> None:
         with pytest.raises(TransientError):

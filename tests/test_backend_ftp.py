@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backend_contract import BackendContract
+from tests.backend_contract import BackendContract, Planter, plant_file
 from tests.servers.ftp_server import FtpServerProcess, free_port, make_self_signed_cert
 from tiervault.errors import (
     BackendError,
@@ -101,6 +101,11 @@ class TestFtp(BackendContract):
         b.close()
 
     @pytest.fixture
+    def plant_temporary(self, ftp_server: FtpServerProcess, backend: FtpBackend) -> Planter:
+        return lambda h, token: plant_file(ftp_server.root / backend._root_rel.lstrip("/"),
+                                           h, token)
+
+    @pytest.fixture
     def unreachable(self) -> Backend:
         return FtpBackend("127.0.0.1", free_port(), USER, PASSWORD, "/v", timeout=2)
 
@@ -112,6 +117,11 @@ class TestFtps(BackendContract):
         b.create()
         yield b
         b.close()
+
+    @pytest.fixture
+    def plant_temporary(self, ftps_server: FtpServerProcess, backend: FtpBackend) -> Planter:
+        return lambda h, token: plant_file(ftps_server.root / backend._root_rel.lstrip("/"),
+                                           h, token)
 
     @pytest.fixture
     def unreachable(self, certs: tuple[Path, Path]) -> Backend:
@@ -428,3 +438,30 @@ def test_pack_listing_falls_back_to_mlsd_when_stat_does_not_parse(
     assert listed == sorted(names)
     assert not b._use_stat
     b.close()
+
+
+def test_retr_is_cut_off_past_the_bound_whatever_size_says(tmp_path: Path) -> None:
+    """A server that under-reports SIZE still cannot make the client read more than
+    the bound: the download is aborted one byte past it."""
+    from tests.servers.bad_ftp import BadFtpServerProcess
+    from tiervault.errors import IntegrityError
+
+    srv = BadFtpServerProcess(tmp_path / "root", "size-lies", user=USER, password=PASSWORD)
+    try:
+        b = FtpBackend("127.0.0.1", srv.port, USER, PASSWORD, "/v", timeout=5)
+        b.create()
+        (tmp_path / "root" / "v" / "revision").write_bytes(b"1" * (20 << 20))
+        rev = Handle(FileType.REVISION)
+        with pytest.raises(IntegrityError, match="larger than its bound of 64 bytes"):
+            b.load(rev)
+        (tmp_path / "root" / "v" / "keys").mkdir(exist_ok=True)
+        (tmp_path / "root" / "v" / "keys" / "k").write_bytes(b"x" * (20 << 20))
+        with pytest.raises(IntegrityError, match="larger than its bound of 65536 bytes"):
+            b.load(Handle(FileType.KEY, "k"))
+        # The connections are still good afterwards.
+        b.save(rev, b"5\n")
+        assert b.load(rev) == b"5\n"
+        b.close()
+    finally:
+        srv.kill()
+

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,7 +14,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from tests.backend_contract import BackendContract
+from tests.backend_contract import BackendContract, Planter
 from tests.servers.s3_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServerProcess, free_port
 from tiervault.errors import (
     BackendError,
@@ -23,7 +24,7 @@ from tiervault.errors import (
     TransientError,
     UsageError,
 )
-from tiervault.storage.base import Backend, FileType, Handle
+from tiervault.storage.base import WRITER_TOKEN, Backend, FileType, Handle
 from tiervault.storage.s3 import S3Backend, _classify
 
 MiB = 1024 * 1024
@@ -61,6 +62,32 @@ def backend(server: MotoServerProcess) -> Iterator[Backend]:
     b.create()
     yield b
     b.close()
+
+
+@pytest.fixture
+def plant_temporary(server: MotoServerProcess, backend: S3Backend) -> Planter:
+    """An open multipart upload with one part: a killed writer's (or, for this
+    process's token, one this backend has in flight)."""
+    raw = _raw(server)
+
+    def plant(h: Handle, token: str) -> Callable[[], bool]:
+        key = f"vault/{h.path()}"
+        up = raw.create_multipart_upload(Bucket=backend.bucket, Key=key)["UploadId"]
+        raw.upload_part(Bucket=backend.bucket, Key=key, UploadId=up, PartNumber=1,
+                        Body=os.urandom(1000))
+        if token == WRITER_TOKEN:
+            backend._uploading[key] = 1  # as save() marks an upload in flight
+        else:
+            # Begun before this backend (this process) existed.
+            backend._born = time.time() + 10
+
+        def there() -> bool:
+            ups = raw.list_multipart_uploads(Bucket=backend.bucket).get("Uploads", [])
+            return any(u["UploadId"] == up for u in ups)
+
+        return there
+
+    return plant
 
 
 @pytest.fixture
@@ -255,3 +282,31 @@ def _client_error(code: str, status: int) -> ClientError:
 def test_error_table(exc: Exception, expected: type[BackendError]) -> None:
     # Only the status/code table; the real paths are covered against moto above.
     assert _classify(exc) is expected
+
+
+def test_reads_are_bounded_when_the_server_ignores_range(server: MotoServerProcess) -> None:
+    """A server that answers a ranged GET with the whole object: the client reads
+    only up to what it asked for (or the bound), never the whole body blindly."""
+    from tests.servers.s3_fault_proxy import S3FaultProxy
+    from tiervault.errors import IntegrityError
+
+    with S3FaultProxy(server.endpoint, rate=0.0) as proxy:
+        b = _make(server, endpoint=proxy.endpoint)
+        b.create()
+        data = os.urandom(3 * MiB)
+        h = Handle(FileType.PACK, "ef" * 32)
+        b.save(h, data)
+        proxy.ignore_range = True
+        raw = boto3.client("s3", endpoint_url=proxy.endpoint, region_name=REGION,
+                           aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+        whole = raw.get_object(Bucket=b.bucket, Key=f"vault/{h.path()}", Range="bytes=0-9")
+        assert "ContentRange" not in whole and whole["ContentLength"] == len(data)
+        assert b.load(h, 1000, 5000) == data[1000:6000]
+        assert b.load(h, 2 * MiB) == data[2 * MiB:]
+        with pytest.raises(IntegrityError, match="larger than its bound"):
+            b.load(h, 1000, max_size=MiB)
+        rev = Handle(FileType.REVISION)
+        b.save(rev, b"9" * 1000)
+        with pytest.raises(IntegrityError, match="larger than its bound of 64 bytes"):
+            b.load(rev)
+

@@ -18,7 +18,7 @@ if not os.path.exists(SSHD):
     pytest.skip(f"{SSHD} not installed (apt-get install openssh-server)",
                 allow_module_level=True)
 
-from tests.backend_contract import BackendContract
+from tests.backend_contract import BackendContract, Planter, plant_file
 from tests.servers.sshd import (
     PasswordSftpServer,
     SshdProcess,
@@ -58,6 +58,11 @@ def backend(sshd: SshdProcess, tmp_path: Path) -> Iterator[Backend]:
     b.create()
     yield b
     b.close()
+
+
+@pytest.fixture
+def plant_temporary(tmp_path: Path) -> Planter:
+    return lambda h, token: plant_file(tmp_path / "vault", h, token)
 
 
 @pytest.fixture
@@ -396,7 +401,7 @@ def test_pool_is_bounded(sshd: SshdProcess, tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors, errors
-    assert len(b._idle) <= 2
+    assert b._pool.idle <= 2
     b.close()
 
 

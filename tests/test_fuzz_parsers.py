@@ -136,7 +136,8 @@ class MemoryBackend(Backend):
     def save(self, h: Handle, data: bytes) -> None:
         self.files[h] = bytes(data)
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
         try:
             data = self.files[h]
         except KeyError:

@@ -161,8 +161,9 @@ class LostReply(Backend):
                 raise TransientError(f"{self.location}: connection lost after upload "
                                      "(injected)")
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        return self.inner.load(h, offset, length)
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        return self.inner.load(h, offset, length, max_size)
 
     def stat(self, h: Handle) -> FileInfo:
         return self.inner.stat(h)

@@ -18,7 +18,10 @@ armed file may name the ``--garbage`` kind to use from now on):
     MLSD, NLST, LIST and STAT of a directory answer with junk (``--garbage``: invalid UTF-8, broken
     facts and absurd sizes, path tricks, an over-long line);
 ``refuse-login``
-    every login is answered ``530``.
+    every login is answered ``530``;
+``size-lies``
+    ``SIZE`` answers ``213 1`` for every file, whatever its size (a hostile
+    server that hopes the client trusts it and reads what RETR sends).
 
 ``BadFtpServerProcess`` runs it like ``FtpServerProcess`` runs the good one
 (same root layout, same URL form), so a vault made on a good server can be
@@ -44,7 +47,7 @@ from tests.servers.ftp_server import FtpServerProcess
 
 _SCRIPT = Path(__file__).resolve()
 _HOST = "127.0.0.1"
-MODES = ("hang", "truncate", "garbage-list", "refuse-login")
+MODES = ("hang", "truncate", "garbage-list", "refuse-login", "size-lies")
 #: How long a "hung" session sleeps (the test kills the server long before).
 HANG_SECONDS = 3600.0
 
@@ -265,6 +268,12 @@ def main(argv: list[str] | None = None) -> None:
             if mode_is("garbage-list") and armed():
                 return self._garbage(path, "LIST")
             return super().ftp_LIST(path)  # type: ignore[no-any-return]
+
+        def ftp_SIZE(self, path: str) -> str | None:
+            if mode_is("size-lies") and armed() and self.fs.isfile(path):
+                self.respond("213 1")
+                return path
+            return super().ftp_SIZE(path)  # type: ignore[no-any-return]
 
         def ftp_STAT(self, path: str) -> str | None:
             # STAT DIR lists on the control connection: junk there too.

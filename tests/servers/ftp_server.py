@@ -116,8 +116,10 @@ class FtpServerProcess:
     fail with 550, as some servers do. ``auth_delay`` is how long a failed
     login is answered after (pyftpdlib's default of 3 s slows tests).
     ``idle_timeout`` makes the server drop idle sessions (421) sooner than
-    pyftpdlib's 300 s. The port is chosen once and kept across ``start()``
-    calls, so a client can reconnect to a restarted server.
+    pyftpdlib's 300 s. ``read_limit`` (bytes per second, plain FTP only)
+    makes uploads to the server slow, so a test can catch one in the middle;
+    it may be changed before a ``start()``. The port is chosen once and kept
+    across ``start()`` calls, so a client can reconnect to a restarted server.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class FtpServerProcess:
         auth_delay: float = 0.1,
         refuse_rename_over: bool = False,
         idle_timeout: float | None = None,
+        read_limit: int | None = None,
     ) -> None:
         if tls and certfile is None:
             # Self-signed on the fly; clients trust it via ``self.certfile``.
@@ -147,6 +150,7 @@ class FtpServerProcess:
         self.auth_delay = auth_delay
         self.refuse_rename_over = refuse_rename_over
         self.idle_timeout = idle_timeout
+        self.read_limit = read_limit
         fd, log = tempfile.mkstemp(prefix="tv-ftp-server-", suffix=".log")
         os.close(fd)
         #: The server's stderr (warnings, tracebacks) for post-mortems.
@@ -175,6 +179,8 @@ class FtpServerProcess:
             cmd.append("--refuse-rename-over")
         if self.idle_timeout is not None:
             cmd += ["--idle-timeout", str(self.idle_timeout)]
+        if self.read_limit:
+            cmd += ["--read-limit", str(self.read_limit)]
         if self.user:
             cmd += ["--user", self.user, "--password", self.password]
         if self.tls:
@@ -260,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="answer 550 to RNTO onto an existing file, like some servers")
     ap.add_argument("--idle-timeout", type=float, default=300.0,
                     help="seconds before an idle session is closed with 421")
+    ap.add_argument("--read-limit", type=int, default=0,
+                    help="bytes per second the server receives on a data connection")
     args = ap.parse_args(argv)
 
     from pyftpdlib.authorizers import DummyAuthorizer
@@ -310,6 +318,13 @@ def main(argv: list[str] | None = None) -> None:
             pass
 
         handler = PlainHandler
+        if args.read_limit:
+            from pyftpdlib.handlers import ThrottledDTPHandler
+
+            class SlowDTP(ThrottledDTPHandler):  # type: ignore[misc]
+                read_limit = args.read_limit
+
+            handler.dtp_handler = SlowDTP
     handler.authorizer = authorizer
     handler.auth_failed_timeout = args.auth_delay
     handler.timeout = args.idle_timeout

@@ -7,6 +7,8 @@ with an S3 error instead, half ``500 InternalError`` and half ``503 SlowDown``
 first forwarded (``"after"``: the server did the work, the client is told it
 failed, so a retry repeats it) or not (``"before"``), or a random mix
 (``"both"``, the default). Counters tell a test how much was injected.
+``ignore_range = True`` makes it drop the ``Range`` header of requests, like a
+server that ignores ranges and answers every GET with the whole object.
 
 It runs in a thread of the test process (the CLI under test is a subprocess,
 so it connects over real TCP like to any S3 endpoint); as a script it runs in
@@ -51,6 +53,7 @@ class S3FaultProxy:
         self.stats = {"requests": 0, "forwarded": 0, "faults_before": 0, "faults_after": 0,
                       "500": 0, "503": 0}
         self.enabled = True
+        self.ignore_range = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
@@ -123,7 +126,8 @@ class S3FaultProxy:
                                                   timeout=60)
                 try:
                     headers = {k: v for k, v in self.headers.items()
-                               if k.lower() not in _HOP_BY_HOP}
+                               if k.lower() not in _HOP_BY_HOP
+                               and not (proxy.ignore_range and k.lower() == "range")}
                     if body or self.command in ("PUT", "POST"):
                         headers["Content-Length"] = str(len(body))
                     conn.request(self.command, self.path, body=body, headers=headers)

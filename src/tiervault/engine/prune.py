@@ -13,6 +13,8 @@ from tiervault.engine.progress import Progress
 from tiervault.engine.usage import used_blobs
 from tiervault.errors import NotFoundError, TierVaultError
 from tiervault.storage.base import FileType, Handle
+from tiervault.tiers.temporaries import clean_tiers
+from tiervault.tiers.tierset import TierSet
 from tiervault.vault.pack import PackEntry
 from tiervault.vault.repository import Repository
 
@@ -78,7 +80,8 @@ def plan_prune(repo: Repository, progress: Progress, repack_below: float = 0.5) 
 
 
 def execute_prune(repo: Repository, plan: PrunePlan, progress: Progress) -> dict[str, int]:
-    """Carry out a plan."""
+    """Carry out a plan (after removing the temporaries dead writers left)."""
+    _remove_temporaries(repo, progress)
     progress.phase("repack")
     progress.set_total(len(plan.repack_packs), None)
     writer = repo.writer()
@@ -109,6 +112,17 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: Progress) -> dict
     out = plan.summary()
     out["packs_written"] = new_packs["packs"]
     return out
+
+
+def _remove_temporaries(repo: Repository, progress: Progress) -> None:
+    """Prune runs with the write lock held: other processes' temporaries are dead."""
+    b = repo.backend
+    if isinstance(b, TierSet):
+        clean_tiers(b.online(), b.notify)
+        return
+    removed = b.remove_temporaries()
+    if removed:
+        progress.info(f"removed {len(removed)} temporary upload(s) of an interrupted session")
 
 
 def _remove(repo: Repository, h: Handle) -> None:

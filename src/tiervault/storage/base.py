@@ -10,21 +10,31 @@ Contract (checked by ``tests/backend_contract.py`` against every backend):
 - ``NotFoundError`` means the file is not there; ``TransientError`` means the
   location could not be reached (retry may help); ``PermanentError`` means a
   definite refusal (retry won't help).
+- Every ``load`` is bounded: by ``length`` when given, else by ``max_size``
+  or the type's bound (``MAX_SIZE``). The bound is checked against the size
+  the server declares before reading and enforced while reading; a file past
+  it raises ``IntegrityError`` (reads fall through to the next tier), so a
+  hostile server can never make the client read gigabytes.
 - ``list`` yields every file of a type, never temporary files.
+- ``save`` writes to a temporary name carrying ``WRITER_TOKEN`` (see
+  ``temp_name``); ``remove_temporaries`` removes the temporaries of writers
+  that are no longer alive (docs/format.md, "Temporary files").
 - A backend whose root is missing is unreachable (``TransientError``);
   only ``create`` makes the root.
 """
 
 from __future__ import annotations
 
+import builtins
 import re
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
-from tiervault.errors import UsageError
+from tiervault.errors import IntegrityError, UsageError
 
 T = TypeVar("T")
 
@@ -52,6 +62,63 @@ CONTENT_NAMED = frozenset({FileType.PACK, FileType.INDEX, FileType.SNAPSHOT})
 SINGLETONS = frozenset({FileType.CONFIG, FileType.REVISION})
 #: Files that may be replaced in place; everything else is immutable.
 MUTABLE = frozenset({FileType.CONFIG, FileType.REVISION, FileType.KEY})
+
+#: The most bytes a whole-file ``load`` of each type may return (docs/format.md).
+#: Packs are ``pack_size_mib`` (default 8) plus one chunk and their header.
+MAX_SIZE: dict[FileType, int] = {
+    FileType.REVISION: 64,
+    FileType.CONFIG: 64 * 1024,
+    FileType.KEY: 64 * 1024,
+    FileType.SNAPSHOT: 64 * 1024 * 1024,
+    FileType.INDEX: 512 * 1024 * 1024,
+    FileType.PACK: 1024 * 1024 * 1024,
+}
+
+#: Names this process's temporary uploads: a temporary carrying another token
+#: belongs to a writer that is gone once this process holds the installation's
+#: write lock (only one writer at a time; its lock dies with it). Random per
+#: process and never changed, so it is not mutable state.
+WRITER_TOKEN = secrets.token_hex(6)
+_TMP_SUFFIX = ".tmp"
+
+
+def read_bound(h: Handle, length: int | None, max_size: int | None) -> int:
+    """The most bytes a ``load(h, offset, length, max_size)`` may return."""
+    if length is not None:
+        if max_size is not None and length > max_size:
+            raise UsageError(f"a read of {length} bytes of {h} exceeds its bound {max_size}")
+        return length
+    bound = MAX_SIZE[h.type]
+    return bound if max_size is None else min(bound, max_size)
+
+
+def too_large(h: Handle, where: str, bound: int, size: int | None = None) -> IntegrityError:
+    """The error of a file past its read bound (declared ``size`` if known)."""
+    claim = f" (it is {size} bytes)" if size is not None else ""
+    return IntegrityError(f"{h} on {where} is larger than its bound of {bound} bytes{claim}: "
+                          "damaged or planted, not read")
+
+
+def temp_name(final: str) -> str:
+    """The hidden temporary name a save of the file ``final`` uploads to first."""
+    return f".{final}.{WRITER_TOKEN}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a directory entry is a temporary upload (ours or another writer's)."""
+    return name.startswith(".") and name.endswith(_TMP_SUFFIX) and len(name) > 5
+
+
+def is_dead_temporary(name: str) -> bool:
+    """A temporary that no live writer will rename: not this process's.
+
+    Names written before tokens existed (``.<name>.<8 hex>.tmp``) count as
+    dead too, as does any other ``.*.tmp`` in a vault directory.
+    """
+    if not is_temporary(name):
+        return False
+    parts = name[1:-len(_TMP_SUFFIX)].rsplit(".", 2)
+    return not (len(parts) == 3 and parts[1] == WRITER_TOKEN)
 
 
 @dataclass(frozen=True)
@@ -129,8 +196,13 @@ class Backend(ABC):
         """Store ``data`` atomically under ``h``, replacing a mutable file."""
 
     @abstractmethod
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        """Return ``length`` bytes (all if None) of ``h`` from ``offset``."""
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        """Return ``length`` bytes (all if None) of ``h`` from ``offset``.
+
+        A whole-file read returns at most ``max_size`` bytes (default and
+        upper limit: ``MAX_SIZE`` of the type); more is ``IntegrityError``.
+        """
 
     @abstractmethod
     def stat(self, h: Handle) -> FileInfo:
@@ -145,13 +217,22 @@ class Backend(ABC):
         """Remove ``h``; raise ``NotFoundError`` if it is not there."""
 
     def load_verified(self, h: Handle, decode: Callable[[bytes], T], offset: int = 0,
-                      length: int | None = None) -> T:
+                      length: int | None = None, max_size: int | None = None) -> T:
         """Load and decode; ``decode`` raises ``IntegrityError`` on bad data.
 
         A single backend just applies it; the tier set overrides this to fall
         through to the next tier when a copy fails authentication.
         """
-        return decode(self.load(h, offset, length))
+        return decode(self.load(h, offset, length, max_size))
+
+    def remove_temporaries(self) -> builtins.list[str]:
+        """Remove leftover temporary uploads of writers no longer alive; their paths.
+
+        Call only while holding the installation's write lock. Every backend
+        that saves through temporaries (or S3 multipart uploads) overrides
+        this; wrappers pass it on.
+        """
+        return []
 
     def probe(self) -> None:
         """Raise ``TransientError`` unless the location is reachable now."""

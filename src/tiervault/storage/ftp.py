@@ -3,32 +3,32 @@
 Built on the standard library's ``ftplib``. Design points:
 
 - Passive mode only (works through NAT and client firewalls).
-- A small thread-safe pool of logged-in connections, at most ``connections``
-  at a time. A connection is put back only after a clean answer; anything
-  that leaves the protocol state uncertain (timeout, reset, half-read
-  transfer that could not be aborted) discards it.
+- A small thread-safe pool of logged-in connections (``storage/pool.py``,
+  shared with SFTP), at most ``connections`` at a time. A connection is put
+  back only after a clean answer; anything that leaves the protocol state
+  uncertain (timeout, reset, half-read transfer that could not be aborted)
+  discards it.
 - Every socket (control and data) has ``timeout``, so a hung server surfaces
   as ``TransientError`` instead of hanging the backup.
 - Saves go to a hidden temporary name in the target directory and are then
   renamed into place, so a reader never sees a partial file.
 - FTPS is explicit TLS (``AUTH TLS`` then ``PBSZ 0``/``PROT P``: the data
   channel is encrypted too) with certificate verification on by default.
+- The protocol exchanges themselves (STOR, RETR, ABOR, listing replies, error
+  translation) are in ``storage/ftp_proto.py``.
 - The password never leaves this module: it is not part of ``location`` and
   is scrubbed from every error message.
 """
 
 from __future__ import annotations
 
+import builtins
 import ftplib
 import functools
 import posixpath
 import re
-import secrets
 import ssl
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -48,41 +48,33 @@ from tiervault.storage.base import (
     FileType,
     Handle,
     handle_from_path,
+    is_dead_temporary,
+    read_bound,
+    temp_name,
+    too_large,
 )
+from tiervault.storage.ftp_proto import (
+    Entries,
+    FtpConn,
+    binary,
+    delete_quietly,
+    is_stale,
+    missing,
+    mlsd,
+    parse_stat,
+    rename,
+    retr_all,
+    retr_range,
+    stor,
+    translate,
+)
+from tiervault.storage.pool import Pool, fan_out
 
 T = TypeVar("T")
-#: (name, size) pairs of a directory listing; ``FtpBackend.list`` shadows the builtin.
-_Entries = list[tuple[str, int | None]]
-
-_TMP_SUFFIX = ".tmp"
-_BLOCK = 256 * 1024
 # Reconnecting is cheaper than finding out (after a full timeout) that a
 # NAT box or the server silently dropped a long-idle control connection.
 _MAX_IDLE = 60.0
-#: One line of a Unix ``ls -l`` listing (type, size, name); names with blanks do not match.
-_LS_LINE = re.compile(r"([-dlpscb])[rwxsStT-]{9}[.+@]?\s+\d+\s+\S+\s+\S+\s+(\d+)\s+"
-                      r"[A-Za-z]{3}\s+\d{1,2}\s+(?:\d{1,2}:\d{2}|\d{4})\s+(\S+)(?: -> \S+)?")
 _DIRS_PER_CONNECTION = 8  # listing: below this many directories per connection, don't fan out
-# Reply texts that make a 5xx a refusal rather than "no such file".
-_REFUSAL = re.compile(
-    r"denied|permission|not permitted|forbidden|not allowed|read-only|read only", re.I
-)
-# Transport failures on a pooled connection that mean "it went stale while
-# idle"; worth one retry on a fresh connection. Timeouts are not: retrying
-# a hung server would only double the wait.
-_STALE = (EOFError, ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
-
-
-class _Conn:
-    """One logged-in control connection and its pool bookkeeping."""
-
-    __slots__ = ("broken", "ftp", "last_used")
-
-    def __init__(self, ftp: ftplib.FTP) -> None:
-        self.ftp = ftp
-        self.last_used = time.monotonic()
-        # Set by an operation that leaves the protocol state uncertain.
-        self.broken = False
 
 
 class FtpBackend(Backend):
@@ -134,9 +126,7 @@ class FtpBackend(Backend):
             self._context = self._make_context(ca_file, insecure)
         self._use_mlsd = True
         self._use_stat = True  # STAT DIR lists over the control connection (see _stat_list)
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(connections)
-        self._idle: list[_Conn] = []
+        self._pool: Pool[FtpConn] = Pool(connections, self._connect, _MAX_IDLE)
 
     # --- connections -----------------------------------------------------
 
@@ -152,7 +142,7 @@ class FtpBackend(Backend):
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def _connect(self) -> _Conn:
+    def _connect(self) -> FtpConn:
         ftp: ftplib.FTP
         if self._context is not None:
             ftp = ftplib.FTP_TLS(context=self._context, timeout=self.timeout)
@@ -185,43 +175,9 @@ class FtpBackend(Backend):
         except BaseException:
             ftp.close()
             raise
-        return _Conn(ftp)
+        return FtpConn(ftp)
 
-    def _checkout(self) -> tuple[_Conn, bool]:
-        """A connection (pooled if possible) and whether it was reused."""
-        self._slots.acquire()
-        try:
-            stale: list[_Conn] = []
-            found: _Conn | None = None
-            now = time.monotonic()
-            with self._lock:
-                while self._idle:
-                    c = self._idle.pop()
-                    if now - c.last_used <= _MAX_IDLE:
-                        found = c
-                        break
-                    stale.append(c)
-            for c in stale:
-                _close_quietly(c.ftp)
-            if found is not None:
-                return found, True
-            return self._connect(), False
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _checkin(self, c: _Conn, reuse: bool) -> None:
-        try:
-            if reuse and not c.broken:
-                c.last_used = time.monotonic()
-                with self._lock:
-                    self._idle.append(c)
-            else:
-                _close_quietly(c.ftp)
-        finally:
-            self._slots.release()
-
-    def _call(self, what: str, fn: Callable[[_Conn], T]) -> T:
+    def _call(self, what: str, fn: Callable[[FtpConn], T]) -> T:
         """Run ``fn`` on a pooled connection and translate what goes wrong.
 
         ``fn`` lets ftplib exceptions escape (translated here) or raises a
@@ -229,39 +185,35 @@ class FtpBackend(Backend):
         turns out to be dead is replaced once by a fresh one.
         """
         for attempt in (0, 1):
-            c: _Conn | None = None
-            reused = False
             try:
-                c, reused = self._checkout()
+                c = self._pool.acquire()
+            except ftplib.all_errors as e:  # connecting or logging in
+                raise self._translate(e, what) from self._cause(e)
+            except (UnicodeError, ValueError) as e:
+                raise TransientError(f"{what} on {self.location}: unexpected server reply "
+                                     f"({self._scrub(str(e))})") from None
+            keep = False
+            try:
                 result = fn(c)
+                keep = True
+                return result
             except TierVaultError:
-                if c is not None:
-                    self._checkin(c, reuse=True)
+                keep = True
                 raise
             except ftplib.error_perm as e:
                 # A clean 5xx answer: the connection is still in sync.
-                if c is not None:
-                    self._checkin(c, reuse=True)
+                keep = True
                 raise self._translate(e, what) from self._cause(e)
             except ftplib.all_errors as e:
-                if c is not None:
-                    self._checkin(c, reuse=False)
-                if reused and attempt == 0 and _is_stale(e):
-                    continue
-                raise self._translate(e, what) from self._cause(e)
+                if not (c.reused and attempt == 0 and is_stale(e)):
+                    raise self._translate(e, what) from self._cause(e)
             except (UnicodeError, ValueError) as e:
                 # Garbage from the server (a listing that is not UTF-8, a SIZE
                 # reply that is no number): the exchange is out of step.
-                if c is not None:
-                    self._checkin(c, reuse=False)
                 raise TransientError(f"{what} on {self.location}: unexpected server reply "
                                      f"({self._scrub(str(e))})") from None
-            except BaseException:
-                if c is not None:
-                    self._checkin(c, reuse=False)
-                raise
-            self._checkin(c, reuse=True)
-            return result
+            finally:
+                self._pool.release(c, keep)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- error translation -------------------------------------------------
@@ -276,49 +228,16 @@ class FtpBackend(Backend):
         return None if self._password and self._password in str(e) else e
 
     def _translate(self, e: BaseException, what: str) -> BackendError:
-        where = f"{what} on {self.location}"
-        if isinstance(e, ftplib.error_perm | ftplib.error_temp):
-            msg = self._scrub(str(e))
-            code = msg[:3]
-            if code in ("530", "532"):
-                return PermanentError(f"{self.location}: login refused ({msg})")
-            if code in ("552", "452"):
-                return PermanentError(f"{where}: server storage is full ({msg})")
-            if code == "421":
-                return TransientError(f"{where}: server is closing the connection ({msg})")
-            if isinstance(e, ftplib.error_temp):
-                return TransientError(f"{where}: {msg}")
-            return PermanentError(f"{where}: {msg}")
-        if isinstance(e, ssl.SSLCertVerificationError):
-            return PermanentError(
-                f"{self.location}: TLS certificate not trusted ({e.verify_message})"
-            )
-        if isinstance(e, TimeoutError):
-            return TransientError(f"{where}: timed out after {self.timeout:g}s")
-        if isinstance(e, ConnectionRefusedError):
-            return TransientError(f"{self.location}: connection refused")
-        if isinstance(e, EOFError | ConnectionError):
-            return TransientError(f"{where}: connection lost")
-        if isinstance(e, ftplib.Error):
-            return TransientError(f"{where}: unexpected server reply ({self._scrub(str(e))})")
-        text = self._scrub(getattr(e, "strerror", None) or str(e) or type(e).__name__)
-        return TransientError(f"{where}: {text}")
+        return translate(e, what, self.location, self.timeout, self._scrub)
 
-    @staticmethod
-    def _missing(e: ftplib.error_perm, allow_501: bool = False) -> bool:
-        """Whether a 5xx answer means "no such file or directory"."""
-        text = str(e)
-        codes = ("550", "501") if allow_501 else ("550",)
-        return text[:3] in codes and not _REFUSAL.search(text)
-
-    def _root_exists(self, c: _Conn) -> bool:
+    def _root_exists(self, c: FtpConn) -> bool:
         try:
             c.ftp.cwd(self._abs(""))
         except ftplib.error_perm:
             return False
         return True
 
-    def _not_found(self, c: _Conn, what: str) -> BackendError:
+    def _not_found(self, c: FtpConn, what: str) -> BackendError:
         # Like the local backend: a missing root means the tier is not there
         # (unmounted share behind the FTP server), not that the file is gone.
         if not self._root_exists(c):
@@ -334,7 +253,7 @@ class FtpBackend(Backend):
     def create(self) -> None:
         """Make the vault directory (and its parents) and the type directories."""
 
-        def op(c: _Conn) -> None:
+        def op(c: FtpConn) -> None:
             root = self._abs("")
             # MKD is not recursive: make each component of the root in turn.
             parents: list[str] = []
@@ -363,14 +282,14 @@ class FtpBackend(Backend):
         """Upload to a hidden ``.tmp`` name beside the target, then rename it in place."""
         what = str(h)
 
-        def op(c: _Conn) -> None:
+        def op(c: FtpConn) -> None:
             final = self._abs(h.path())
             parent, name = posixpath.split(final)
-            tmp = posixpath.join(parent, f".{name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+            tmp = posixpath.join(parent, temp_name(name))
             try:
-                self._stor(c, tmp, data)
+                stor(c, tmp, data)
             except ftplib.error_perm as e:
-                if not self._missing(e):
+                if not missing(e):
                     raise
                 if not self._root_exists(c):
                     raise TransientError(f"{self.location}: vault directory is not there") from None
@@ -379,76 +298,46 @@ class FtpBackend(Backend):
                     c.ftp.mkd(parent)
                 except ftplib.error_perm:
                     pass  # raced with another writer, or a real refusal the retry reports
-                self._stor(c, tmp, data)
+                stor(c, tmp, data)
             try:
-                self._rename(c, tmp, final)
+                rename(c, tmp, final)
             except ftplib.error_perm:
                 # A clean refusal: tidy up. (After a transport error the
                 # connection is gone; the orphan is a hidden .tmp, never listed.)
-                self._delete_quietly(c, tmp)
+                delete_quietly(c, tmp)
                 raise
 
         self._call(what, op)
 
-    def _stor(self, c: _Conn, path: str, data: bytes) -> None:
-        try:
-            # Not ftplib's storbinary: it re-sends TYPE I each time, a
-            # round trip the pool's always-binary connections do not need.
-            with c.ftp.transfercmd(f"STOR {path}") as conn:
-                conn.sendall(data)
-                if isinstance(conn, ssl.SSLSocket):
-                    conn.unwrap()  # TLS close_notify, so the server knows the upload is whole
-            c.ftp.voidresp()
-        except ftplib.error_perm as e:
-            if str(e)[:3] == "552":
-                # Refused mid-transfer (disk full): drop the partial upload.
-                self._delete_quietly(c, path)
-            raise
-        except ftplib.error_temp:
-            # 452/451/426: the transfer broke off; drop whatever arrived.
-            self._delete_quietly(c, path)
-            raise
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        """Download a range: REST for the offset, ABOR once ``length`` bytes are in.
 
-    def _rename(self, c: _Conn, src: str, dst: str) -> None:
-        try:
-            c.ftp.rename(src, dst)
-            return
-        except ftplib.error_perm:
-            # Some servers refuse to rename onto an existing name; only
-            # a successful delete of the target makes a second try worthwhile.
-            try:
-                c.ftp.delete(dst)
-            except ftplib.error_perm:
-                pass
-            else:
-                c.ftp.rename(src, dst)
-                return
-            raise
-
-    def _delete_quietly(self, c: _Conn, path: str) -> None:
-        """Best-effort cleanup that never masks the error being handled."""
-        try:
-            c.ftp.delete(path)
-        except ftplib.error_perm:
-            pass
-        except ftplib.all_errors:
-            c.broken = True
-
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        """Download a range: REST for the offset, ABOR once ``length`` bytes are in."""
+        A whole file is first sized (SIZE) against its bound, and the download
+        is cut off (ABOR) as soon as it passes the bound.
+        """
         if offset < 0 or (length is not None and length < 0):
             raise UsageError(f"invalid range {offset}+{length} for {h}")
         what = str(h)
+        bound = read_bound(h, length, max_size)
 
-        def op(c: _Conn) -> bytes:
+        def op(c: FtpConn) -> bytes:
             path = self._abs(h.path())
             try:
                 if length == 0:
                     c.ftp.size(path)  # existence check only
                     return b""
                 if length is None:
-                    return self._retr_all(c, path, offset)
-                return self._retr_range(c, path, offset, length, what)
+                    try:
+                        size = c.ftp.size(path)
+                    except ftplib.error_perm as e:
+                        if str(e)[:3] not in ("500", "502"):
+                            raise
+                        size = None  # SIZE not implemented: the read bound still holds
+                    if size is not None and size - offset > bound:
+                        raise too_large(h, self.location, bound, size)
+                    return retr_all(c, path, offset, bound, h, self.location)
+                return retr_range(c, path, offset, length, what, self.location)
             except ftplib.error_perm as e:
                 if offset and str(e)[:3] == "554":
                     # RFC 1123: REST beyond the end of the file.
@@ -457,70 +346,21 @@ class FtpBackend(Backend):
                     raise IntegrityError(
                         f"{what} on {self.location} is shorter than expected"
                     ) from None
-                if self._missing(e, allow_501=length == 0):
+                if missing(e, allow_501=length == 0):
                     raise self._not_found(c, what) from None
                 raise
 
         return self._call(what, op)
 
-    def _retr_all(self, c: _Conn, path: str, offset: int) -> bytes:
-        # Like ftplib's retrbinary minus its per-call TYPE I round trip.
-        buf = bytearray()
-        with c.ftp.transfercmd(f"RETR {path}", rest=offset or None) as conn:
-            while chunk := conn.recv(_BLOCK):
-                buf += chunk
-            if isinstance(conn, ssl.SSLSocket):
-                conn.unwrap()
-        c.ftp.voidresp()
-        return bytes(buf)
-
-    def _retr_range(self, c: _Conn, path: str, offset: int, length: int, what: str) -> bytes:
-        conn = c.ftp.transfercmd(f"RETR {path}", rest=offset or None)
-        buf = bytearray()
-        try:
-            while len(buf) < length:
-                chunk = conn.recv(min(_BLOCK, length - len(buf)))
-                if not chunk:
-                    break
-                buf += chunk
-            if len(buf) < length and isinstance(conn, ssl.SSLSocket):
-                conn.unwrap()  # the server finished; end TLS cleanly as ftplib does
-        finally:
-            conn.close()
-        if len(buf) < length:
-            c.ftp.voidresp()
-            raise IntegrityError(f"{what} on {self.location} is shorter than expected")
-        self._abort(c)
-        return bytes(buf)
-
-    def _abort(self, c: _Conn) -> None:
-        """Stop a download we no longer need and resynchronise the replies.
-
-        ABOR is sent as a plain command: urgent (OOB) data cannot travel
-        over TLS, and servers also accept it in-band. Depending on timing the
-        server answers 426+226, 226+225 or just 225, so a NOOP is pipelined
-        behind it and replies are read until its 200. If that does not
-        work out the data is still good; only the connection is dropped.
-        """
-        try:
-            c.ftp.putcmd("ABOR")
-            c.ftp.putcmd("NOOP")
-            for _ in range(6):
-                if c.ftp.getmultiline().startswith("200"):
-                    return
-            c.broken = True
-        except ftplib.all_errors:
-            c.broken = True
-
     def stat(self, h: Handle) -> FileInfo:
         """Size via SIZE (binary mode)."""
         what = str(h)
 
-        def op(c: _Conn) -> FileInfo:
+        def op(c: FtpConn) -> FileInfo:
             try:
                 size = c.ftp.size(self._abs(h.path()))
             except ftplib.error_perm as e:
-                if self._missing(e, allow_501=True):
+                if missing(e, allow_501=True):
                     raise self._not_found(c, what) from None
                 raise
             if size is None:
@@ -549,19 +389,14 @@ class FtpBackend(Backend):
         # over the pool's connections instead of paying the latency 256 times.
         subdirs = t is FileType.PACK
 
-        def one(d: str) -> _Entries:
+        def one(d: str) -> Entries:
             return self._call(d, functools.partial(self._listdir_files, rel=d, subdir=subdirs))
 
-        def scan(batch: list[str]) -> list[tuple[str, _Entries]]:
-            return [(d, one(d)) for d in batch]
-
-        n = min(self.connections, -(-len(dirs) // _DIRS_PER_CONNECTION))
-        if n <= 1:
-            listed: Iterable[tuple[str, _Entries]] = ((d, one(d)) for d in dirs)
+        if len(dirs) == 1:
+            listed = [(dirs[0], one(dirs[0]))]
         else:
-            with ThreadPoolExecutor(n, thread_name_prefix="ftp-list") as pool:
-                listed = sorted(e for part in pool.map(scan, [dirs[i::n] for i in range(n)])
-                                for e in part)
+            listed = list(zip(dirs, fan_out(dirs, one, self.connections,
+                                            _DIRS_PER_CONNECTION, "ftp-list"), strict=True))
         for d, entries in listed:
             for name, size in entries:
                 if name.startswith("."):
@@ -571,7 +406,7 @@ class FtpBackend(Backend):
                     continue
                 yield FileInfo(h, size)
 
-    def _listdir_files(self, c: _Conn, rel: str, subdir: bool) -> _Entries:
+    def _listdir_files(self, c: FtpConn, rel: str, subdir: bool) -> Entries:
         """The files of ``rel``; a data/xx subdirectory (whose parent was just
         listed) by STAT where the server lists that way, else by _listdir."""
         if subdir and self._use_stat:
@@ -580,7 +415,7 @@ class FtpBackend(Backend):
                 return entries
         return self._listdir(c, rel, files=True)
 
-    def _stat_list(self, c: _Conn, path: str) -> _Entries | None:
+    def _stat_list(self, c: FtpConn, path: str) -> Entries | None:
         """``STAT path``: the listing comes back on the control connection, one
         round trip instead of PASV, a data connection and MLSD (RFC 959; 3x
         faster on loopback, more over a WAN). Used only for directories known
@@ -590,7 +425,7 @@ class FtpBackend(Backend):
         try:
             reply = c.ftp.sendcmd(f"STAT {path}")
         except ftplib.error_perm as e:
-            if self._missing(e):
+            if missing(e):
                 return []  # removed since its parent was listed
             self._use_stat = False  # not implemented, or refused
             return None
@@ -603,26 +438,12 @@ class FtpBackend(Backend):
             c.broken = True
             raise TransientError(f"listing {path} on {self.location}: unexpected STAT reply "
                                  f"({self._scrub(str(e))[:200]})") from None
-        lines = reply.splitlines()
-        out: _Entries = []
-        ok = len(lines) >= 2 and lines[0][:4] in ("211-", "212-", "213-") and \
-            lines[-1][:3] == lines[0][:3]
-        for line in lines[1:-1] if ok else []:
-            line = line.strip()
-            if not line or line.startswith("total "):
-                continue
-            m = _LS_LINE.fullmatch(line)
-            if m is None:
-                ok = False
-                break
-            if m.group(1) == "-":  # a regular file (subdirectories, links: not ours)
-                out.append((m.group(3), int(m.group(2))))
-        if not ok:
+        out = parse_stat(reply)
+        if out is None:
             self._use_stat = False
-            return None
         return out
 
-    def _listdir(self, c: _Conn, rel: str, files: bool) -> _Entries:
+    def _listdir(self, c: FtpConn, rel: str, files: bool) -> Entries:
         """(name, size) of the files (or subdirectories) of ``rel``.
 
         A missing directory lists as empty, unless the vault root itself
@@ -632,8 +453,8 @@ class FtpBackend(Backend):
         try:
             entries = self._list_names(c, path, files)
         except ftplib.error_perm as e:
-            self._binary(c)
-            if not self._missing(e, allow_501=True):
+            binary(c)
+            if not missing(e, allow_501=True):
                 raise
             if not self._root_exists(c):
                 raise TransientError(f"{self.location}: vault directory is not there") from None
@@ -642,27 +463,27 @@ class FtpBackend(Backend):
         # other command here relies on binary mode: SIZE is refused in ASCII
         # and a raw RETR would be newline-translated. (On a transport error
         # above the connection is discarded, so there is nothing to restore.)
-        self._binary(c)
+        binary(c)
         if not files:
             return entries
-        out: _Entries = []
+        out: Entries = []
         for name, size in entries:
             if size is None and not name.startswith("."):
                 # NLST, or an MLSD without the size fact: ask for it.
                 try:
                     size = c.ftp.size(posixpath.join(path, name))
                 except ftplib.error_perm as e:
-                    if self._missing(e, allow_501=True):
+                    if missing(e, allow_501=True):
                         continue  # a directory, or removed meanwhile
                     raise
             out.append((name, size))
         return out
 
-    def _list_names(self, c: _Conn, path: str, files: bool) -> _Entries:
+    def _list_names(self, c: FtpConn, path: str, files: bool) -> Entries:
         """Names of files (or directories) in ``path``, with sizes when cheap."""
         if self._use_mlsd:
             try:
-                return self._mlsd(c, path, files)
+                return mlsd(c, path, files)
             except ftplib.error_perm as e:
                 if str(e)[:3] not in ("500", "502"):
                     raise
@@ -672,35 +493,43 @@ class FtpBackend(Backend):
         names = [posixpath.basename(n.rstrip("/")) for n in c.ftp.nlst(path)]
         return [(n, None) for n in names if n and n not in (".", "..")]
 
-    def _mlsd(self, c: _Conn, path: str, files: bool) -> _Entries:
-        out: _Entries = []
-        for name, facts in c.ftp.mlsd(path):
-            kind = facts.get("type", "").lower()
-            if kind in ("cdir", "pdir") or name in (".", ".."):
-                continue
-            if files != (kind == "file"):
-                continue
-            size = facts.get("size", "")
-            # isascii: str.isdigit() accepts digits int() refuses, such as "²".
-            out.append((name, int(size) if files and size.isascii() and size.isdigit() else None))
-        return out
+    def remove_temporaries(self) -> builtins.list[str]:
+        """DELE the hidden ``.*.tmp`` uploads of writers no longer alive, in every
+        vault directory (servers that hide dot files from listings keep theirs)."""
+        tops = ["", *(t.value for t in FileType if t not in SINGLETONS)]
+        entries = self._call("data", lambda c: self._listdir(c, "data", files=False))
+        subdirs = sorted(f"data/{n}" for n, _ in entries if re.fullmatch(r"[0-9a-f]{2}", n))
 
-    @staticmethod
-    def _binary(c: _Conn) -> None:
-        try:
-            c.ftp.voidcmd("TYPE I")
-        except ftplib.all_errors:
-            c.broken = True
+        def clean(rel: str) -> builtins.list[str]:
+            def op(c: FtpConn) -> builtins.list[str]:
+                gone = []
+                for name, _size in self._listdir_files(c, rel, rel.startswith("data/")):
+                    if not is_dead_temporary(name):
+                        continue
+                    path = posixpath.join(rel, name)
+                    try:
+                        c.ftp.delete(self._abs(path))
+                    except ftplib.error_perm as e:
+                        if missing(e):
+                            continue  # removed meanwhile
+                        raise
+                    gone.append(path)
+                return gone
+
+            return self._call(rel or "vault directory", op)
+
+        return [p for part in fan_out(tops + subdirs, clean, self.connections,
+                                      _DIRS_PER_CONNECTION, "ftp-clean") for p in part]
 
     def remove(self, h: Handle) -> None:
         """Delete via DELE."""
         what = str(h)
 
-        def op(c: _Conn) -> None:
+        def op(c: FtpConn) -> None:
             try:
                 c.ftp.delete(self._abs(h.path()))
             except ftplib.error_perm as e:
-                if self._missing(e):
+                if missing(e):
                     raise self._not_found(c, what) from None
                 raise
 
@@ -709,7 +538,7 @@ class FtpBackend(Backend):
     def probe(self) -> None:
         """Connect, log in and check that the vault directory exists."""
 
-        def op(c: _Conn) -> None:
+        def op(c: FtpConn) -> None:
             if not self._root_exists(c):
                 raise TransientError(f"{self.location}: vault directory is not there")
 
@@ -717,32 +546,7 @@ class FtpBackend(Backend):
 
     def close(self) -> None:
         """Close the idle pooled connections (in-use ones close on return)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for c in idle:
-            _close_quietly(c.ftp, polite=True)
+        self._pool.reset(polite=True)
 
     def __repr__(self) -> str:
         return f"FtpBackend({self.location!r})"
-
-
-def _is_stale(e: BaseException) -> bool:
-    if isinstance(e, ftplib.error_temp):
-        return str(e)[:3] == "421"
-    return isinstance(e, _STALE)
-
-
-def _close_quietly(ftp: ftplib.FTP, polite: bool = False) -> None:
-    """Close a connection; with ``polite``, say QUIT first (briefly)."""
-    if polite and ftp.sock is not None:
-        try:
-            # Bounded: closing must not wait a full timeout on a hung server.
-            ftp.sock.settimeout(min(2.0, ftp.sock.gettimeout() or 2.0))
-            ftp.quit()
-            return
-        except ftplib.all_errors:
-            pass
-    try:
-        ftp.close()
-    except OSError:
-        pass

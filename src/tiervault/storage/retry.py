@@ -8,6 +8,7 @@ as retrying cannot change them.
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -53,8 +54,9 @@ class RetryBackend(Backend):
     def save(self, h: Handle, data: bytes) -> None:
         self._call(lambda: self.inner.save(h, data))
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        return self._call(lambda: self.inner.load(h, offset, length))
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        return self._call(lambda: self.inner.load(h, offset, length, max_size))
 
     def stat(self, h: Handle) -> FileInfo:
         return self._call(lambda: self.inner.stat(h))
@@ -65,6 +67,9 @@ class RetryBackend(Backend):
 
     def remove(self, h: Handle) -> None:
         self._call(lambda: self.inner.remove(h))
+
+    def remove_temporaries(self) -> builtins.list[str]:
+        return self._call(self.inner.remove_temporaries)
 
     def probe(self) -> None:
         self._call(self.inner.probe)

@@ -4,14 +4,19 @@ Objects are named ``<prefix>/<handle path>``. S3 has no directories, so the
 vault "root" is the bucket: a missing bucket makes the tier unreachable
 (``TransientError``), exactly like an unplugged disk for the local backend.
 Single PUTs and completed multipart uploads are atomic in S3, which gives the
-contract's atomic ``save`` without temporary names.
+contract's atomic ``save`` without temporary names; the "temporaries" are
+multipart uploads left open by a writer that died, which ``remove_temporaries``
+aborts (they are invisible, but the provider stores and bills their parts).
 """
 
 from __future__ import annotations
 
+import builtins
 import io
 import threading
+import time
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -39,7 +44,16 @@ from tiervault.errors import (
     TransientError,
     UsageError,
 )
-from tiervault.storage.base import SINGLETONS, Backend, FileInfo, FileType, Handle, handle_from_path
+from tiervault.storage.base import (
+    SINGLETONS,
+    Backend,
+    FileInfo,
+    FileType,
+    Handle,
+    handle_from_path,
+    read_bound,
+    too_large,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -60,6 +74,10 @@ _TRANSIENT_CODES = frozenset({
     "OperationAborted",
 })
 _TRANSIENT_STATUS = frozenset({408, 429})
+_READ_BLOCK = 1 << 20
+# Seconds of slack between the server's clock (1 s resolution) and ours when
+# telling an upload begun before this backend existed from one of its own.
+_CLOCK_SLACK = 2.0
 
 
 class S3Backend(Backend):
@@ -113,6 +131,10 @@ class S3Backend(Backend):
         self._client: S3Client | None = None
         self._lock = threading.Lock()
         self.location = _location(bucket, self.prefix, endpoint, region)
+        # Keys with a multipart upload of ours in flight, and when we started
+        # (local clock): remove_temporaries never aborts an upload of ours.
+        self._uploading: dict[str, int] = {}
+        self._born = time.time()
 
     # -- plumbing ---------------------------------------------------------
 
@@ -233,17 +255,33 @@ class S3Backend(Backend):
         try:
             if len(data) >= self._threshold:
                 # s3transfer aborts the multipart upload itself if a part fails,
-                # so no half-written object ever becomes visible.
-                s3.upload_fileobj(io.BytesIO(data), self.bucket, key, Config=self._transfer)
+                # so no half-written object ever becomes visible; one left open
+                # by a killed process is aborted by remove_temporaries.
+                with self._lock:
+                    self._uploading[key] = self._uploading.get(key, 0) + 1
+                try:
+                    s3.upload_fileobj(io.BytesIO(data), self.bucket, key, Config=self._transfer)
+                finally:
+                    with self._lock:
+                        self._uploading[key] -= 1
+                        if not self._uploading[key]:
+                            del self._uploading[key]
             else:
                 s3.put_object(Bucket=self.bucket, Key=key, Body=data)
         except (BotoCoreError, ClientError, OSError) as e:
             raise self._translate(e, str(h)) from e
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        """Fetch ``h`` or the range ``offset``/``length`` with an HTTP Range request."""
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        """Fetch ``h`` or the range ``offset``/``length`` with an HTTP Range request.
+
+        The body is read only up to the bound (``length``, else ``max_size`` or
+        the type's), after checking ``Content-Length`` against it, even when the
+        server ignores the Range and sends the whole object.
+        """
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("offset and length must not be negative")
+        bound = read_bound(h, length, max_size)
         if length == 0:
             self.stat(h)  # an empty range still requires the file to exist
             return b""
@@ -256,7 +294,12 @@ class S3Backend(Backend):
             resp = self._s3().get_object(**kwargs)
             body = resp["Body"]
             try:
-                data = body.read()
+                # A server that ignores Range sends the whole object (200, not 206).
+                skip = offset if ranged and "ContentRange" not in resp else 0
+                declared = resp.get("ContentLength")
+                if length is None and declared is not None and int(declared) - skip > bound:
+                    raise too_large(h, self.location, bound, int(declared) + offset - skip)
+                data = _read_upto(body, skip + bound + 1)[skip:]
             finally:
                 body.close()
         except ClientError as e:
@@ -269,9 +312,10 @@ class S3Backend(Backend):
             raise self._translate(e, str(h)) from e
         except (BotoCoreError, OSError) as e:
             raise self._translate(e, str(h)) from e
-        if ranged and "ContentRange" not in resp:
-            # A server that ignores Range sends the whole object (200, not 206).
-            data = data[offset:] if length is None else data[offset:offset + length]
+        if len(data) > bound:
+            if length is None:
+                raise too_large(h, self.location, bound)
+            data = data[:length]
         if length is not None and len(data) != length:
             raise IntegrityError(f"{h} on {self.location} is shorter than expected")
         return data
@@ -314,6 +358,42 @@ class S3Backend(Backend):
         except (BotoCoreError, ClientError, OSError) as e:
             raise self._translate(e, str(h)) from e
 
+    def remove_temporaries(self) -> builtins.list[str]:
+        """Abort the multipart uploads under the prefix that a dead writer left open.
+
+        Ours are spared: those of keys this backend is uploading now, and any
+        begun after it was made (by the server's clock, from its Date header),
+        so only uploads of earlier processes (the write lock says they are
+        gone) are aborted.
+        """
+        base = f"{self.prefix}/" if self.prefix else ""
+        s3 = self._s3()
+        aborted: list[str] = []
+        try:
+            resp = s3.list_multipart_uploads(Bucket=self.bucket, Prefix=base)
+            date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+            # Our birth in the server's clock: its now, minus our age.
+            server_now = parsedate_to_datetime(date).timestamp() if date else time.time()
+            born = server_now - (time.time() - self._born) - _CLOCK_SLACK
+            while True:
+                for up in resp.get("Uploads", []):
+                    key, upload_id = up.get("Key", ""), up.get("UploadId", "")
+                    initiated = up.get("Initiated")
+                    with self._lock:
+                        ours = key in self._uploading
+                    if ours or (initiated is not None and initiated.timestamp() >= born):
+                        continue
+                    s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                    aborted.append(f"{key[len(base):]} (multipart upload {upload_id[:16]})")
+                if not resp.get("IsTruncated"):
+                    break
+                resp = s3.list_multipart_uploads(
+                    Bucket=self.bucket, Prefix=base, KeyMarker=resp.get("NextKeyMarker", ""),
+                    UploadIdMarker=resp.get("NextUploadIdMarker", ""))
+        except (BotoCoreError, ClientError, OSError) as e:
+            raise self._translate(e, "multipart uploads") from e
+        return aborted
+
     def probe(self) -> None:
         """Reachable means: the server answers and the bucket is there."""
         if not self._bucket_exists():
@@ -325,6 +405,19 @@ class S3Backend(Backend):
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+def _read_upto(body: Any, n: int) -> bytes:
+    """Up to ``n`` bytes of a streaming body (fewer only at its end)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        piece = body.read(min(n - got, _READ_BLOCK))
+        if not piece:
+            break
+        parts.append(piece)
+        got += len(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _code(exc: ClientError) -> str:

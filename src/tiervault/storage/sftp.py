@@ -5,9 +5,10 @@ Design notes (the why; the what is in the code):
 - Host keys are checked against a known_hosts file and unknown or changed keys
   are refused: a backup that silently trusts whoever answers on the port would
   hand encrypted packs (and our login) to any man in the middle.
-- A small pool of SFTP sessions, one SSH connection each, is shared by the
-  threads using the backend; a session found broken is thrown away instead of
-  being returned, so one dead connection never poisons later operations.
+- A small pool of SFTP sessions (``storage/pool.py``, shared with FTP), one SSH
+  connection each, is shared by the threads using the backend; a session
+  found broken is thrown away instead of being returned, so one dead
+  connection never poisons later operations.
 - Every socket read has a timeout, so a hung server turns into a
   ``TransientError`` instead of a hung backup.
 - paramiko's own errors are translated here, at the boundary, into the
@@ -18,20 +19,15 @@ Design notes (the why; the what is in the code):
 
 from __future__ import annotations
 
-import getpass
+import builtins
 import os
-import secrets
 import stat as stat_mod
 import threading
-import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import paramiko
 from paramiko.sftp import CMD_EXTENDED
-from paramiko.ssh_exception import IncompatiblePeer
 
 from tiervault.errors import (
     BackendError,
@@ -49,11 +45,30 @@ from tiervault.storage.base import (
     FileType,
     Handle,
     handle_from_path,
+    is_dead_temporary,
+    read_bound,
+    temp_name,
+    too_large,
+)
+from tiervault.storage.pool import Pool, fan_out
+from tiervault.storage.sftp_io import (
+    Lost,
+    RejectUnknownHost,
+    Session,
+    connect_error,
+    current_user,
+    describe,
+    display_location,
+    finish_writes,
+    is_status,
+    mkdir_quiet,
+    opened,
+    read_exactly,
+    unsupported,
 )
 
 T = TypeVar("T")
 
-_TMP_SUFFIX = ".tmp"
 # Ranges up to this size are read with plain requests; larger reads pay one
 # extra round trip for a stat so they can be fetched with pipelined requests.
 _PLAIN_READ_MAX = 64 * 1024
@@ -65,63 +80,7 @@ _KEEPALIVE = 30
 _MAX_IDLE = 300.0
 # Directories listed per session before list() spreads over more connections.
 _DIRS_PER_SESSION = 8
-_DIR_MODE = 0o700
 _FILE_MODE = 0o600
-
-
-class _UnknownHostKey(paramiko.SSHException):
-    """The server's host key is not in known_hosts (raised by our policy)."""
-
-    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
-        super().__init__(f"host key for {hostname} not found in known_hosts")
-        self.hostname = hostname
-        self.key = key
-
-
-class _RejectUnknownHost(paramiko.RejectPolicy):
-    """paramiko's RejectPolicy, raising a distinct type so we can explain the fix."""
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> NoReturn:
-        raise _UnknownHostKey(hostname, key)
-
-
-class _Session:
-    """One SSH connection with its SFTP channel, owned by one thread at a time."""
-
-    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, gen: int) -> None:
-        self.client = client
-        self.sftp = sftp
-        self.gen = gen
-        self.last_used = time.monotonic()
-        self.reused = False
-        # Set when a reply may still be outstanding (e.g. after a timeout): the
-        # session is out of step with the server and must not be reused.
-        self.broken = False
-
-    def alive(self) -> bool:
-        transport = self.client.get_transport()
-        return (
-            not self.broken
-            and transport is not None
-            and transport.is_active()
-            and not self.sftp.get_channel().closed  # type: ignore[union-attr]
-        )
-
-    def close(self) -> None:
-        try:
-            self.sftp.close()
-        except Exception:
-            pass  # closing a dead session may fail in any way; it is gone either way
-        try:
-            self.client.close()
-        except Exception:
-            pass
-
-
-class _Lost(Exception):
-    """Internal: the session broke mid-operation (short read on a dead channel)."""
 
 
 class SftpBackend(Backend):
@@ -157,7 +116,7 @@ class SftpBackend(Backend):
             raise UsageError("sftp: timeout must be positive")
         self.host = host
         self.port = port
-        self.user = user or _current_user()
+        self.user = user or current_user()
         self._password = password or None
         self.key_file = os.path.expanduser(key_file) if key_file else None
         self._known_hosts_given = known_hosts is not None
@@ -166,14 +125,12 @@ class SftpBackend(Backend):
         if path == "~" or path.startswith("~/"):
             path = path[2:] or "."  # SFTP does not expand "~": the login dir is the default
         self.root = path.rstrip("/") or ("/" if path.startswith("/") else ".")
-        self.location = _location(self.user, host, port, self.root)
+        self.location = display_location(self.user, host, port, self.root)
 
         self._key: paramiko.PKey | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the key file's one-time load
         self._connections = connections
-        self._slots = threading.BoundedSemaphore(connections)
-        self._idle: list[_Session] = []
-        self._gen = 0
+        self._pool: Pool[Session] = Pool(connections, self._connect, _MAX_IDLE)
         # Protocol extensions we try once and stop using if the server lacks them
         # (OpenSSH has both; other servers may not).
         self._has_posix_rename = True
@@ -197,35 +154,10 @@ class SftpBackend(Backend):
         return cause
 
     def _connect_error(self, e: Exception) -> BackendError:
-        where = self.location
-        kh = self.known_hosts
-        add = f"ssh-keyscan -p {self.port} {self.host} >> {kh}"
-        if isinstance(e, _UnknownHostKey):
-            return self._err(
-                PermanentError,
-                f"{where}: the server's host key ({e.key.get_name()} {e.key.fingerprint}) "
-                f"is not in {kh}; after checking the fingerprint with the server's "
-                f"administrator, add it with: {add}")
-        if isinstance(e, paramiko.BadHostKeyException):
-            return self._err(
-                PermanentError,
-                f"{where}: the server's host key CHANGED (now {e.key.get_name()} "
-                f"{e.key.fingerprint}, {kh} expects {e.expected_key.fingerprint}); "
-                f"this may be an attack. If the change is legitimate, remove the old "
-                f"entry (ssh-keygen -R '[{self.host}]:{self.port}' -f {kh}) and add the "
-                f"new key with: {add}")
-        if isinstance(e, paramiko.AuthenticationException):
-            return self._err(
-                PermanentError,
-                f"{where}: authentication as {self.user} failed; check user, "
-                f"password and key file")
-        if isinstance(e, IncompatiblePeer):
-            return self._err(PermanentError, f"{where}: incompatible SSH server: {_describe(e)}")
-        # Refused, unreachable, DNS failure, timeout, dropped during the handshake:
-        # the server is not there right now.
-        return self._err(TransientError, f"{where}: cannot connect: {_describe(e)}")
+        return self._err(*connect_error(e, self.location, self.host, self.port,
+                                        self.known_hosts, self.user))
 
-    def _status_error(self, e: OSError, what: str, s: _Session) -> BackendError:
+    def _status_error(self, e: OSError, what: str, s: Session) -> BackendError:
         """Translate an SFTP status reply (the connection itself is fine)."""
         if isinstance(e, FileNotFoundError):
             try:
@@ -235,13 +167,13 @@ class SftpBackend(Backend):
                     TransientError, f"{self.location}: vault directory is not there")
             except Exception as e2:  # the connection died under us: not a definite answer
                 s.broken = True
-                return self._err(TransientError, f"{what} on {self.location}: {_describe(e2)}")
+                return self._err(TransientError, f"{what} on {self.location}: {describe(e2)}")
             return self._err(NotFoundError, f"{what} not found on {self.location}")
         if isinstance(e, PermissionError):
             return self._err(PermanentError, f"{what} on {self.location}: permission denied")
         # SFTP v3 folds disk full, quota exceeded and I/O errors into one
         # "Failure" status: all definite refusals from a server that is up.
-        return self._err(PermanentError, f"{what} on {self.location}: {_describe(e)}")
+        return self._err(PermanentError, f"{what} on {self.location}: {describe(e)}")
 
     # ------------------------------------------------------------------- pool
 
@@ -268,10 +200,10 @@ class SftpBackend(Backend):
                     raise self._err(
                         PermanentError,
                         f"{self.location}: cannot use key file {self.key_file}: "
-                        f"{_describe(e)}{hint}") from self._safe(e)
+                        f"{describe(e)}{hint}") from self._safe(e)
             return self._key
 
-    def _connect(self) -> _Session:
+    def _connect(self) -> Session:
         pkey = self._load_key()
         client = paramiko.SSHClient()
         try:
@@ -289,8 +221,8 @@ class SftpBackend(Backend):
             except OSError as e:
                 raise self._err(
                     PermanentError,
-                    f"{self.location}: cannot read {self.known_hosts}: {_describe(e)}") from e
-            client.set_missing_host_key_policy(_RejectUnknownHost())
+                    f"{self.location}: cannot read {self.known_hosts}: {describe(e)}") from e
+            client.set_missing_host_key_policy(RejectUnknownHost())
             # Agent and default keys only when nothing explicit was configured:
             # otherwise a wrong key_file could silently "work" via another key.
             fallback = pkey is None and self._password is None
@@ -311,54 +243,9 @@ class SftpBackend(Backend):
             if isinstance(e, BackendError) or not isinstance(e, Exception):
                 raise
             raise self._connect_error(e) from self._safe(e)
-        with self._lock:
-            gen = self._gen
-        return _Session(client, sftp, gen)
+        return Session(client, sftp)
 
-    def _acquire(self) -> _Session:
-        self._slots.acquire()
-        try:
-            stale: list[_Session] = []
-            found: _Session | None = None
-            now = time.monotonic()
-            with self._lock:
-                while self._idle:
-                    s = self._idle.pop()  # most recently used first: likeliest alive
-                    if s.alive() and now - s.last_used < _MAX_IDLE:
-                        found = s
-                        break
-                    stale.append(s)
-            for s in stale:
-                s.close()
-            if found is not None:
-                found.reused = True
-                return found
-            return self._connect()
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _release(self, s: _Session, keep: bool) -> None:
-        try:
-            if keep and s.alive():
-                with self._lock:
-                    if s.gen == self._gen:
-                        s.last_used = time.monotonic()
-                        self._idle.append(s)
-                        return
-            s.close()
-        finally:
-            self._slots.release()
-
-    def _reset_pool(self) -> None:
-        """Drop idle sessions; sessions in use are closed when released."""
-        with self._lock:
-            self._gen += 1
-            idle, self._idle = self._idle, []
-        for s in idle:
-            s.close()
-
-    def _run(self, what: str, op: Callable[[_Session], T], idempotent: bool = True) -> T:
+    def _run(self, what: str, op: Callable[[Session], T], idempotent: bool = True) -> T:
         """Run ``op`` on a pooled session, translating every failure.
 
         An idempotent operation that fails because a *reused* session turned out
@@ -366,7 +253,7 @@ class SftpBackend(Backend):
         timeouts are not retried, as the server may be hung.
         """
         for attempt in (0, 1):
-            s = self._acquire()
+            s = self._pool.acquire()
             keep = False
             try:
                 result = op(s)
@@ -376,20 +263,20 @@ class SftpBackend(Backend):
                 keep = True
                 raise
             except Exception as e:
-                if _is_status(e) and s.alive():
+                if is_status(e) and s.alive():
                     keep = True
                     raise self._status_error(cast(OSError, e), what, s) from self._safe(e)
                 lost = e
             finally:
-                self._release(s, keep)
+                self._pool.release(s, keep)
             # The connection is broken: others from the same server likely too.
-            self._reset_pool()
+            self._pool.reset()
             if attempt == 0 and s.reused and idempotent and not isinstance(lost, TimeoutError):
                 continue
             if isinstance(lost, TimeoutError):
                 msg = f"{what} on {self.location}: server did not answer within {self.timeout:g}s"
             else:
-                msg = f"{what} on {self.location}: connection lost ({_describe(lost)})"
+                msg = f"{what} on {self.location}: connection lost ({describe(lost)})"
             raise self._err(TransientError, msg) from self._safe(lost)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -408,7 +295,7 @@ class SftpBackend(Backend):
     def create(self) -> None:
         """Create the root (like ``mkdir -p``) and the type directories."""
 
-        def op(s: _Session) -> None:
+        def op(s: Session) -> None:
             sftp = s.sftp
             try:
                 exists = stat_mod.S_ISDIR(sftp.stat(self.root).st_mode or 0)
@@ -419,21 +306,21 @@ class SftpBackend(Backend):
             prefix = "/" if self.root.startswith("/") else ""
             for p in parts:
                 prefix = f"{prefix}{p}" if prefix in ("", "/") else f"{prefix}/{p}"
-                _mkdir_quiet(sftp, prefix)
+                mkdir_quiet(sftp, prefix)
             for t in FileType:
                 if t not in SINGLETONS:
-                    _mkdir_quiet(sftp, self._abs(t.value))
+                    mkdir_quiet(sftp, self._abs(t.value))
 
         self._run("vault directory", op)
 
     def save(self, h: Handle, data: bytes) -> None:
         """Write to a temporary name in the same directory, then rename into place."""
 
-        def op(s: _Session) -> None:
+        def op(s: Session) -> None:
             sftp = s.sftp
             path = self._path(h)
             d, _, name = path.rpartition("/")
-            tmp = f"{d}/.{name}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+            tmp = f"{d}/{temp_name(name)}"
             try:
                 f = sftp.open(tmp, "wbx")
             except FileNotFoundError:
@@ -441,17 +328,17 @@ class SftpBackend(Backend):
                     raise
                 # data/xx/ is created on first use, and archives/ in a vault made
                 # before that directory existed.
-                _mkdir_quiet(sftp, d)
+                mkdir_quiet(sftp, d)
                 f = sftp.open(tmp, "wbx")
             try:
                 try:
                     f.chmod(_FILE_MODE)
                 except OSError as e:
-                    if not _unsupported(e):
+                    if not unsupported(e):
                         raise  # some servers cannot set modes; the data is encrypted anyway
                 f.set_pipelined(True)
                 f.write(data)
-                _finish_writes(sftp, f)
+                finish_writes(sftp, f)
                 synced = self._fsync(sftp, f)
                 f.close()  # paramiko ignores errors of the close itself
                 if not synced and (sftp.stat(tmp).st_size or 0) != len(data):
@@ -459,7 +346,7 @@ class SftpBackend(Backend):
                     raise OSError(f"wrote {len(data)} bytes but the file is shorter")
                 self._rename(sftp, tmp, path, h)
             except BaseException as e:
-                if _is_status(e) and s.alive():
+                if is_status(e) and s.alive():
                     f.close()
                     try:
                         sftp.remove(tmp)
@@ -485,7 +372,7 @@ class SftpBackend(Backend):
         try:
             cast(Any, sftp)._request(CMD_EXTENDED, "fsync@openssh.com", f.handle)
         except OSError as e:
-            if not _unsupported(e):
+            if not unsupported(e):
                 raise
             self._has_fsync = False
             return False
@@ -497,7 +384,7 @@ class SftpBackend(Backend):
                 sftp.posix_rename(tmp, path)  # atomic replace, like rename(2)
                 return
             except OSError as e:
-                if not _unsupported(e):
+                if not unsupported(e):
                     raise
                 self._has_posix_rename = False
         try:
@@ -518,21 +405,29 @@ class SftpBackend(Backend):
                 # Immutable files are content-addressed: the one there is the same.
                 sftp.remove(tmp)
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        """Read ``length`` bytes (all if None) from ``offset``; short file → IntegrityError."""
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        """Read ``length`` bytes (all if None) from ``offset``; short file → IntegrityError.
+
+        A whole file is sized first (fstat) against its bound, and neither the
+        prefetch nor the reads go past the bound.
+        """
         if offset < 0 or (length is not None and length < 0):
             raise UsageError("negative offset or length")
+        bound = read_bound(h, length, max_size)
 
-        def op(s: _Session) -> bytes:
-            with _opened(s, self._path(h)) as f:
+        def op(s: Session) -> bytes:
+            with opened(s, self._path(h)) as f:
                 if length is None:
                     size = f.stat().st_size or 0
+                    if size - offset > bound:
+                        raise too_large(h, self.location, bound, size)
                     want = max(size - offset, 0)
                     if want == 0:
                         return b""
                     f.seek(offset)
                     # Pipelined reads: one round trip's latency, not one per 32 KiB.
-                    f.prefetch(size)
+                    f.prefetch(offset + want)
                 elif length == 0:
                     return b""
                 else:
@@ -546,11 +441,11 @@ class SftpBackend(Backend):
                             raise IntegrityError(
                                 f"{h} on {self.location} is shorter than expected")
                         f.prefetch(offset + length)
-                data = _read_exactly(f, want)
+                data = read_exactly(f, want)
             if len(data) != want:
                 # paramiko's read() swallows EOF; tell a short file from a dead link.
                 if not s.alive():
-                    raise _Lost("connection closed during read")
+                    raise Lost("connection closed during read")
                 raise IntegrityError(f"{h} on {self.location} is shorter than expected")
             return data
 
@@ -569,7 +464,7 @@ class SftpBackend(Backend):
                 pass
             return
 
-        def pack_dirs(s: _Session) -> list[str]:
+        def pack_dirs(s: Session) -> list[str]:
             try:
                 names = s.sftp.listdir(self._abs(t.value))
             except FileNotFoundError:
@@ -577,16 +472,9 @@ class SftpBackend(Backend):
                 return []  # data/ itself is missing: nothing stored yet
             return [f"{t.value}/{n}" for n in sorted(names) if len(n) == 2]
 
-        def scan(s: _Session, dirs: list[str]) -> list[FileInfo]:
+        def scan(s: Session, d: str) -> list[FileInfo]:
             out: list[FileInfo] = []
-            for d in dirs:
-                try:
-                    entries = s.sftp.listdir_attr(self._abs(d))
-                except FileNotFoundError:
-                    if d == t.value:
-                        s.sftp.stat(self.root)  # root missing → TransientError
-                    continue  # type dir missing, or a data/xx removed concurrently
-                for a in entries:
+            for a in self._entries(s, d, top=d == t.value):
                     if a.filename.startswith("."):
                         continue  # temp files of saves in progress
                     if a.st_mode is not None and not stat_mod.S_ISREG(a.st_mode):
@@ -598,20 +486,47 @@ class SftpBackend(Backend):
             return out
 
         dirs = self._run(t.value, pack_dirs) if t is FileType.PACK else [t.value]
-        # data/ has up to 256 subdirectories, one round trip each: spread them
-        # over the pool's connections instead of paying the latency 256 times.
-        n = min(self._connections, -(-len(dirs) // _DIRS_PER_SESSION))
-        if n <= 1:
-            results = [self._run(t.value, lambda s: scan(s, dirs))]
-        else:
-            batches = [dirs[i::n] for i in range(n)]
-            with ThreadPoolExecutor(n, thread_name_prefix="sftp-list") as pool:
-                results = [*pool.map(
-                    lambda batch: self._run(t.value, lambda s: scan(s, batch)), batches)]
         # Collected first and yielded after the sessions are back in the pool,
         # so a slow consumer never holds a connection.
-        for r in results:
+        for r in fan_out(dirs, lambda d: self._run(t.value, lambda s: scan(s, d)),
+                         self._connections, _DIRS_PER_SESSION, "sftp-list"):
             yield from r
+
+    def _entries(self, s: Session, d: str, top: bool) -> builtins.list[paramiko.SFTPAttributes]:
+        """The entries of vault directory ``d``; [] if it is missing (a type
+        directory of a ``top`` level: unless the root is missing too)."""
+        try:
+            return s.sftp.listdir_attr(self._abs(d) if d else self.root)
+        except FileNotFoundError:
+            if top:
+                s.sftp.stat(self.root)  # root missing → TransientError
+            return []  # type dir missing, or a data/xx removed concurrently
+
+    def remove_temporaries(self) -> builtins.list[str]:
+        """Remove the hidden ``.*.tmp`` uploads of writers no longer alive."""
+        def subdirs(s: Session) -> builtins.list[str]:
+            return [f"data/{a.filename}" for a in self._entries(s, "data", top=True)
+                    if len(a.filename) == 2 and stat_mod.S_ISDIR(a.st_mode or 0)]
+
+        def clean(d: str) -> builtins.list[str]:
+            def op(s: Session) -> builtins.list[str]:
+                gone = []
+                for a in self._entries(s, d, top=True):
+                    if is_dead_temporary(a.filename) and not stat_mod.S_ISDIR(a.st_mode or 0):
+                        path = f"{d}/{a.filename}" if d else a.filename
+                        try:
+                            s.sftp.remove(self._abs(path))
+                        except FileNotFoundError:
+                            continue  # removed meanwhile
+                        gone.append(path)
+                return gone
+
+            return self._run(d or "vault directory", op)
+
+        dirs = ["", *(t.value for t in FileType if t not in SINGLETONS)]
+        dirs += self._run("data", subdirs)
+        return [p for part in fan_out(dirs, clean, self._connections, _DIRS_PER_SESSION,
+                                      "sftp-clean") for p in part]
 
     def remove(self, h: Handle) -> None:
         """Remove ``h``; NotFoundError if it is not there."""
@@ -622,7 +537,7 @@ class SftpBackend(Backend):
     def probe(self) -> None:
         """Raise TransientError unless the server answers and the vault directory exists."""
 
-        def op(s: _Session) -> None:
+        def op(s: Session) -> None:
             a = s.sftp.stat(self.root)
             if a.st_mode is not None and not stat_mod.S_ISDIR(a.st_mode):
                 raise self._err(TransientError, f"{self.location}: vault path is not a directory")
@@ -631,108 +546,4 @@ class SftpBackend(Backend):
 
     def close(self) -> None:
         """Close all pooled connections; later calls reconnect."""
-        self._reset_pool()
-
-
-# ------------------------------------------------------------------- helpers
-
-
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception as e:  # no $USER and no passwd entry (minimal containers)
-        raise UsageError("sftp: no user given and the local user name is unknown") from e
-
-
-def _location(user: str, host: str, port: int, root: str) -> str:
-    shown_host = f"[{host}]" if ":" in host else host
-    if root.startswith("/"):
-        shown = root
-    elif root == ".":
-        shown = "/~"
-    else:
-        shown = "/~/" + root  # relative to the login directory
-    return f"sftp://{user}@{shown_host}:{port}{shown}"
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e).strip()
-    if isinstance(e, OSError) and e.strerror:
-        text = e.strerror
-    return text or type(e).__name__
-
-
-def _is_status(e: BaseException) -> bool:
-    """True for an SFTP status reply, which paramiko raises as a bare OSError.
-
-    ENOENT and EACCES arrive as FileNotFoundError/PermissionError, every other
-    status as OSError without errno. Socket failures are OSError subclasses
-    with an errno (ConnectionResetError, TimeoutError, ...).
-    """
-    if isinstance(e, FileNotFoundError | PermissionError):
-        return True
-    return type(e) is OSError and e.errno is None
-
-
-def _unsupported(e: OSError) -> bool:
-    return e.errno is None and "unsupported" in str(e).lower()
-
-
-def _mkdir_quiet(sftp: paramiko.SFTPClient, path: str) -> None:
-    """mkdir that accepts an existing directory (SFTP reports it as a bare failure)."""
-    try:
-        sftp.mkdir(path, _DIR_MODE)
-    except OSError:
-        a = sftp.stat(path)  # its error (e.g. parent missing) is the one to report
-        if a.st_mode is not None and not stat_mod.S_ISDIR(a.st_mode):
-            raise
-        # Exists already (created earlier or by a concurrent save): fine.
-
-
-@contextmanager
-def _opened(s: _Session, path: str) -> Iterator[paramiko.SFTPFile]:
-    """Open ``path`` for reading; close it unless the session fell out of step.
-
-    After a timeout a reply may still be outstanding; closing the file would
-    wait for the server once more, so the session is marked broken instead.
-    """
-    f = s.sftp.open(path, "rb")
-    try:
-        yield f
-    except BaseException as e:
-        if not (_is_status(e) or isinstance(e, BackendError | IntegrityError)):
-            s.broken = True
-        raise
-    finally:
-        if not s.broken:
-            f.close()
-
-
-def _read_exactly(f: paramiko.SFTPFile, n: int) -> bytes:
-    """Read ``n`` bytes (fewer only at EOF) in request-sized pieces.
-
-    paramiko's ``read(n)`` grows its result with ``bytes +=``, quadratic in
-    ``n``: a 32 MiB read took seconds instead of a fraction of one.
-    """
-    parts: list[bytes] = []
-    got = 0
-    while got < n:
-        piece = f.read(min(n - got, f.MAX_REQUEST_SIZE))
-        if not piece:
-            break
-        parts.append(piece)
-        got += len(piece)
-    return b"".join(parts)
-
-
-def _finish_writes(sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> None:
-    """Collect the replies of pipelined writes still in flight, raising on failure.
-
-    paramiko checks these replies only while it writes; those still pending
-    when the file is closed are read and *discarded*, so a disk-full error on
-    the last writes would go unnoticed and the rename would publish a truncated
-    file. paramiko has no public call for this.
-    """
-    reqs = cast(Any, f)._reqs
-    while reqs:
-        cast(Any, sftp)._read_response(reqs.popleft())  # raises on an error status
+        self._pool.reset()

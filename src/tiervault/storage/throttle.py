@@ -8,6 +8,7 @@ go through the backend stack, so all of them obey it.
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -152,9 +153,10 @@ class ThrottledBackend(Backend):
         self.bytes_up += len(data)
         self._mark(False)
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
         self._mark(True)
-        data = self.inner.load(h, offset, length)
+        data = self.inner.load(h, offset, length, max_size)
         self.bytes_down += len(data)
         self.down.take(len(data), self.schedule.limits_at(self.now()).download)
         self._mark(False)
@@ -168,6 +170,9 @@ class ThrottledBackend(Backend):
 
     def remove(self, h: Handle) -> None:
         self.inner.remove(h)
+
+    def remove_temporaries(self) -> builtins.list[str]:
+        return self.inner.remove_temporaries()
 
     def probe(self) -> None:
         self.inner.probe()

@@ -1,6 +1,7 @@
 """Synchronization (SPEC §5): bring a stale tier level with an online one.
 
-Copy what is missing or differs, in dependency order (config and keys, then
+First the temporaries dead writers left on the tiers involved are removed
+(tiers/temporaries.py). Copy what is missing or differs, in dependency order (config and keys, then
 packs, then the indexes naming them, then the snapshots needing those), then
 remove what the source no longer has, newest kinds first. The target is a
 valid vault at every moment; an interrupted sync resumes by copying only what
@@ -19,6 +20,7 @@ import blake3
 
 from tiervault.errors import BackendError, IntegrityError, NotFoundError, TierVaultError
 from tiervault.storage.base import CONTENT_NAMED, MUTABLE, FileInfo, FileType, Handle
+from tiervault.tiers.temporaries import clean_tiers
 from tiervault.tiers.tier import ONLINE, SYNCING, UNSYNCHRONIZED, Tier
 from tiervault.tiers.tierset import TierSet
 
@@ -52,14 +54,24 @@ ProgressFn = Callable[[Tier, int, int], None]
 PackReferences = Callable[[Tier], set[str] | None]
 
 
-def _differs(src: Tier, dst: Tier, fi: FileInfo, theirs: FileInfo | None) -> bool:
-    if theirs is None:
-        return True
+def _differs(src: Tier, dst: Tier, fi: FileInfo, theirs: FileInfo | None,
+             notify: Callable[[str], None]) -> bool:
     if fi.handle.type in MUTABLE:
         try:
-            return bool(src.backend.load(fi.handle) != dst.backend.load(fi.handle))
-        except NotFoundError:
+            mine = src.backend.load(fi.handle)
+        except IntegrityError as e:
+            # Past its size bound, or not a regular file: damaged or planted on
+            # the source, so it never travels to another tier.
+            notify(f"not copying {fi.handle} from {src.name}: {e}")
+            return False
+        if theirs is None:
             return True
+        try:
+            return bool(mine != dst.backend.load(fi.handle))
+        except (NotFoundError, IntegrityError):
+            return True  # missing or damaged on the target: the good copy replaces it
+    if theirs is None:
+        return True
     return theirs.size != fi.size  # immutable files are named by their content
 
 
@@ -99,7 +111,8 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
         for t in COPY_ORDER:
             mine = {fi.handle: fi for fi in src.backend.list(t)}
             theirs = {fi.handle: fi for fi in dst.backend.list(t)}
-            todo = [fi for h, fi in mine.items() if _differs(src, dst, fi, theirs.get(h))]
+            todo = [fi for h, fi in mine.items()
+                    if _differs(src, dst, fi, theirs.get(h), ts.notify)]
             plan.append((t, todo))
             extra[t] = [h for h in theirs if h not in mine]
         total = sum(fi.size for _, fis in plan for fi in fis)
@@ -198,6 +211,11 @@ def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True
                 ts.reconnect(t, ts.probe_backend(t))  # one attempt: it was just offline
     # Writes before this point need not stop the sync; later ones do.
     ts.abort_sync.clear()
+    if ts.stale() and ts.online() and not ts.read_only:
+        # Whoever syncs holds the write lock: temporaries of other processes
+        # are dead, and a stale tier is the one that saw a save break off.
+        # After this, source and target are identical, hidden files included.
+        clean_tiers([*ts.online(), *ts.stale()], ts.notify)
     results = []
     for t in ts.stale():
         results.append(sync_tier(ts, t, progress, workers, references))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,12 +18,13 @@ UNSYNCHRONIZED = "unsynchronized"
 SYNCING = "syncing"
 
 _REV = Handle(FileType.REVISION)
-_MAX_REV_FILE = 64
+#: The revision file is a decimal number and a newline: anything longer is damage.
+MAX_REVISION_FILE = 64
 
 
 def parse_revision(raw: bytes, where: str) -> int:
     """The integer in a revision file."""
-    if len(raw) > _MAX_REV_FILE:
+    if len(raw) > MAX_REVISION_FILE:
         raise IntegrityError(f"the revision file on {where} is damaged")
     try:
         value = int(raw.decode("ascii").strip())
@@ -65,7 +67,7 @@ class Tier:
     def read_revision(self) -> int | None:
         """The tier's revision; None if the tier holds no revision file."""
         try:
-            return parse_revision(self.backend.load(_REV), self.name)
+            return parse_revision(self.backend.load(_REV, max_size=MAX_REVISION_FILE), self.name)
         except NotFoundError:
             return None
 
@@ -138,9 +140,14 @@ class CreateOnFirstUse(Backend):
         self._ensure()
         self.inner.save(h, data)
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
         self._ensure()
-        return self.inner.load(h, offset, length)
+        return self.inner.load(h, offset, length, max_size)
+
+    def remove_temporaries(self) -> builtins.list[str]:
+        self._ensure()
+        return self.inner.remove_temporaries()
 
     def stat(self, h: Handle) -> FileInfo:
         self._ensure()

@@ -35,6 +35,7 @@ from tiervault.errors import (
 )
 from tiervault.state.db import StateDB
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
+from tiervault.tiers.temporaries import clean_tiers
 from tiervault.tiers.tier import (
     OFFLINE,
     ONLINE,
@@ -175,14 +176,18 @@ class TierSet(Backend):
                     t.state = UNSYNCHRONIZED
         self._save_records()
         self._raise([keep])
+        # The crashed writer's uploads are dead; the other tiers get theirs
+        # removed when they are synchronized from this one.
+        clean_tiers([keep], self.notify)
         self.db.put(_DIRTY, None)
 
     def _read_rev(self, t: Tier, backend: Backend | None = None) -> int | None:
         """The tier's revision (0 if it has none yet); None if unreachable."""
         try:
             b = backend or t.backend
-            raw = b.load(Handle(FileType.REVISION))
-            from tiervault.tiers.tier import parse_revision
+            from tiervault.tiers.tier import MAX_REVISION_FILE, parse_revision
+
+            raw = b.load(Handle(FileType.REVISION), max_size=MAX_REVISION_FILE)
 
             return parse_revision(raw, t.name)
         except NotFoundError:
@@ -473,12 +478,14 @@ class TierSet(Backend):
             self.wait_for_online()
         raise last or TierVaultError("no tier could serve the read")
 
-    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
-        return self._read(lambda t: t.backend.load(h, offset, length), str(h))
+    def load(self, h: Handle, offset: int = 0, length: int | None = None,
+             max_size: int | None = None) -> bytes:
+        return self._read(lambda t: t.backend.load(h, offset, length, max_size), str(h))
 
     def load_verified(self, h: Handle, decode: Callable[[bytes], T], offset: int = 0,
-                      length: int | None = None) -> T:
-        return self._read(lambda t: decode(t.backend.load(h, offset, length)), str(h))
+                      length: int | None = None, max_size: int | None = None) -> T:
+        return self._read(lambda t: decode(t.backend.load(h, offset, length, max_size)),
+                          str(h))
 
     def stat(self, h: Handle) -> FileInfo:
         return self._read(lambda t: t.backend.stat(h), str(h))

@@ -33,6 +33,8 @@ FORMAT_VERSION = 1
 PACK_TARGET = 8 * 1024 * 1024
 _MAX_SNAPSHOT = 64 * 1024 * 1024
 _MAX_CONFIG = 64 * 1024
+#: A key file is a small JSON document (about 500 bytes).
+_MAX_KEY_FILE = 64 * 1024
 
 
 def content_name(data: bytes | bytearray | memoryview) -> str:
@@ -155,7 +157,7 @@ class Repository:
             plain = self.key.open(data, aad, what)
             return self.codec.decompress(plain, None, what, limit)
 
-        return self.backend.load_verified(h, decode)
+        return self.backend.load_verified(h, decode, max_size=limit)
 
     # -- index ------------------------------------------------------------------
 
@@ -417,7 +419,7 @@ def read_config(backend: Backend) -> VaultConfig:
 
     try:
         # Through load_verified: a damaged copy on one tier falls through to the next.
-        return backend.load_verified(Handle(FileType.CONFIG), decode)
+        return backend.load_verified(Handle(FileType.CONFIG), decode, max_size=_MAX_CONFIG)
     except NotFoundError:
         raise UsageError(f"{backend.location} holds no tiervault vault (run init?)") from None
 
@@ -437,7 +439,8 @@ def open_key(backend: Backend, passphrase: str) -> tuple[MasterKey, str]:
         try:
             what = str(fi.handle)
             # Parsing inside load_verified: a damaged copy falls through to the next tier.
-            raw = backend.load_verified(fi.handle, _parsed_key_file(what))
+            raw = backend.load_verified(fi.handle, _parsed_key_file(what),
+                                        max_size=_MAX_KEY_FILE)
             return unwrap_key(raw, passphrase, what), fi.handle.name
         except WrongKeyError:
             continue
