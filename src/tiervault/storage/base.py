@@ -69,6 +69,7 @@ MAX_SIZE: dict[FileType, int] = {
     FileType.REVISION: 64,
     FileType.CONFIG: 64 * 1024,
     FileType.KEY: 64 * 1024,
+    FileType.ARCHIVE: 64 * 1024,
     FileType.SNAPSHOT: 64 * 1024 * 1024,
     FileType.INDEX: 512 * 1024 * 1024,
     FileType.PACK: 1024 * 1024 * 1024,
