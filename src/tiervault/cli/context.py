@@ -108,6 +108,8 @@ def with_session(lock: bool = False, load_index: bool = True,
             from tiervault.service.tierops import pack_references, run_sync
 
             no_sync = kwargs.pop("no_sync", True)
+            # A dry run (backup --dry-run) writes nothing: it runs as a read.
+            dry = write and bool(kwargs.get("dry_run"))
             wait_timeout = kwargs.pop("wait_timeout", None)
             if wait_timeout is not None:
                 ctx.opts.wait_timeout = wait_timeout
@@ -115,13 +117,13 @@ def with_session(lock: bool = False, load_index: bool = True,
                 # Reads don't wait for tiers: probe once, then say what is offline.
                 ctx.opts.wait_timeout = 0
             inst = ctx.installation()
-            if write and inst.config.settings.read_only:
+            if write and not dry and inst.config.settings.read_only:
                 inst.close()
                 raise UsageError("this is a restore-only installation (attach --read-only); "
                                  "it never writes to the vault")
             # Commands that only read never write state or tiers, so they can run
             # beside a backup of the same installation without disturbing it.
-            writes = write or lock or bool(write_flag and kwargs.get(write_flag))
+            writes = (write and not dry) or lock or bool(write_flag and kwargs.get(write_flag))
             try:
                 if writes:
                     inst.lock()
@@ -132,7 +134,7 @@ def with_session(lock: bool = False, load_index: bool = True,
                     try:
                         code = fn(ctx, sess, *args, **kwargs)
                         repair.record_damage(sess.tiers)
-                        if write:
+                        if write and not dry:
                             sess.end_writes()
                             if not no_sync:
                                 run_sync(sess.tiers, progress, inst.sync_workers(),

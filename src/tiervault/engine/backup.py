@@ -20,10 +20,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import BinaryIO
 
-from tiervault.engine.excludes import Excluder
+from tiervault.engine.excludes import Excluder, parse_tag_specs, tagged
 from tiervault.engine.metadata import kind_of, node_from_stat
+from tiervault.engine.parent import ParentTrees
 from tiervault.engine.progress import Progress
+from tiervault.errors import Interrupted
 from tiervault.state.db import CachedFile, StateDB
 from tiervault.vault.chunker import Chunker
 from tiervault.vault.pack import BlobType
@@ -54,6 +57,23 @@ class BackupOptions:
     workers: int = 4
     use_cache: bool = True
     one_file_system: bool = False
+    host: str | None = None  # the hostname recorded (default: this machine's)
+    iexcludes: list[str] = field(default_factory=list)  # case-insensitive patterns
+    exclude_if_present: list[str] = field(default_factory=list)  # NAME or NAME:HEADER
+    exclude_caches: bool = False  # directories holding a valid CACHEDIR.TAG
+    exclude_larger_than: int | None = None  # bytes
+    dry_run: bool = False  # walk, read and count; write nothing
+    stdin_filename: str | None = None  # back up standard input as /NAME instead of paths
+
+    def hostname(self) -> str:
+        """The hostname the snapshot records."""
+        return self.host or socket.gethostname()
+
+    def snapshot_paths(self) -> list[str]:
+        """The paths as the snapshot records them (absolute, nested ones dropped)."""
+        if self.stdin_filename is not None:
+            return ["/" + self.stdin_filename]
+        return [os.fsdecode(p) for p in _normalise(self.paths)]
 
 
 @dataclass
@@ -111,13 +131,18 @@ class Archiver:
     """Runs one backup session against an open repository."""
 
     def __init__(self, repo: Repository, writer: BlobWriter, db: StateDB | None,
-                 progress: Progress, opts: BackupOptions) -> None:
+                 progress: Progress, opts: BackupOptions, parent: Snapshot | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.repo = repo
         self.writer = writer
         self.db = db if opts.use_cache else None
         self.progress = progress
         self.opts = opts
-        self.excluder = Excluder(opts.excludes)
+        self.excluder = Excluder(opts.excludes, opts.iexcludes)
+        self._tags = parse_tag_specs(opts.exclude_if_present, opts.exclude_caches)
+        self._max_size = opts.exclude_larger_than
+        #: Set to stop (SIGINT, a cancelled job): workers end at the next chunk.
+        self.stop = stop if stop is not None else threading.Event()
         self.pool = ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="read")
         self._local = threading.local()  # one chunker per worker thread
         self._inflight: deque[tuple[Future[FileResult], int]] = deque()
@@ -134,6 +159,9 @@ class Archiver:
         self._nowait = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
         self._inline_s = 0.0  # moving average of the time to read and store a small file
         self._small_seen = 0
+        # The parent snapshot (same host and paths): the counts say new, changed or
+        # unchanged against it.
+        self._parent = ParentTrees(repo, parent) if parent is not None else None
 
     # -- walking -----------------------------------------------------------------------
 
@@ -145,20 +173,52 @@ class Archiver:
             root = self._build_root(paths)
             self._drain(block=True)
             assert root.tree_id is not None
+        except BaseException:
+            self.stop.set()  # an interrupt: the workers stop at their next chunk
+            raise
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
-        wstats = self.writer.flush()
+        return self._save(started, [os.fsdecode(p) for p in paths], root.tree_id)
+
+    def _save(self, started: datetime, paths: list[str], tree_id: bytes) -> Snapshot:
+        """Flush the data, then write the snapshot (unless a dry run)."""
+        try:
+            wstats = self.writer.flush()
+        except BaseException:
+            self.stop.set()
+            raise
         stats = dict(self.stats)
         stats.update({"blobs_new": wstats["blobs_new"], "bytes_added": wstats["bytes_raw_new"],
                       "bytes_stored": wstats["bytes_stored"], "packs": wstats["packs"]})
         stats["duration_ms"] = int((time.time_ns() - self._start_ns) / 1e6)
         snap = Snapshot(
-            time=started.isoformat(), hostname=socket.gethostname(), username=_user(),
-            paths=[os.fsdecode(p) for p in paths], tree=root.tree_id.hex(),
+            time=started.isoformat(), hostname=self.opts.hostname(), username=_user(),
+            paths=paths, tree=tree_id.hex(),
             tags=sorted(set(self.opts.tags)), excludes=self.opts.excludes, stats=stats,
             complete=not self.progress.warnings)
-        self.repo.save_snapshot(snap)
+        if not self.opts.dry_run:
+            self.repo.save_snapshot(snap)
         return snap
+
+    def run_stdin(self, f: BinaryIO, filename: str) -> Snapshot:
+        """Back up what ``f`` yields as the one file ``/filename`` (``--stdin``)."""
+        started = datetime.now().astimezone()
+        now = time.time_ns()
+        name = os.fsencode(filename)
+        try:
+            content, size = self._chunk_stream(f)
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        node = Node(name=name, type="file", mode=0o644, uid=os.getuid(), gid=os.getgid(),
+                    mtime=now, atime=now, ctime=now, size=size, content=content)
+        self.stats.update(files_read=1, bytes_read=size, bytes_total=size)
+        self._count(b"/", node)
+        self.progress.add(1, size)
+        tid, _ = self.writer.save_blob(BlobType.TREE, encode_tree([node]))
+        return self._save(started, ["/" + filename], tid)
 
     def _build_root(self, paths: list[bytes]) -> _PendingDir:
         """Wrap the backed-up paths in their ancestor directories, up to '/'."""
@@ -201,6 +261,8 @@ class Archiver:
             self._warn(path, e)
             return None
         kind = kind_of(st.st_mode)
+        if kind == "file" and self._max_size is not None and st.st_size > self._max_size:
+            return None  # --exclude-larger-than
         if kind is None:
             self.progress.warn(os.fsdecode(path), "unsupported file type, skipped")
             return None
@@ -221,13 +283,11 @@ class Archiver:
         if c is not None and pd is not None and self._unchanged(c, st):
             node["content"] = c.content
             pd.cache_new[name] = c
-            self.stats["files_unmodified"] += 1
+            # The cache proves the content is what this installation stored last
+            # time: unchanged against a parent; new if there is none.
+            self.stats["files_unmodified" if self._parent is not None else "files_new"] += 1
             self.progress.add(1, st.st_size)
             return node
-        if c is not None:
-            self.stats["files_changed"] += 1
-        else:
-            self.stats["files_new"] += 1
         if pd is not None:
             pd.inodes[name] = st.st_ino
         key = (st.st_dev, st.st_ino)
@@ -304,6 +364,8 @@ class Archiver:
         except OSError as e:
             self._warn(path, e)
             return None
+        if self._tags and tagged(path, names, self._tags):
+            return None  # --exclude-if-present / --exclude-caches: the whole directory
         self.stats["dirs"] += 1
         cached = self.db.cached_dir(path) if self.db is not None else None
         return pd, iter(names), cached
@@ -346,9 +408,11 @@ class Archiver:
                 if res.error is not None:
                     self.progress.warn(os.fsdecode(os.path.join(pd.path, node.name)), res.error)
                     self.stats["errors"] += 1
-                    continue
+                    self.stats["bytes_total"] -= node.get("size", 0)
+                    continue  # not in the snapshot, so neither new nor changed
                 node["content"] = res.content
                 node["size"] = res.size
+                self._count(pd.path, node)
                 if id(read) not in self._counted:  # hard links share one read
                     self.stats["files_read"] += 1
                     self.stats["bytes_read"] += res.size
@@ -360,11 +424,18 @@ class Archiver:
                 nodes.append(it)
         tid, _ = self.writer.save_blob(BlobType.TREE, encode_tree(nodes))
         pd.tree_id = tid
-        if self.db is not None and (pd.cache_new or pd.cache_drop):
+        if self._parent is not None:
+            self._parent.done(pd.path)
+        if self.db is not None and (pd.cache_new or pd.cache_drop) and not self.opts.dry_run:
             self.db.update_dir(pd.path, pd.cache_new, pd.cache_drop)
         # The parent needs only the tree id: let the entries go, so memory follows
         # the directories still open rather than the whole tree backed up so far.
         pd.items, pd.cache_new, pd.cache_drop, pd.inodes = [], {}, [], {}
+
+    def _count(self, dirpath: bytes, node: Node) -> None:
+        """Count a file that was read, against the parent snapshot."""
+        key = self._parent.classify(dirpath, node) if self._parent is not None else "files_new"
+        self.stats[key] += 1
 
     def _remember(self, pd: _PendingDir, node: Node, res: FileResult) -> None:
         # Files modified within the clock's granularity of the backup start may
@@ -459,6 +530,8 @@ class Archiver:
         """Chunk and store an in-memory file; one below the chunker's minimum is one chunk."""
         if not data:
             return []
+        if self.stop.is_set():
+            raise Interrupted("interrupted")
         if len(data) <= self.repo.config.chunker.min_size:
             return [self._store(data)]
         return [self._store(c) for c in self._chunker().chunks_of(data)]
@@ -466,7 +539,10 @@ class Archiver:
     def _chunk_stream(self, f: object) -> tuple[list[bytes], int]:
         content: list[bytes] = []
         size = 0
+        stop = self.stop
         for c in self._chunker().chunks(f):  # type: ignore[arg-type]
+            if stop.is_set():
+                raise Interrupted("interrupted")
             size += len(c)
             content.append(self._store(c))
         return content, size
@@ -523,12 +599,18 @@ def _can_noatime(st: os.stat_result) -> bool:
 
 
 def _normalise(paths: list[str]) -> list[bytes]:
-    """Absolute paths without symlink resolution; nested ones dropped."""
-    out: list[bytes] = []
-    for p in sorted({os.path.abspath(os.fsencode(p)) for p in paths}):
-        if not any(p == q or p.startswith(q.rstrip(b"/") + b"/") for q in out):
-            out.append(p)
-    return out
+    """Absolute paths without symlink resolution; nested ones dropped. Linear in
+    the number of paths (a --files-from list may hold very many)."""
+    kept: set[bytes] = set()
+    for p in sorted({os.path.abspath(os.fsencode(p)) for p in paths}, key=len):
+        q = p
+        while q not in kept:
+            up = os.path.dirname(q)
+            if up == q:
+                kept.add(p)
+                break
+            q = up
+    return sorted(kept)
 
 
 def _user() -> str:
