@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,14 @@ def _counts(s: dict[str, object]) -> tuple[object, object, object]:
 
 
 def _fresh_tree(src: Path) -> None:
-    """Files written just now: the files cache does not trust their mtimes."""
+    """Files that look just written: the files cache does not trust their mtimes
+    (dated a little ahead, so that they stay "recent" however slow the machine)."""
     (src / "sub").mkdir(parents=True)
+    soon = time.time_ns() + 600 * 10**9
     for i in range(5):
-        (src / ("sub" if i % 2 else ".") / f"f{i}.txt").write_bytes(b"content %d\n" % i)
+        f = src / ("sub" if i % 2 else ".") / f"f{i}.txt"
+        f.write_bytes(b"content %d\n" % i)
+        os.utime(f, ns=(soon, soon))
 
 
 def test_recently_modified_files_count_unchanged_on_the_next_backup(tmp_path: Path) -> None:
@@ -63,8 +68,10 @@ def test_changed_and_new_against_the_parent(tmp_path: Path) -> None:
     _fresh_tree(src)
     home, _ = init_vault(tmp_path)
     backup(home, str(src))
-    (src / "f0.txt").write_bytes(b"other content\n")  # same second: only content tells
-    (src / "sub" / "added.txt").write_bytes(b"new\n")
+    st = (src / "f0.txt").stat()
+    (src / "f0.txt").write_bytes(b"other content\n")
+    os.utime(src / "f0.txt", ns=(st.st_atime_ns, st.st_mtime_ns))  # only content tells
+    (src / "sub" / "added.txt").write_bytes(b"new\n")  # a recent mtime: read
     (src / "sub" / "f1.txt").unlink()
     s = backup(home, str(src))
     assert _counts(s) == (1, 1, 3), s

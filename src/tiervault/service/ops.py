@@ -94,7 +94,7 @@ def restore(sess: VaultSession, ref: str, target: str, includes: list[str]) -> d
     snap = sess.repo.find_snapshot(ref)
     sess.progress.phase("restore")
     stats = Restorer(sess.repo, snap, target, sess.progress, includes,
-                     workers=sess.inst.workers()).run()
+                     workers=sess.inst.workers(), stop=sess.stop).run()
     return {"message_type": "summary", "snapshot_id": snap.id, "target": target,
             "files_restored": stats["files"], "dirs_restored": stats["dirs"],
             "symlinks_restored": stats["symlinks"], "bytes_restored": stats["bytes"],
