@@ -84,7 +84,7 @@ def _packs(root: Path) -> list[Path]:
 
 def test_sigint_stops_a_throttled_backup_to_ftp_quickly(
         tmp_path: Path, ftp_vault: tuple[Path, Path, FtpServerProcess]) -> None:
-    home, speed, server = ftp_vault
+    home, _speed, server = ftp_vault
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):
@@ -113,7 +113,7 @@ def test_sigint_stops_a_throttled_backup_to_ftp_quickly(
 
 def test_sigint_during_a_restore_leaves_only_complete_files_with_their_metadata(
         tmp_path: Path, ftp_vault: tuple[Path, Path, FtpServerProcess]) -> None:
-    home, speed, server = ftp_vault
+    home, speed, _server = ftp_vault
     src = tmp_path / "src"
     (src / "a-small").mkdir(parents=True)
     (src / "b-big").mkdir()

@@ -25,7 +25,6 @@ from tiervault.daemon.scheduler import CancelToken, Job
 from tiervault.daemon.scripts import ScriptResult, run_script
 from tiervault.daemon.sets import BackupSet
 from tiervault.engine import policy as policy_mod
-from tiervault.engine.backup import BackupOptions
 from tiervault.engine.progress import Progress
 from tiervault.errors import SecondInstallationError, TierVaultError
 from tiervault.service import ops
@@ -178,9 +177,7 @@ class JobRunner:
             if bs.archive and _archive_due(sess, bs):
                 tags.append(str(getattr(policy_mod, "ARCHIVE_TAG", "archive")))
                 _append(lines, "this session is marked as an archive")
-            opts = BackupOptions(list(bs.paths), list(bs.excludes), tags,
-                                 workers=self.inst.workers(),
-                                 one_file_system=bs.one_file_system)
+            opts = bs.backup_options(self.inst.workers(), tags)
             try:
                 snap, summary = ops.backup(sess, opts)
             finally:
