@@ -349,7 +349,8 @@ def add_set(cfg: InstallationConfig, name: str, paths: list[str], excludes: list
         doc["tags"] = list(tags)
     if one_file_system:
         doc["one_file_system"] = True
-    doc.update({k: v for k, v in (filters or {}).items() if k in FILTER_KEYS and v})
+    doc.update({k: v for k, v in (filters or {}).items()
+                if k in FILTER_KEYS and v is not None and v is not False and v != []})
     bs = parse_set(name, doc)
     raw[name] = doc
     return bs
