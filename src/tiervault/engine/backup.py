@@ -26,6 +26,7 @@ from tiervault.engine.excludes import Excluder, parse_tag_specs, tagged
 from tiervault.engine.metadata import kind_of, node_from_stat
 from tiervault.engine.parent import ParentTrees
 from tiervault.engine.progress import Progress
+from tiervault.engine.readfile import can_noatime, prefixed, read_small
 from tiervault.errors import Interrupted
 from tiervault.state.db import CachedFile, StateDB
 from tiervault.vault.chunker import Chunker
@@ -465,7 +466,7 @@ class Archiver:
         data is not all in the page cache is left alone (None) for a worker."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOATIME
-                         if _can_noatime(st) else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                         if can_noatime(st) else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:
             return FileResult([], 0, error=e.strerror or str(e))
         try:
@@ -477,20 +478,20 @@ class Archiver:
                     if data is None:
                         return None
                 else:
-                    data = _read_small(fd, st.st_size) if small else b""
+                    data = read_small(fd, st.st_size) if small else b""
             except OSError:
                 data = None
             fst = os.fstat(fd)
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 return FileResult([], 0, error="file was replaced during the backup, skipped")
             if data is None:
-                data = _read_small(fd, st.st_size)  # raises the read error again
+                data = read_small(fd, st.st_size)  # raises the read error again
             if small and len(data) <= st.st_size:
                 content, size, after = self._store_small(data), len(data), fst
             else:
                 # Big, or grew past what stat said: stream (the rest).
                 with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-                    content, size = self._chunk_stream(_Prefixed(data, f) if data else f)
+                    content, size = self._chunk_stream(prefixed(data, f) if data else f)
                 after = os.fstat(fd)
             changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size) or \
                 size != st.st_size
@@ -515,7 +516,7 @@ class Archiver:
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
             self._nowait = False  # this file system cannot say: time the reads instead
-            return _read_small(fd, expected)
+            return read_small(fd, expected)
         if n < expected:
             return None  # partly cached (or shrank): a worker reads it properly
         return bytes(memoryview(buf)[:n])
@@ -552,50 +553,6 @@ class Archiver:
         if not self.writer.has(bid):
             self.writer.save_blob(BlobType.DATA, chunk, bid)
         return bid
-
-
-class _Prefixed:
-    """A raw reader yielding ``prefix`` and then the rest of ``f``."""
-
-    def __init__(self, prefix: bytes, f: object) -> None:
-        self._prefix = memoryview(prefix)
-        self._f = f
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: memoryview) -> int:
-        if self._prefix:
-            n = min(len(b), len(self._prefix))
-            b[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        return self._f.readinto(b)  # type: ignore[attr-defined, no-any-return]
-
-    def read(self, n: int = -1) -> bytes:
-        buf = bytearray(n if n > 0 else 1 << 20)
-        got = self.readinto(memoryview(buf))
-        return bytes(buf[:got])
-
-
-def _read_small(fd: int, expected: int) -> bytes:
-    """Up to ``expected + 1`` bytes (one more than stat said, to notice growth)."""
-    data = os.read(fd, expected + 1)
-    if 0 < len(data) < expected:  # a short read (or the file shrank): read to the end
-        parts, got = [data], len(data)
-        while got <= expected:
-            more = os.read(fd, expected + 1 - got)
-            if not more:
-                break
-            parts.append(more)
-            got += len(more)
-        data = b"".join(parts)
-    return data
-
-
-def _can_noatime(st: os.stat_result) -> bool:
-    # O_NOATIME is only allowed for the file's owner (or root).
-    return hasattr(os, "O_NOATIME") and (os.geteuid() == 0 or os.geteuid() == st.st_uid)
 
 
 def _normalise(paths: list[str]) -> list[bytes]:
