@@ -290,17 +290,18 @@ class Restorer:
         for f in files:
             if f.left == 0 and f.path not in failed:
                 self._finish_file(f)  # empty: complete already
-        written: set[bytes] = set()
 
         def write(ent: PackEntry, data: bytes) -> None:
             if self.stop.is_set():
                 raise Interrupted("interrupted")
             with self._lock:
-                if ent.id in written:
-                    return  # the same bytes again (a read that moved to the next tier)
-                written.add(ent.id)
+                # Popped: memory follows what is still to write, and the same bytes
+                # again (a read that moved on to the next tier) are not counted twice.
+                dests = targets.pop(ent.id, None)
+            if dests is None:
+                return
             done = []
-            for f, off in targets[ent.id]:
+            for f, off in dests:
                 self._pwrite(f, off, data)
                 with self._lock:
                     f.left -= 1
@@ -321,7 +322,7 @@ class Restorer:
                         job(pid, [ent])
                     return
                 for ent in run:
-                    for f, _ in targets[ent.id]:
+                    for f, _ in targets.get(ent.id, ()):
                         if f.path not in failed:
                             failed.add(f.path)
                             self._warn(f.path, str(e))
