@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from tiervault.cli.interrupt import stop_on_sigint
 from tiervault.cli.output import TextProgress
 from tiervault.errors import UsageError
 from tiervault.service.installation import Installation, RunOptions
@@ -132,13 +133,14 @@ def with_session(lock: bool = False, load_index: bool = True,
                     sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index,
                                         read_only=not writes)
                     try:
-                        code = fn(ctx, sess, *args, **kwargs)
-                        repair.record_damage(sess.tiers)
-                        if write and not dry:
-                            sess.end_writes()
-                            if not no_sync:
-                                run_sync(sess.tiers, progress, inst.sync_workers(),
-                                         pack_references(sess.repo))
+                        with stop_on_sigint(sess.stop):  # Ctrl-C stops the workers at once
+                            code = fn(ctx, sess, *args, **kwargs)
+                            repair.record_damage(sess.tiers)
+                            if write and not dry:
+                                sess.end_writes()
+                                if not no_sync:
+                                    run_sync(sess.tiers, progress, inst.sync_workers(),
+                                             pack_references(sess.repo))
                     finally:
                         sess.close()
                 finally:
