@@ -13,6 +13,7 @@ EXIT_SECOND_INSTALLATION = 3
 EXIT_WRONG_KEY = 4
 EXIT_WAIT_TIMEOUT = 5
 EXIT_INCOMPLETE = 6
+EXIT_INTERRUPTED = 130
 
 
 class TierVaultError(Exception):
@@ -67,3 +68,9 @@ class WaitTimeoutError(TierVaultError):
 
 class LockedError(TierVaultError):
     """Another process of this installation is running."""
+
+
+class Interrupted(TierVaultError):
+    """The command was interrupted (SIGINT) and is stopping at a safe point."""
+
+    exit_code = EXIT_INTERRUPTED

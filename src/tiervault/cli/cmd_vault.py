@@ -56,10 +56,33 @@ def init(ctx: Ctx, tier_urls: tuple[str, ...], allow_offline: bool) -> None:
 
 @cli.command()
 @json_option
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @click.option("--exclude", "-e", multiple=True, metavar="PATTERN", help="Skip matching paths.")
 @click.option("--exclude-file", multiple=True, type=click.Path(dir_okay=False),
               help="Read exclude patterns from a file (one per line).")
+@click.option("--iexclude", multiple=True, metavar="PATTERN",
+              help="Like --exclude, ignoring the case of names.")
+@click.option("--iexclude-file", multiple=True, type=click.Path(dir_okay=False),
+              help="Like --exclude-file, ignoring the case of names.")
+@click.option("--exclude-if-present", multiple=True, metavar="NAME[:HEADER]",
+              help="Skip directories holding a file NAME (that starts with HEADER).")
+@click.option("--exclude-caches", is_flag=True,
+              help="Skip directories holding a valid CACHEDIR.TAG.")
+@click.option("--exclude-larger-than", metavar="SIZE",
+              help="Skip files larger than SIZE (k, m, g, t: powers of 1024).")
+@click.option("--files-from", multiple=True, metavar="FILE",
+              help="Back up the paths (glob patterns, one a line) listed in FILE ('-': stdin).")
+@click.option("--files-from-verbatim", multiple=True, metavar="FILE",
+              help="Back up the paths listed in FILE, one a line, taken literally.")
+@click.option("--files-from-raw", multiple=True, metavar="FILE",
+              help="Back up the NUL-separated paths listed in FILE.")
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Back up standard input as one file (named by --stdin-filename).")
+@click.option("--stdin-filename", metavar="NAME",
+              help="The file name given to standard input (default 'stdin').")
+@click.option("--host", metavar="NAME", help="Record NAME as the snapshot's hostname.")
+@click.option("--dry-run", "-n", is_flag=True,
+              help="Walk, read and count what would be stored; write nothing.")
 @click.option("--tag", multiple=True, help="Tag the snapshot.")
 @click.option("--no-cache", is_flag=True, help="Read every file even if unchanged.")
 @click.option("--one-file-system", "-x", is_flag=True, help="Stay on the file systems given.")
@@ -67,31 +90,58 @@ def init(ctx: Ctx, tier_urls: tuple[str, ...], allow_offline: bool) -> None:
               "retention until released).")
 @with_session(write=True)
 def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[str, ...],
-           exclude_file: tuple[str, ...], tag: tuple[str, ...], no_cache: bool,
-           one_file_system: bool, archive: bool) -> int:
-    """Back up PATHS into a new snapshot."""
-    patterns = list(exclude)
-    for ef in exclude_file:
-        try:
-            with open(ef, encoding="utf-8") as f:
-                patterns += [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
-        except OSError as e:
-            raise UsageError(f"cannot read {ef}: {e.strerror}") from None
+           exclude_file: tuple[str, ...], iexclude: tuple[str, ...],
+           iexclude_file: tuple[str, ...], exclude_if_present: tuple[str, ...],
+           exclude_caches: bool, exclude_larger_than: str | None, files_from: tuple[str, ...],
+           files_from_verbatim: tuple[str, ...], files_from_raw: tuple[str, ...],
+           from_stdin: bool, stdin_filename: str | None, host: str | None, dry_run: bool,
+           tag: tuple[str, ...], no_cache: bool, one_file_system: bool, archive: bool) -> int:
+    """Back up PATHS (or the paths --files-from lists, or standard input) into a new
+    snapshot."""
+    from tiervault.cli.backup_input import parse_size, read_files_from, read_patterns
+
+    notes: list[str] = []
+    listed = read_files_from(files_from, files_from_verbatim, files_from_raw, notes)
+    for n in notes:  # not a warning of the snapshot: nothing unreadable was left out
+        sess.progress.info(f"warning: {n}")
+    if stdin_filename is not None and not from_stdin:
+        raise UsageError("--stdin-filename needs --stdin")
+    if from_stdin:
+        if paths or listed:
+            raise UsageError("--stdin backs up standard input only: give no PATHS or "
+                             "--files-from")
+        stdin_filename = "stdin" if stdin_filename is None else stdin_filename
+        if stdin_filename in ("", ".", "..") or "/" in stdin_filename or \
+                "\0" in stdin_filename:
+            raise UsageError(f"--stdin-filename {stdin_filename!r}: give a plain file name")
+    elif not paths and not listed:
+        raise UsageError("nothing to back up: give PATHS, --files-from FILE or --stdin")
+    if host is not None and not host.strip():
+        raise UsageError("--host needs a name")
     # The archive flag is an archive mark, not a tag: `--tag archive` is just a tag.
-    opts = BackupOptions(list(paths), patterns, list(tag), workers=sess.inst.workers(),
-                         use_cache=not no_cache, one_file_system=one_file_system,
-                         archive=archive)
-    snap, summary = ops.backup(sess, opts)
+    tags = list(tag)
+    opts = BackupOptions(
+        [*paths, *listed], [*exclude, *read_patterns(exclude_file, "--exclude-file")], tags,
+        workers=sess.inst.workers(), use_cache=not no_cache, one_file_system=one_file_system,
+        host=host, iexcludes=[*iexclude, *read_patterns(iexclude_file, "--iexclude-file")],
+        exclude_if_present=list(exclude_if_present), exclude_caches=exclude_caches,
+        exclude_larger_than=parse_size(exclude_larger_than) if exclude_larger_than else None,
+        dry_run=dry_run, stdin_filename=stdin_filename, archive=archive)
+    snap, summary = ops.backup(sess, opts, stdin=sys.stdin.buffer if from_stdin else None)
     if ctx.json:
         emit_json(summary)
     elif not ctx.quiet:
-        click.echo(f"snapshot {snap.id[:8]} saved: "
-                   f"{plural(summary['total_files_processed'], 'file')} "
-                   f"({summary['files_new']} new, {summary['files_changed']} changed, "
-                   f"{summary['files_unmodified']} unchanged), "
-                   f"{human_bytes(summary['total_bytes_processed'])} processed, "
-                   f"{human_bytes(summary['data_stored'])} stored, "
-                   f"{summary['duration_ms'] / 1000:.1f} s")
+        counts = (f"{plural(summary['total_files_processed'], 'file')} "
+                  f"({summary['files_new']} new, {summary['files_changed']} changed, "
+                  f"{summary['files_unmodified']} unchanged), "
+                  f"{human_bytes(summary['total_bytes_processed'])} processed")
+        if dry_run:
+            click.echo(f"dry run: would save {counts}, "
+                       f"{human_bytes(summary['data_added'])} of new data; nothing was written")
+        else:
+            click.echo(f"snapshot {snap.id[:8]} saved: {counts}, "
+                       f"{human_bytes(summary['data_stored'])} stored, "
+                       f"{summary['duration_ms'] / 1000:.1f} s")
     if not snap.complete:
         if not ctx.json:  # the JSON summary carries the warnings; no second, human copy
             click.echo(f"warning: {plural(len(summary['warnings']), 'item')} could not be read; "

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from tiervault.cli.interrupt import stop_on_sigint
 from tiervault.cli.output import TextProgress
 from tiervault.errors import UsageError
 from tiervault.service.installation import Installation, RunOptions
@@ -118,6 +119,8 @@ def with_session(lock: bool = False, load_index: bool = True,
             from tiervault.service.tierops import pack_references, run_sync
 
             no_sync = kwargs.pop("no_sync", True)
+            # A dry run (backup --dry-run) writes nothing: it runs as a read.
+            dry = write and bool(kwargs.get("dry_run"))
             wait_timeout = kwargs.pop("wait_timeout", None)
             if wait_timeout is not None:
                 ctx.opts.wait_timeout = wait_timeout
@@ -125,7 +128,7 @@ def with_session(lock: bool = False, load_index: bool = True,
                 # Reads don't wait for tiers: probe once, then say what is offline.
                 ctx.opts.wait_timeout = 0
             inst = ctx.installation()
-            if write and inst.config.settings.read_only:
+            if write and not dry and inst.config.settings.read_only:
                 inst.close()
                 raise UsageError("this is a restore-only installation (attach --read-only); "
                                  "it never writes to the vault")
@@ -140,13 +143,14 @@ def with_session(lock: bool = False, load_index: bool = True,
                     sess = VaultSession(inst, ctx.passphrase(), progress, load_index=load_index,
                                         read_only=not writes)
                     try:
-                        code = fn(ctx, sess, *args, **kwargs)
-                        repair.record_damage(sess.tiers)
-                        if writes and write:
-                            sess.end_writes()
-                            if not no_sync:
-                                run_sync(sess.tiers, progress, inst.sync_workers(),
-                                         pack_references(sess.repo))
+                        with stop_on_sigint(sess.stop):  # Ctrl-C stops the workers at once
+                            code = fn(ctx, sess, *args, **kwargs)
+                            repair.record_damage(sess.tiers)
+                            if write and not dry:
+                                sess.end_writes()
+                                if not no_sync:
+                                    run_sync(sess.tiers, progress, inst.sync_workers(),
+                                             pack_references(sess.repo))
                     finally:
                         sess.close()
                 finally:

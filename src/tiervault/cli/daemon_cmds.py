@@ -281,6 +281,16 @@ def set_group() -> None:
 @click.argument("name")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--exclude", "-e", multiple=True, metavar="PATTERN", help="Skip matching paths.")
+@click.option("--exclude-file", multiple=True, type=click.Path(dir_okay=False),
+              help="Add the patterns of a file (one per line; copied into the set).")
+@click.option("--iexclude", multiple=True, metavar="PATTERN",
+              help="Like --exclude, ignoring the case of names.")
+@click.option("--exclude-if-present", multiple=True, metavar="NAME[:HEADER]",
+              help="Skip directories holding a file NAME (that starts with HEADER).")
+@click.option("--exclude-caches", is_flag=True,
+              help="Skip directories holding a valid CACHEDIR.TAG.")
+@click.option("--exclude-larger-than", metavar="SIZE",
+              help="Skip files larger than SIZE (k, m, g, t: powers of 1024).")
 @click.option("--tag", multiple=True, help="Tag the set's snapshots.")
 @click.option("--one-file-system", "-x", is_flag=True, help="Stay on the file systems given.")
 @click.option("--pre-script", metavar="CMD",
@@ -292,14 +302,28 @@ def set_group() -> None:
               help="When the pre-script fails (default abort).")
 @click.pass_obj
 def set_add(ctx: Ctx, name: str, paths: tuple[str, ...], exclude: tuple[str, ...],
-            tag: tuple[str, ...], one_file_system: bool, pre_script: str | None,
+            exclude_file: tuple[str, ...], iexclude: tuple[str, ...],
+            exclude_if_present: tuple[str, ...], exclude_caches: bool,
+            exclude_larger_than: str | None, tag: tuple[str, ...],
+            one_file_system: bool, pre_script: str | None,
             post_script: str | None, script_timeout: float | None,
             on_pre_failure: str | None) -> None:
     """Add the backup set NAME of PATHS (and the scripts around its backups)."""
+    from tiervault.cli.backup_input import parse_size, read_patterns
+    from tiervault.engine.excludes import parse_tag_specs
+
+    parse_tag_specs(list(exclude_if_present), False)  # refuse a bad NAME now, not at 3 am
+    filters = {"iexcludes": list(iexclude), "exclude_if_present": list(exclude_if_present),
+               "exclude_caches": exclude_caches,
+               "exclude_larger_than": parse_size(exclude_larger_than)
+               if exclude_larger_than else None}
     inst = ctx.installation()
-    bs = add_set(inst.config, name, list(paths), list(exclude), list(tag), one_file_system,
+    bs = add_set(inst.config, name, list(paths),
+                 [*exclude, *read_patterns(exclude_file, "--exclude-file")], list(tag),
+                 one_file_system,
                  {"pre_script": pre_script, "post_script": post_script,
-                  "script_timeout": script_timeout, "on_pre_failure": on_pre_failure})
+                  "script_timeout": script_timeout, "on_pre_failure": on_pre_failure},
+                 filters)
     inst.save()
     missing = [p for p in bs.paths if not _exists(p)]
     for p in missing:

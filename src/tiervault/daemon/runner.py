@@ -31,7 +31,6 @@ from tiervault.daemon.scheduler import CancelToken, Job
 from tiervault.daemon.scripts import ScriptResult, run_script
 from tiervault.daemon.sets import BackupSet, Scripts
 from tiervault.engine import policy as policy_mod
-from tiervault.engine.backup import BackupOptions
 from tiervault.engine.progress import Progress
 from tiervault.errors import SecondInstallationError, TierVaultError
 from tiervault.service import ops
@@ -194,9 +193,7 @@ class JobRunner:
             archive = bool(bs.archive) and _archive_due(sess, bs)
             if archive:
                 _append(lines, "this session is marked as an archive")
-            opts = BackupOptions(list(bs.paths), list(bs.excludes), tags,
-                                 workers=self.inst.workers(),
-                                 one_file_system=bs.one_file_system, archive=archive)
+            opts = bs.backup_options(self.inst.workers(), tags, archive)
             try:
                 snap, summary = ops.backup(sess, opts)
             finally:

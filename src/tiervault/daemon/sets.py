@@ -45,16 +45,21 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiervault.daemon.schedule import CronExpr, ScheduleError, Window, parse_days, parse_hhmm
 from tiervault.errors import UsageError
 from tiervault.state.config import InstallationConfig
 
+if TYPE_CHECKING:
+    from tiervault.engine.backup import BackupOptions
+
 SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SCRIPT_KEYS = {"pre_script", "post_script", "script_timeout", "on_pre_failure"}
+#: restic's backup filters a set may carry (``set add --iexclude`` etc.), besides excludes.
+FILTER_KEYS = ("iexcludes", "exclude_if_present", "exclude_caches", "exclude_larger_than")
 _SET_KEYS = {"paths", "excludes", "tags", "type", "one_file_system", "schedules", "retention",
-             "archive"} | _SCRIPT_KEYS
+             "archive", *FILTER_KEYS} | _SCRIPT_KEYS
 _SCHEDULE_KEYS = {"cron", "days", "time", "window", "missed"} | _SCRIPT_KEYS
 DEFAULT_SCRIPT_TIMEOUT = 600.0
 
@@ -147,6 +152,7 @@ class BackupSet:
     retention: dict[str, Any] = field(default_factory=dict)
     archive: list[dict[str, Any]] = field(default_factory=list)
     scripts: Scripts = field(default_factory=Scripts)
+    filters: dict[str, Any] = field(default_factory=dict)  # FILTER_KEYS given
 
     def scripts_for(self, sched: Schedule | None) -> tuple[Scripts, str]:
         """The scripts of a backup of this set started by ``sched`` (None: by hand).
@@ -164,6 +170,15 @@ class BackupSet:
                 return s.scripts, "schedule"
         return self.scripts, "set"
 
+    def backup_options(self, workers: int, tags: list[str], archive: bool = False
+                       ) -> BackupOptions:
+        """The engine's options for a backup of this set."""
+        from tiervault.engine.backup import BackupOptions
+
+        return BackupOptions(list(self.paths), list(self.excludes), tags, workers=workers,
+                             one_file_system=self.one_file_system, archive=archive,
+                             **self.filters)
+
     def snapshot_paths(self) -> list[str]:
         """The paths as a snapshot of this set records them (absolute, nested dropped)."""
         out: list[str] = []
@@ -177,7 +192,7 @@ class BackupSet:
         return {"name": self.name, "paths": self.paths, "excludes": self.excludes,
                 "tags": self.tags, "type": self.type, "one_file_system": self.one_file_system,
                 "retention": self.retention, "archive": self.archive,
-                **self.scripts.to_json(),
+                **self.scripts.to_json(), **self.filters,
                 "schedules": [s.to_json() for s in self.schedules]}
 
 
@@ -304,7 +319,25 @@ def parse_set(name: str, doc: Any) -> BackupSet:
         raise _err(f"{where}.archive", "must be a list of tables")
     return BackupSet(name, paths, _str_list(doc.get("excludes", []), f"{where}.excludes"),
                      _str_list(doc.get("tags", []), f"{where}.tags"), kind, ofs, scheds,
-                     dict(retention), list(archive), parse_scripts(doc, where))
+                     dict(retention), list(archive), parse_scripts(doc, where),
+                     _filters(doc, where))
+
+
+def _filters(doc: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("iexcludes", "exclude_if_present"):
+        if key in doc:
+            out[key] = _str_list(doc[key], f"{where}.{key}")
+    if "exclude_caches" in doc:
+        if not isinstance(doc["exclude_caches"], bool):
+            raise _err(f"{where}.exclude_caches", "must be true or false")
+        out["exclude_caches"] = doc["exclude_caches"]
+    if "exclude_larger_than" in doc:
+        v = doc["exclude_larger_than"]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise _err(f"{where}.exclude_larger_than", "must be a number of bytes")
+        out["exclude_larger_than"] = v
+    return out
 
 
 def load_sets(cfg: InstallationConfig) -> dict[str, BackupSet]:
@@ -368,7 +401,8 @@ def _raw_sets(cfg: InstallationConfig) -> dict[str, Any]:
 
 def add_set(cfg: InstallationConfig, name: str, paths: list[str], excludes: list[str],
             tags: list[str], one_file_system: bool = False,
-            scripts: dict[str, Any] | None = None) -> BackupSet:
+            scripts: dict[str, Any] | None = None,
+            filters: dict[str, Any] | None = None) -> BackupSet:
     """Add a set (an existing one of the same name is an error)."""
     raw = _raw_sets(cfg)
     if name in raw:
@@ -383,6 +417,8 @@ def add_set(cfg: InstallationConfig, name: str, paths: list[str], excludes: list
     if one_file_system:
         doc["one_file_system"] = True
     doc.update({k: v for k, v in (scripts or {}).items() if v is not None})
+    doc.update({k: v for k, v in (filters or {}).items()
+                if k in FILTER_KEYS and v is not None and v is not False and v != []})
     bs = parse_set(name, doc)
     raw[name] = doc
     return bs

@@ -20,10 +20,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import BinaryIO
 
-from tiervault.engine.excludes import Excluder
+from tiervault.engine.excludes import Excluder, parse_tag_specs, tagged
 from tiervault.engine.metadata import kind_of, node_from_stat
+from tiervault.engine.parent import ParentTrees
 from tiervault.engine.progress import Progress
+from tiervault.engine.readfile import can_noatime, prefixed, read_small
+from tiervault.errors import Interrupted
 from tiervault.state.db import CachedFile, StateDB
 from tiervault.vault.chunker import Chunker
 from tiervault.vault.pack import BlobType
@@ -43,6 +47,10 @@ _INFLIGHT_BYTES = 256 * 1024 * 1024
 _INFLIGHT_FILES = 64
 _CACHE_SAFETY_NS = 2_000_000_000  # don't trust mtimes this close to the backup start
 
+#: How -v names each count.
+_ITEM_WORDS = {"files_new": "new", "files_changed": "changed",
+               "files_unmodified": "unchanged"}
+
 
 @dataclass
 class BackupOptions:
@@ -55,6 +63,23 @@ class BackupOptions:
     use_cache: bool = True
     one_file_system: bool = False
     archive: bool = False  # mark the snapshot as an archive (the mark goes first)
+    host: str | None = None  # the hostname recorded (default: this machine's)
+    iexcludes: list[str] = field(default_factory=list)  # case-insensitive patterns
+    exclude_if_present: list[str] = field(default_factory=list)  # NAME or NAME:HEADER
+    exclude_caches: bool = False  # directories holding a valid CACHEDIR.TAG
+    exclude_larger_than: int | None = None  # bytes
+    dry_run: bool = False  # walk, read and count; write nothing
+    stdin_filename: str | None = None  # back up standard input as /NAME instead of paths
+
+    def hostname(self) -> str:
+        """The hostname the snapshot records."""
+        return self.host or socket.gethostname()
+
+    def snapshot_paths(self) -> list[str]:
+        """The paths as the snapshot records them (absolute, nested ones dropped)."""
+        if self.stdin_filename is not None:
+            return ["/" + self.stdin_filename]
+        return [os.fsdecode(p) for p in _normalise(self.paths)]
 
 
 @dataclass
@@ -112,13 +137,18 @@ class Archiver:
     """Runs one backup session against an open repository."""
 
     def __init__(self, repo: Repository, writer: BlobWriter, db: StateDB | None,
-                 progress: Progress, opts: BackupOptions) -> None:
+                 progress: Progress, opts: BackupOptions, parent: Snapshot | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.repo = repo
         self.writer = writer
         self.db = db if opts.use_cache else None
         self.progress = progress
         self.opts = opts
-        self.excluder = Excluder(opts.excludes)
+        self.excluder = Excluder(opts.excludes, opts.iexcludes)
+        self._tags = parse_tag_specs(opts.exclude_if_present, opts.exclude_caches)
+        self._max_size = opts.exclude_larger_than
+        #: Set to stop (SIGINT, a cancelled job): workers end at the next chunk.
+        self.stop = stop if stop is not None else threading.Event()
         self.pool = ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="read")
         self._local = threading.local()  # one chunker per worker thread
         self._inflight: deque[tuple[Future[FileResult], int]] = deque()
@@ -135,6 +165,9 @@ class Archiver:
         self._nowait = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
         self._inline_s = 0.0  # moving average of the time to read and store a small file
         self._small_seen = 0
+        # The parent snapshot (same host and paths): the counts say new, changed or
+        # unchanged against it.
+        self._parent = ParentTrees(repo, parent) if parent is not None else None
 
     # -- walking -----------------------------------------------------------------------
 
@@ -146,20 +179,52 @@ class Archiver:
             root = self._build_root(paths)
             self._drain(block=True)
             assert root.tree_id is not None
+        except BaseException:
+            self.stop.set()  # an interrupt: the workers stop at their next chunk
+            raise
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
-        wstats = self.writer.flush()
+        return self._save(started, [os.fsdecode(p) for p in paths], root.tree_id)
+
+    def _save(self, started: datetime, paths: list[str], tree_id: bytes) -> Snapshot:
+        """Flush the data, then write the snapshot (unless a dry run)."""
+        try:
+            wstats = self.writer.flush()
+        except BaseException:
+            self.stop.set()
+            raise
         stats = dict(self.stats)
         stats.update({"blobs_new": wstats["blobs_new"], "bytes_added": wstats["bytes_raw_new"],
                       "bytes_stored": wstats["bytes_stored"], "packs": wstats["packs"]})
         stats["duration_ms"] = int((time.time_ns() - self._start_ns) / 1e6)
         snap = Snapshot(
-            time=started.isoformat(), hostname=socket.gethostname(), username=_user(),
-            paths=[os.fsdecode(p) for p in paths], tree=root.tree_id.hex(),
+            time=started.isoformat(), hostname=self.opts.hostname(), username=_user(),
+            paths=paths, tree=tree_id.hex(),
             tags=sorted(set(self.opts.tags)), excludes=self.opts.excludes, stats=stats,
             complete=not self.progress.warnings)
-        self.repo.save_snapshot(snap, archived=self.opts.archive)
+        if not self.opts.dry_run:
+            self.repo.save_snapshot(snap, archived=self.opts.archive)
         return snap
+
+    def run_stdin(self, f: BinaryIO, filename: str) -> Snapshot:
+        """Back up what ``f`` yields as the one file ``/filename`` (``--stdin``)."""
+        started = datetime.now().astimezone()
+        now = time.time_ns()
+        name = os.fsencode(filename)
+        try:
+            content, size = self._chunk_stream(f)
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        node = Node(name=name, type="file", mode=0o644, uid=os.getuid(), gid=os.getgid(),
+                    mtime=now, atime=now, ctime=now, size=size, content=content)
+        self.stats.update(files_read=1, bytes_read=size, bytes_total=size)
+        self._count(b"/", node)
+        self.progress.add(1, 0)  # its bytes were counted chunk by chunk
+        tid, _ = self.writer.save_blob(BlobType.TREE, encode_tree([node]))
+        return self._save(started, ["/" + filename], tid)
 
     def _build_root(self, paths: list[bytes]) -> _PendingDir:
         """Wrap the backed-up paths in their ancestor directories, up to '/'."""
@@ -202,6 +267,8 @@ class Archiver:
             self._warn(path, e)
             return None
         kind = kind_of(st.st_mode)
+        if kind == "file" and self._max_size is not None and st.st_size > self._max_size:
+            return None  # --exclude-larger-than
         if kind is None:
             self.progress.warn(os.fsdecode(path), "unsupported file type, skipped")
             return None
@@ -222,17 +289,14 @@ class Archiver:
         if c is not None and pd is not None and self._unchanged(c, st):
             node["content"] = c.content
             pd.cache_new[name] = c
-            self.stats["files_unmodified"] += 1
+            # The cache proves the content is what this installation stored last
+            # time: unchanged against a parent; new if there is none.
+            count = "files_unmodified" if self._parent is not None else "files_new"
+            self.stats[count] += 1
             self.progress.add(1, st.st_size)
             if self.progress.wants_items:  # -v: restic's "unchanged/changed/new" lines
-                self.progress.item("unchanged", os.fsdecode(path))
+                self.progress.item(_ITEM_WORDS[count], os.fsdecode(path))
             return node
-        if c is not None:
-            self.stats["files_changed"] += 1
-        else:
-            self.stats["files_new"] += 1
-        if self.progress.wants_items:
-            self.progress.item("changed" if c is not None else "new", os.fsdecode(path))
         if pd is not None:
             pd.inodes[name] = st.st_ino
         key = (st.st_dev, st.st_ino)
@@ -309,6 +373,8 @@ class Archiver:
         except OSError as e:
             self._warn(path, e)
             return None
+        if self._tags and tagged(path, names, self._tags):
+            return None  # --exclude-if-present / --exclude-caches: the whole directory
         self.stats["dirs"] += 1
         cached = self.db.cached_dir(path) if self.db is not None else None
         return pd, iter(names), cached
@@ -351,9 +417,11 @@ class Archiver:
                 if res.error is not None:
                     self.progress.warn(os.fsdecode(os.path.join(pd.path, node.name)), res.error)
                     self.stats["errors"] += 1
-                    continue
+                    self.stats["bytes_total"] -= node.get("size", 0)
+                    continue  # not in the snapshot, so neither new nor changed
                 node["content"] = res.content
                 node["size"] = res.size
+                self._count(pd.path, node)
                 if id(read) not in self._counted:  # hard links share one read
                     self.stats["files_read"] += 1
                     self.stats["bytes_read"] += res.size
@@ -365,11 +433,20 @@ class Archiver:
                 nodes.append(it)
         tid, _ = self.writer.save_blob(BlobType.TREE, encode_tree(nodes))
         pd.tree_id = tid
-        if self.db is not None and (pd.cache_new or pd.cache_drop):
+        if self._parent is not None:
+            self._parent.done(pd.path)
+        if self.db is not None and (pd.cache_new or pd.cache_drop) and not self.opts.dry_run:
             self.db.update_dir(pd.path, pd.cache_new, pd.cache_drop)
         # The parent needs only the tree id: let the entries go, so memory follows
         # the directories still open rather than the whole tree backed up so far.
         pd.items, pd.cache_new, pd.cache_drop, pd.inodes = [], {}, [], {}
+
+    def _count(self, dirpath: bytes, node: Node) -> None:
+        """Count a file that was read, against the parent snapshot."""
+        key = self._parent.classify(dirpath, node) if self._parent is not None else "files_new"
+        self.stats[key] += 1
+        if self.progress.wants_items:  # -v: restic's "new/changed/unchanged" lines
+            self.progress.item(_ITEM_WORDS[key], os.fsdecode(os.path.join(dirpath, node.name)))
 
     def _remember(self, pd: _PendingDir, node: Node, res: FileResult) -> None:
         # Files modified within the clock's granularity of the backup start may
@@ -399,7 +476,7 @@ class Archiver:
         data is not all in the page cache is left alone (None) for a worker."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOATIME
-                         if _can_noatime(st) else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                         if can_noatime(st) else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:
             return FileResult([], 0, error=e.strerror or str(e))
         try:
@@ -411,20 +488,20 @@ class Archiver:
                     if data is None:
                         return None
                 else:
-                    data = _read_small(fd, st.st_size) if small else b""
+                    data = read_small(fd, st.st_size) if small else b""
             except OSError:
                 data = None
             fst = os.fstat(fd)
             if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
                 return FileResult([], 0, error="file was replaced during the backup, skipped")
             if data is None:
-                data = _read_small(fd, st.st_size)  # raises the read error again
+                data = read_small(fd, st.st_size)  # raises the read error again
             if small and len(data) <= st.st_size:
                 content, size, after = self._store_small(data), len(data), fst
             else:
                 # Big, or grew past what stat said: stream (the rest).
                 with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-                    content, size = self._chunk_stream(_Prefixed(data, f) if data else f)
+                    content, size = self._chunk_stream(prefixed(data, f) if data else f)
                 after = os.fstat(fd)
             changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size) or \
                 size != st.st_size
@@ -450,7 +527,7 @@ class Archiver:
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
             self._nowait = False  # this file system cannot say: time the reads instead
-            return _read_small(fd, expected)
+            return read_small(fd, expected)
         if n < expected:
             return None  # partly cached (or shrank): a worker reads it properly
         return bytes(memoryview(buf)[:n])
@@ -465,6 +542,8 @@ class Archiver:
         """Chunk and store an in-memory file; one below the chunker's minimum is one chunk."""
         if not data:
             return []
+        if self.stop.is_set():
+            raise Interrupted("interrupted")
         if len(data) <= self.repo.config.chunker.min_size:
             return [self._store(data)]
         return [self._store(c) for c in self._chunker().chunks_of(data)]
@@ -472,7 +551,10 @@ class Archiver:
     def _chunk_stream(self, f: object) -> tuple[list[bytes], int]:
         content: list[bytes] = []
         size = 0
+        stop = self.stop
         for c in self._chunker().chunks(f):  # type: ignore[arg-type]
+            if stop.is_set():
+                raise Interrupted("interrupted")
             size += len(c)
             content.append(self._store(c))
             # Bytes as they are stored, not only per finished file: a bar moves
@@ -487,57 +569,19 @@ class Archiver:
         return bid
 
 
-class _Prefixed:
-    """A raw reader yielding ``prefix`` and then the rest of ``f``."""
-
-    def __init__(self, prefix: bytes, f: object) -> None:
-        self._prefix = memoryview(prefix)
-        self._f = f
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: memoryview) -> int:
-        if self._prefix:
-            n = min(len(b), len(self._prefix))
-            b[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        return self._f.readinto(b)  # type: ignore[attr-defined, no-any-return]
-
-    def read(self, n: int = -1) -> bytes:
-        buf = bytearray(n if n > 0 else 1 << 20)
-        got = self.readinto(memoryview(buf))
-        return bytes(buf[:got])
-
-
-def _read_small(fd: int, expected: int) -> bytes:
-    """Up to ``expected + 1`` bytes (one more than stat said, to notice growth)."""
-    data = os.read(fd, expected + 1)
-    if 0 < len(data) < expected:  # a short read (or the file shrank): read to the end
-        parts, got = [data], len(data)
-        while got <= expected:
-            more = os.read(fd, expected + 1 - got)
-            if not more:
-                break
-            parts.append(more)
-            got += len(more)
-        data = b"".join(parts)
-    return data
-
-
-def _can_noatime(st: os.stat_result) -> bool:
-    # O_NOATIME is only allowed for the file's owner (or root).
-    return hasattr(os, "O_NOATIME") and (os.geteuid() == 0 or os.geteuid() == st.st_uid)
-
-
 def _normalise(paths: list[str]) -> list[bytes]:
-    """Absolute paths without symlink resolution; nested ones dropped."""
-    out: list[bytes] = []
-    for p in sorted({os.path.abspath(os.fsencode(p)) for p in paths}):
-        if not any(p == q or p.startswith(q.rstrip(b"/") + b"/") for q in out):
-            out.append(p)
-    return out
+    """Absolute paths without symlink resolution; nested ones dropped. Linear in
+    the number of paths (a --files-from list may hold very many)."""
+    kept: set[bytes] = set()
+    for p in sorted({os.path.abspath(os.fsencode(p)) for p in paths}, key=len):
+        q = p
+        while q not in kept:
+            up = os.path.dirname(q)
+            if up == q:
+                kept.add(p)
+                break
+            q = up
+    return sorted(kept)
 
 
 def _user() -> str:

@@ -5,13 +5,22 @@ directory on the way is checked to be a real directory (never a symlink),
 files are opened with O_NOFOLLOW, and symlinks are created only at the very
 end, so nothing a snapshot says can make us write outside the target.
 Content is read pack by pack (one ranged read serves many blobs) in parallel.
+
+Each file is written under a hidden temporary name beside its own
+(``.NAME.tiervault-XXXXXXXX``) and takes its name, with its metadata already set,
+only once all its content is written: an interrupted restore (SIGINT) stops
+within about a second, removes its temporaries, and leaves only complete files,
+each with its mode, owner and times (an older file of the same name stays until
+the new one is complete). A file whose data cannot be read is not left either.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +29,7 @@ from typing import Any
 from tiervault.engine.patterns import PathPattern
 from tiervault.engine.progress import Progress
 from tiervault.engine.trees import TreeReader
-from tiervault.errors import IntegrityError, TierVaultError, UsageError
+from tiervault.errors import IntegrityError, Interrupted, TierVaultError, UsageError
 from tiervault.vault.pack import PackEntry
 from tiervault.vault.repository import Repository
 from tiervault.vault.snapshot import Snapshot
@@ -40,6 +49,8 @@ class _File:
     path: bytes
     node: Node
     link_to: bytes | None = None  # hard link to an earlier restored file
+    tmp: bytes = b""  # where the content is written until it is complete
+    left: int = 0  # blob writes still to come
 
 
 @dataclass
@@ -56,7 +67,8 @@ class Restorer:
     """Restores one snapshot into ``target``."""
 
     def __init__(self, repo: Repository, snap: Snapshot, target: str, progress: Progress,
-                 includes: list[str] | None = None, workers: int = 4) -> None:
+                 includes: list[str] | None = None, workers: int = 4,
+                 stop: threading.Event | None = None) -> None:
         self.repo = repo
         self.snap = snap
         self.target = os.path.abspath(os.fsencode(target))
@@ -75,6 +87,11 @@ class Restorer:
         # so a symlink already in the target (or restored earlier) is never followed.
         self._good: set[bytes] = set()
         self._created: set[bytes] = set()  # files this run created (hard link sources)
+        #: Set to stop (SIGINT): workers end at the next blob.
+        self.stop = stop if stop is not None else threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict[bytes, _File] = {}  # temporaries not yet complete, by tmp path
+        self._tmp_suffix = b".tiervault-" + secrets.token_hex(4).encode()
 
     def plan(self) -> RestorePlan:
         """Walk the snapshot's tree and decide what to create.
@@ -140,13 +157,17 @@ class Restorer:
         self._mkdir(self.target, top=True)
         for path, _node in plan.dirs:
             self._mkdir(path)
-        created = self._create_files(plan.files)
-        self._write_content(created)
-        for f in created:
-            self._set_meta(f.path, f.node)
-            self.progress.add(1)
-            if self.progress.wants_items and f.path not in self._failed:  # -v
-                self.progress.item("restored", os.fsdecode(f.path))
+        try:
+            created = self._create_files(plan.files)
+            self._write_content(created)
+        except BaseException:
+            # Interrupted: complete files have their names and metadata already;
+            # drop the partial ones, give directories their metadata, and stop.
+            self.stop.set()
+            self._drop_pending()
+            self._dir_meta(plan)
+            raise
+        self._drop_pending()  # files whose data could not be read (warned already)
         for f in plan.files:
             if f.link_to is not None:
                 self._hardlink(f)
@@ -154,17 +175,47 @@ class Restorer:
             self._special(path, node)
         for path, node in plan.links:
             self._symlink(path, node)
+        self._dir_meta(plan)
+        self.stats["dirs"] = len(plan.dirs)
+        return self.stats
+
+    def _dir_meta(self, plan: RestorePlan) -> None:
         # Directories last, deepest first, so their mtimes survive.
         for path, node in reversed(plan.dirs):
             if path in self._good:
                 self._set_meta(path, node)
-        self.stats["dirs"] = len(plan.dirs)
-        return self.stats
+
+    def _drop_pending(self) -> None:
+        """Remove the temporaries of files that were not completed."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for tmp in pending:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def _finish_file(self, f: _File) -> None:
+        """All of ``f``'s content is written: metadata, then its real name."""
+        self._set_meta(f.tmp, f.node, shown=f.path)
+        try:
+            os.rename(f.tmp, f.path)  # replaces an older file (or symlink), never follows it
+        except OSError as e:
+            self._warn(f.path, e.strerror or str(e))
+            return
+        with self._lock:
+            self._pending.pop(f.tmp, None)
+            self._created.add(f.path)
+            self.stats["files"] += 1
+        self.progress.add(1)
+        if self.progress.wants_items:  # -v
+            self.progress.item("restored", os.fsdecode(f.path))
 
     # -- creating things ------------------------------------------------------------
 
     def _warn(self, path: bytes, msg: str) -> None:
-        self.stats["errors"] += 1
+        with self._lock:  # workers warn too
+            self.stats["errors"] += 1
         self.progress.warn(os.fsdecode(path), msg)
 
     def _mkdir(self, path: bytes, top: bool = False) -> bool:
@@ -208,9 +259,12 @@ class Restorer:
                 self._warn(f.path, "parent directory could not be restored")
                 continue
             try:
-                _remove_if_file(f.path)
-                fd = os.open(f.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                self._created.add(f.path)
+                _check_not_dir(f.path)
+                d, name = os.path.split(f.path)
+                f.tmp = os.path.join(d, b"." + name[:200] + self._tmp_suffix)
+                fd = os.open(f.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with self._lock:
+                    self._pending[f.tmp] = f
                 try:
                     size = f.node.get("size", 0)
                     if size:
@@ -230,6 +284,7 @@ class Restorer:
             sparse = bool(f.node.get("sparse"))
             for bid in f.node.get("content") or []:
                 targets[bid].append((f, off))
+                f.left += 1
                 loc = self.repo.index.lookup(bid)
                 if loc is None:
                     self._failed.add(f.path)
@@ -255,14 +310,34 @@ class Restorer:
                 run.append(e)
             jobs.append((pid, run))
         failed = self._failed
+        for f in files:
+            if f.left == 0 and f.path not in failed:
+                self._finish_file(f)  # empty: complete already
 
         def write(ent: PackEntry, data: bytes) -> None:
-            for f, off in targets[ent.id]:
+            if self.stop.is_set():
+                raise Interrupted("interrupted")
+            with self._lock:
+                # Popped: memory follows what is still to write, and the same bytes
+                # again (a read that moved on to the next tier) are not counted twice.
+                dests = targets.pop(ent.id, None)
+            if dests is None:
+                return
+            done = []
+            for f, off in dests:
                 self._pwrite(f, off, data)
+                with self._lock:
+                    f.left -= 1
+                    if f.left == 0 and f.path not in failed:
+                        done.append(f)
+            for f in done:
+                self._finish_file(f)
 
         def job(pid: bytes, run: list[PackEntry]) -> None:
             try:
                 self.repo.stream_blobs_from_pack(pid, run, write)
+            except Interrupted:
+                raise
             except TierVaultError as e:
                 if len(run) > 1 and isinstance(e, IntegrityError):
                     # One damaged blob must not cost the good ones read with it.
@@ -270,16 +345,21 @@ class Restorer:
                         job(pid, [ent])
                     return
                 for ent in run:
-                    for f, _ in targets[ent.id]:
+                    for f, _ in targets.get(ent.id, ()):
                         if f.path not in failed:
                             failed.add(f.path)
                             self._warn(f.path, str(e))
                 return
 
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="restore") as ex:
+        ex = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
+        try:
             for fut in [ex.submit(job, pid, run) for pid, run in jobs]:
                 fut.result()
-        self.stats["files"] += sum(1 for f in files if f.path not in failed)
+        except BaseException:
+            self.stop.set()  # running jobs stop at their next blob (or bandwidth wait)
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
 
     def _pwrite(self, f: _File, off: int, data: bytes) -> None:
         # Sparse files: skip whole zero blocks (ftruncate already made them holes).
@@ -291,7 +371,7 @@ class Restorer:
             self.stats["bytes"] += len(data)
             return  # a hole: ftruncate already made it
         try:
-            fd = os.open(f.path, os.O_WRONLY | os.O_NOFOLLOW)
+            fd = os.open(f.tmp, os.O_WRONLY | os.O_NOFOLLOW)
             try:
                 for start, end in runs:
                     view = memoryview(data)[start:end]
@@ -353,8 +433,10 @@ class Restorer:
         except _OS_ERRORS as e:
             self._warn(path, _strerror(e))
 
-    def _set_meta(self, path: bytes, node: Node) -> None:
+    def _set_meta(self, path: bytes, node: Node, shown: bytes | None = None) -> None:
+        """Owner, xattrs, mode and times of ``path`` (warnings name ``shown``)."""
         link = node.kind == "symlink"
+        path_shown = shown or path
         try:
             if self.is_root or node.get("uid") == os.geteuid():
                 uid, gid = node.get("uid", -1), node.get("gid", -1)
@@ -362,20 +444,20 @@ class Restorer:
                     os.chown(path, uid, gid, follow_symlinks=False)
                 except _OS_ERRORS as e:
                     if not link:
-                        self._warn(path, f"owner: {_strerror(e)}")
+                        self._warn(path_shown, f"owner: {_strerror(e)}")
             for name, value in node.get("xattrs") or []:
                 try:
                     os.setxattr(path, name, value, follow_symlinks=False)
                 except _OS_ERRORS as e:
                     if getattr(e, "errno", None) not in (errno.EPERM, errno.ENOTSUP) or not link:
-                        self._warn(path, f"xattr {os.fsdecode(name)!r}: {_strerror(e)}")
+                        self._warn(path_shown, f"xattr {os.fsdecode(name)!r}: {_strerror(e)}")
             if not link:
                 os.chmod(path, node.get("mode", 0o600) & 0o7777)
             if "mtime" in node:
                 os.utime(path, ns=(node.get("atime", node["mtime"]), node["mtime"]),
                          follow_symlinks=False)
         except _OS_ERRORS as e:
-            self._warn(path, _strerror(e))
+            self._warn(path_shown, _strerror(e))
 
 
 #: What restoring a file needs of its node (the plan holds one per file: keep it small).
@@ -406,6 +488,16 @@ def _nonzero_runs(data: bytes, off: int) -> list[tuple[int, int]]:
                 runs.append((i, j))
         i = j
     return runs
+
+
+def _check_not_dir(path: bytes) -> None:
+    """A restored file may replace a file or symlink, never a directory."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.EISDIR, "a directory is in the way")
 
 
 def _remove_if_file(path: bytes) -> None:

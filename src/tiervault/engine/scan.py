@@ -6,15 +6,18 @@ import os
 import stat
 import threading
 
+from tiervault.engine.backup import BackupOptions
 from tiervault.engine.excludes import Excluder
 from tiervault.engine.progress import Progress
 
 
-def scan_totals(paths: list[str], excludes: list[str], stop: threading.Event) -> tuple[int, int]:
-    """Count regular files and their bytes below ``paths`` (lstat only)."""
-    ex = Excluder(excludes)
+def scan_totals(opts: BackupOptions, stop: threading.Event) -> tuple[int, int]:
+    """Count regular files and their bytes below the paths (lstat only), with the
+    backup's name and size filters (the directory-tag ones need a read: skipped)."""
+    ex = Excluder(opts.excludes, opts.iexcludes)
+    limit = opts.exclude_larger_than
     files = size = 0
-    stack = [os.fsencode(os.path.abspath(p)) for p in paths]
+    stack = [os.fsencode(os.path.abspath(p)) for p in opts.paths]
     while stack and not stop.is_set():
         p = stack.pop()
         try:
@@ -22,6 +25,8 @@ def scan_totals(paths: list[str], excludes: list[str], stop: threading.Event) ->
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode):
+            if limit is not None and st.st_size > limit:
+                continue
             files += 1
             size += st.st_size
         elif stat.S_ISDIR(st.st_mode):
@@ -36,12 +41,12 @@ def scan_totals(paths: list[str], excludes: list[str], stop: threading.Event) ->
     return files, size
 
 
-def start_scan(paths: list[str], excludes: list[str], progress: Progress) -> threading.Event:
+def start_scan(opts: BackupOptions, progress: Progress) -> threading.Event:
     """Scan in a background thread and announce the totals; set the event to stop."""
     stop = threading.Event()
 
     def run() -> None:
-        files, size = scan_totals(paths, excludes, stop)
+        files, size = scan_totals(opts, stop)
         if not stop.is_set():
             progress.set_total(files, size)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from tiervault.engine import browse
 from tiervault.engine.backup import Archiver, BackupOptions
 from tiervault.engine.check import CheckReport, check
+from tiervault.engine.dryrun import DryRunWriter
 from tiervault.engine.policy import (
     DEFAULT_GROUP_BY,
     GfsPolicy,
@@ -33,22 +34,42 @@ def snapshot_json(s: Snapshot) -> dict[str, Any]:
             "complete": s.complete, "stats": s.stats}
 
 
-def backup(sess: VaultSession, opts: BackupOptions) -> tuple[Snapshot, dict[str, Any]]:
-    """Run a backup session; returns the snapshot and a summary."""
-    for p in opts.paths:
-        if not os.path.lexists(p):
-            raise UsageError(f"{p} does not exist")
+def find_parent(sess: VaultSession, opts: BackupOptions) -> Snapshot | None:
+    """The newest snapshot of the same host and paths (restic's rule): the one a
+    backup's new/changed/unchanged counts are measured against."""
+    host, paths = opts.hostname(), sorted(opts.snapshot_paths())
+    same = [s for s in sess.repo.snapshots(on_error=lambda _sid, _e: None)
+            if s.hostname == host and sorted(s.paths) == paths]
+    return same[-1] if same else None
+
+
+def backup(sess: VaultSession, opts: BackupOptions, stdin: BinaryIO | None = None
+           ) -> tuple[Snapshot, dict[str, Any]]:
+    """Run a backup session (of ``stdin`` as one file if given); returns the
+    snapshot and a summary. A dry run writes nothing: no snapshot, no data, no
+    files cache, no session record."""
+    if stdin is None:
+        for p in opts.paths:
+            if not os.path.lexists(p):
+                raise UsageError(f"{p} does not exist")
     db = sess.inst.db
-    sid = db.start_session("backup")
-    writer = sess.repo.writer(pack_size=sess.inst.config.settings.pack_size_mib << 20)
+    sid = None if opts.dry_run else db.start_session("backup")
+    writer: Any = DryRunWriter(sess.repo) if opts.dry_run else \
+        sess.repo.writer(pack_size=sess.inst.config.settings.pack_size_mib << 20)
     stop_scan = None
     try:
         sess.progress.phase("backup")
-        if sess.progress.wants_totals:
-            stop_scan = start_scan(opts.paths, opts.excludes, sess.progress)
-        snap = Archiver(sess.repo, writer, db, sess.progress, opts).run()
+        parent = find_parent(sess, opts)
+        arch = Archiver(sess.repo, writer, db, sess.progress, opts, parent, stop=sess.stop)
+        if stdin is not None:
+            snap = arch.run_stdin(stdin, opts.stdin_filename or "stdin")
+        else:
+            if sess.progress.wants_totals:
+                stop_scan = start_scan(opts, sess.progress)
+            snap = arch.run()
     except BaseException as e:
-        db.end_session(sid, "failed", {"error": str(e)})
+        if sid is not None:
+            db.end_session(sid, "failed", {"error": str(e) or type(e).__name__})
         raise
     finally:
         if stop_scan is not None:
@@ -56,7 +77,10 @@ def backup(sess: VaultSession, opts: BackupOptions) -> tuple[Snapshot, dict[str,
         writer.close()
     st = snap.stats
     summary = {
-        "message_type": "summary", "snapshot_id": snap.id, "short_id": snap.id[:8],
+        "message_type": "summary", "dry_run": opts.dry_run,
+        "snapshot_id": snap.id or None, "short_id": snap.id[:8] or None,
+        "parent": parent.id if parent is not None else None,
+        "hostname": snap.hostname, "paths": snap.paths,
         "files_new": st.get("files_new", 0), "files_changed": st.get("files_changed", 0),
         "files_unmodified": st.get("files_unmodified", 0), "dirs": st.get("dirs", 0),
         "total_files_processed": st.get("files_new", 0) + st.get("files_changed", 0)
@@ -67,8 +91,9 @@ def backup(sess: VaultSession, opts: BackupOptions) -> tuple[Snapshot, dict[str,
         "warnings": [{"path": p, "message": m} for p, m in sess.progress.warnings],
     }
     summary["archived"] = opts.archive
-    db.note_snapshots([(snap.id, snap.time, snap.paths)], replace=False)
-    db.end_session(sid, "warnings" if not snap.complete else "success", summary)
+    if sid is not None:
+        db.note_snapshots([(snap.id, snap.time, snap.paths)], replace=False)
+        db.end_session(sid, "warnings" if not snap.complete else "success", summary)
     return snap, summary
 
 
@@ -78,7 +103,7 @@ def restore(sess: VaultSession, ref: str, target: str, includes: list[str],
     snap = sess.repo.find_snapshot(ref, which)
     sess.progress.phase("restore")
     stats = Restorer(sess.repo, snap, target, sess.progress, includes,
-                     workers=sess.inst.workers()).run()
+                     workers=sess.inst.workers(), stop=sess.stop).run()
     return {"message_type": "summary", "snapshot_id": snap.id, "target": target,
             "files_restored": stats["files"], "dirs_restored": stats["dirs"],
             "symlinks_restored": stats["symlinks"], "bytes_restored": stats["bytes"],

@@ -6,6 +6,7 @@ raw backend -> reconnect procedure (RetryBackend) -> Tier -> TierSet -> Reposito
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,12 @@ from tiervault.service.installation import Installation
 from tiervault.state.config import tier_index
 from tiervault.storage.base import Backend
 from tiervault.storage.retry import RetryBackend
-from tiervault.storage.throttle import Limits, ThrottledBackend, ThrottleSchedule
+from tiervault.storage.throttle import (
+    Limits,
+    ThrottledBackend,
+    ThrottleSchedule,
+    interruptible_sleep,
+)
 from tiervault.storage.urls import open_backend, parse_url, redact
 from tiervault.tiers.sync import SyncResult, sync_all
 from tiervault.tiers.tier import CreateOnFirstUse, Tier
@@ -80,10 +86,12 @@ class CappedSchedule(ThrottleSchedule):
                       _stricter(base.download, self.cap.download))
 
 
-def build_tier_backend(inst: Installation, url: str) -> Backend:
+def build_tier_backend(inst: Installation, url: str,
+                       stop: threading.Event | None = None) -> Backend:
     """One tier's stack: raw backend -> bandwidth limit -> reconnect procedure.
 
     The limit sits below the retries so that a re-sent upload is counted again.
+    Setting ``stop`` ends the limit's waits at once (an interrupted command).
     """
     b = raw_tier_backend(inst, url)
     schedule = throttle_for(inst, url)
@@ -91,7 +99,8 @@ def build_tier_backend(inst: Installation, url: str) -> Backend:
     if cap != Limits():
         schedule = CappedSchedule.over(schedule or ThrottleSchedule(), cap)
     if schedule is not None:
-        b = ThrottledBackend(b, schedule)
+        b = ThrottledBackend(b, schedule) if stop is None else \
+            ThrottledBackend(b, schedule, sleep=interruptible_sleep(stop))
     return RetryBackend(b, attempts=inst.retry_attempts, delay=inst.retry_delay,
                         max_delay=max(2.0, inst.retry_delay))
 
@@ -111,8 +120,9 @@ def lost_key(url: str) -> str:
     return f"lost:{tier_key(url)}"
 
 
-def build_tierset(inst: Installation, progress: Progress, read_only: bool = False) -> TierSet:
-    """The tier set over every configured tier."""
+def build_tierset(inst: Installation, progress: Progress, read_only: bool = False,
+                  stop: threading.Event | None = None) -> TierSet:
+    """The tier set over every configured tier (``stop``: see build_tier_backend)."""
     tiers = []
     for url in inst.config.tiers:
         if parse_url(url).params.get("insecure", "").lower() in ("1", "true", "yes", "on"):
@@ -121,7 +131,7 @@ def build_tierset(inst: Installation, progress: Progress, read_only: bool = Fals
                           "your backups' traffic; use ca_file= for a private CA instead")
         rec = inst.db.tier(tier_key(url))
         lost = inst.db.get(lost_key(url)) is not None
-        tiers.append(Tier(url, build_tier_backend(inst, url), rec, lost=lost))
+        tiers.append(Tier(url, build_tier_backend(inst, url, stop), rec, lost=lost))
     probes: dict[str, Backend] = {}
 
     def probe_backend(t: Tier) -> Backend:
@@ -143,7 +153,9 @@ class VaultSession:
                  load_index: bool = True, read_only: bool = False) -> None:
         self.inst = inst
         self.progress = progress
-        self.tiers = build_tierset(inst, progress, read_only)
+        #: Set when the command is interrupted: the engine and throttled transfers stop.
+        self.stop = threading.Event()
+        self.tiers = build_tierset(inst, progress, read_only, self.stop)
         self.backend: Backend = self.tiers
         try:
             self.tiers.connect()
@@ -177,5 +189,6 @@ class VaultSession:
         return sync_all(self.tiers, report, **kwargs)
 
     def close(self) -> None:
-        """Close connections."""
+        """Close connections (stopping any transfer still waiting on a bandwidth limit)."""
+        self.stop.set()
         self.tiers.close()

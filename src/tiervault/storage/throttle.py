@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as dtime
 
-from tiervault.errors import UsageError
+from tiervault.errors import Interrupted, UsageError
 from tiervault.state.units import DAYS as _DAYS
 from tiervault.state.units import parse_days, parse_rate
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
@@ -86,6 +86,16 @@ class ThrottleSchedule:
             windows.append(Window(parse_days(w.get("days", list(_DAYS))), start, end, limits(w)))
         return cls(limits(doc), tuple(windows),
                    parse_days(doc.get("free_days", []) or []))  # type: ignore[arg-type]
+
+
+def interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
+    """A sleep that ends (raising Interrupted) as soon as ``stop`` is set, so that
+    a throttled transfer never holds up an interrupted command."""
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise Interrupted("interrupted while a transfer waited for its bandwidth limit")
+
+    return sleep
 
 
 class TokenBucket:
