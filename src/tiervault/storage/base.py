@@ -41,12 +41,14 @@ class FileType(Enum):
     INDEX = "index"
     SNAPSHOT = "snapshots"
     PACK = "data"
+    #: The authenticated manifest (sealed; written at the end of each write session).
+    MANIFEST = "manifest"
 
 
 #: Types stored as a single file at the vault root (name is the type's value).
-SINGLETONS = frozenset({FileType.CONFIG, FileType.REVISION})
+SINGLETONS = frozenset({FileType.CONFIG, FileType.REVISION, FileType.MANIFEST})
 #: Files that may be replaced in place; everything else is immutable.
-MUTABLE = frozenset({FileType.CONFIG, FileType.REVISION, FileType.KEY})
+MUTABLE = frozenset({FileType.CONFIG, FileType.REVISION, FileType.KEY, FileType.MANIFEST})
 
 
 @dataclass(frozen=True)
