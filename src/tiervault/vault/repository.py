@@ -396,13 +396,17 @@ class Repository:
         return name
 
 
-def listing(backend: Backend, t: FileType) -> list[str]:
-    """Names of the files of one kind: over a tier set, those ANY online tier
-    lists, so that one tier hiding files cannot hide them from the vault."""
+def union_listing(backend: Backend, t: FileType) -> list[FileInfo]:
+    """The files of one kind: over a tier set, those ANY online tier lists, so
+    that one tier hiding files cannot hide them from the vault."""
     from tiervault.tiers.tierset import TierSet
 
-    files = backend.list_union(t) if isinstance(backend, TierSet) else backend.list(t)
-    return [fi.handle.name for fi in files]
+    return backend.list_union(t) if isinstance(backend, TierSet) else list(backend.list(t))
+
+
+def listing(backend: Backend, t: FileType) -> list[str]:
+    """Names of the files of one kind (see ``union_listing``)."""
+    return [fi.handle.name for fi in union_listing(backend, t)]
 
 
 def read_config(backend: Backend) -> VaultConfig:
