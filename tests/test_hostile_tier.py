@@ -131,6 +131,9 @@ def test_tampered_server_cannot_hurt_the_speed_vault(tmp_path: Path, ftp: FtpSer
         doc["chunker"] = {"min": 64, "avg": 256, "max": 1024}
         (s.server / "config").write_text(json.dumps(doc))
 
+    # A file reverted to its first version: after the replayed index, a backup
+    # that deduplicated against the pruned data would be unrestorable (finding 2).
+    (s.src / "f0").write_bytes(s.expected[first]["f0"])
     warnings = ""
     for args in (["backup", str(s.src)], ["sync"], ["forget", "--keep-last", "10", "--prune"],
                  ["prune"]):
@@ -141,10 +144,10 @@ def test_tampered_server_cannot_hurt_the_speed_vault(tmp_path: Path, ftp: FtpSer
         if args[0] == "backup":
             live.append(json.loads(ok(run_tv(s.home, "--json", "snapshots", env=s.env))
                                    .stdout)[-1]["id"])
-            s.expected[live[-1]] = s.expected[live[-2]]
+            s.expected[live[-1]] = {p.name: p.read_bytes() for p in s.src.iterdir()}
+    s.honest_restores_everything(live)
     assert "stale or damaged" in warnings and "ftp://" in warnings, warnings
 
-    s.honest_restores_everything(live)
     # The speed vault's key file, snapshots and indexes are all still there.
     assert _ids(s.speed, "keys") and set(live) <= _ids(s.speed, "snapshots")
 
