@@ -193,3 +193,25 @@ def test_prune_while_the_server_hides_its_snapshots_deletes_nothing_needed(
     proc = s.tv("prune")
     assert "Traceback" not in proc.stderr, describe(proc)  # type: ignore[attr-defined]
     s.honest_restores_everything(ids)
+
+
+def test_check_names_a_rolled_back_tier_and_repair_heals_it(tmp_path: Path,
+                                                           ftp: FtpServerProcess) -> None:
+    """Without any sync in between: ``check`` reports the tier, ``--repair`` heals it."""
+    s = Setup(tmp_path, ftp)
+    s.generation(1)
+    old_state = tmp_path / "server-old"
+    shutil.copytree(s.server, old_state)
+    ids = [s.generation(1), s.generation(2)]
+    rev = (s.server / "revision").read_bytes()
+    shutil.rmtree(s.server)
+    shutil.copytree(old_state, s.server)
+    (s.server / "revision").write_bytes(rev)
+    proc = s.tv("check")
+    assert proc.returncode == 1, describe(proc)  # type: ignore[arg-type,attr-defined]
+    assert "rolled back" in proc.stdout + proc.stderr  # type: ignore[attr-defined]
+    latest = json.loads(ok(run_tv(s.home, "--json", "snapshots", env=s.env)).stdout)[-1]["id"]
+    assert latest == ids[-1]  # `restore latest` would use the honest tier
+    ok(s.tv("check", "--repair"))  # type: ignore[arg-type]
+    ok(s.tv("check"))  # type: ignore[arg-type]
+    assert set(ids) <= _ids(s.server, "snapshots")

@@ -179,6 +179,7 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
             dst.record.sync_done = dst.record.sync_total = None
             dst.mark_online()
             ts.db.save_tier(dst.record)
+        ts.untrusted.pop(dst.name, None)  # healed from a trusted source
         res.completed = True
     except SyncAborted as e:
         dst.state = UNSYNCHRONIZED
