@@ -92,13 +92,18 @@ def tier_problem(t: Tier, repo: Repository, record: Manifest | None,
             if src is not None:
                 want |= {FileType.SNAPSHOT: src.snapshots, FileType.INDEX: src.indexes,
                          FileType.KEY: src.keys}[kind]
-        lacking = want - removed[kind] - listed
+        lacking = sorted(want - removed[kind] - listed)
         if lacking:
-            return f"it lacks {len(lacking)} {kind.value} file(s) the vault holds", m
-        replayed = listed & removed[kind]
+            return f"it lacks {_some(kind, lacking)}, which the vault holds", m
+        replayed = sorted(listed & removed[kind])
         if replayed and kind is not FileType.KEY:
-            return f"it holds {len(replayed)} {kind.value} file(s) deleted earlier", m
+            return f"it holds {_some(kind, replayed)}, deleted earlier (put back?)", m
     return None, m
+
+
+def _some(kind: FileType, names: list[str]) -> str:
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return f"{kind.value}/{names[0]}{more}"
 
 
 def verify_tiers(ts: TierSet, repo: Repository, db: StateDB, vault_id: str,
