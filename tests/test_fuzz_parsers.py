@@ -199,7 +199,7 @@ SEED_SNAPSHOT_DOC: dict[str, Any] = json.loads(SEED_SNAPSHOT)
 # A cheap scrypt (n=16) so unwrapping thousands of mutants stays fast.
 SEED_KEYFILE = wrap_key(KEY, PASSPHRASE, KdfParams(n=16, r=1, p=1))
 SEED_KEYFILE_DOC: dict[str, Any] = json.loads(SEED_KEYFILE)
-SEED_CONFIG = CONFIG.encode()
+SEED_CONFIG = CONFIG.encode(KEY)
 SEED_CONFIG_DOC: dict[str, Any] = json.loads(SEED_CONFIG)
 
 
@@ -708,7 +708,9 @@ def test_fuzz_10k(target: Target) -> None:
 def test_seeds_are_valid() -> None:
     """The seeds parse: mutations start from real encodings, not from garbage."""
     assert unwrap_key(SEED_KEYFILE, PASSPHRASE, "k").material == KEY.material
-    assert VaultConfig.decode(SEED_CONFIG) == CONFIG
+    got = VaultConfig.decode(SEED_CONFIG)
+    assert (got.id, got.chunker, got.version) == (CONFIG.id, CONFIG.chunker, 2)
+    assert got.mac is not None and got.authentic(KEY, SEED_CONFIG)
     assert decode_index(SEED_INDEX, "i")[0]
     assert decode_tree(SEED_TREE, "t") == sorted(_seed_nodes(), key=lambda n: n.name)
     assert Snapshot.decode(SEED_SNAPSHOT, "ab" * 32).tree == "ef" * 32

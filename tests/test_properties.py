@@ -436,8 +436,14 @@ def test_vault_config_garbage_raises_integrity_error(data: bytes) -> None:
 
 
 def test_vault_config_round_trip() -> None:
+    from tiervault.vault.crypto import MasterKey
+
     cfg = VaultConfig.decode(json.dumps(GOOD_CONFIG).encode())
-    assert VaultConfig.decode(cfg.encode()) == cfg
+    key = MasterKey.generate()
+    raw = cfg.encode(key)
+    again = VaultConfig.decode(raw)
+    assert (again.id, again.chunker, again.version) == (cfg.id, cfg.chunker, 2)
+    assert again.authentic(key, raw) and not again.authentic(MasterKey.generate(), raw)
 
 
 # -- path vetting and sparse writes -------------------------------------------------

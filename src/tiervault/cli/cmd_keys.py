@@ -63,3 +63,35 @@ def key_remove(ctx: Ctx, sess: VaultSession, key_id: str, dry_run: bool) -> None
     res = keyops.remove_key(sess, key_id, dry_run)
     verb = "would remove" if dry_run else "removed"
     emit_json(res) if ctx.json else click.echo(f"{verb} key {res['removed']}")
+
+
+@key.command(name="export")
+@json_option
+@click.argument("file", type=click.Path(dir_okay=False))
+@with_session(load_index=False)
+def key_export(ctx: Ctx, sess: VaultSession, file: str) -> None:
+    """Save the key in use to FILE (mode 0600) as an offline copy.
+
+    FILE holds the master key sealed under your passphrase: keep it off the
+    tiers (a USB stick, a password manager). If every key file of the vault
+    is lost, 'tiervault key import FILE' puts it back.
+    """
+    res = keyops.export_key(sess, file)
+    emit_json(res) if ctx.json else click.echo(
+        f"exported key {res['exported']} to {res['file']} (it opens with your passphrase)")
+
+
+@key.command(name="import")
+@json_option
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_obj
+def key_import(ctx: Ctx, file: str) -> None:
+    """Put a key file saved by 'key export' back into the vault."""
+    inst = ctx.installation()
+    progress = ctx.progress()
+    try:
+        res = keyops.import_key(inst, progress, ctx.passphrase(), file)
+    finally:
+        progress.close()
+        inst.close()
+    emit_json(res) if ctx.json else click.echo(f"imported {res['file']} as key {res['imported']}")

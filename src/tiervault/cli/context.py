@@ -150,7 +150,8 @@ def with_session(lock: bool = False, load_index: bool = True,
                                 sess.end_writes()
                                 if not no_sync:
                                     run_sync(sess.tiers, progress, inst.sync_workers(),
-                                             pack_references(sess.repo))
+                                             pack_references(sess.repo), sess.repo,
+                                             inst.config.vault_id)
                     finally:
                         sess.close()
                 finally:

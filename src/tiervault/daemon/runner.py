@@ -37,6 +37,7 @@ from tiervault.service import ops
 from tiervault.service.installation import Installation
 from tiervault.service.session import VaultSession, build_tierset
 from tiervault.service.tierops import pack_references, run_sync
+from tiervault.service.trust import removed_files
 from tiervault.state.db import iso_time
 from tiervault.tiers.tier import OFFLINE, ONLINE, REFUSED_HINT
 from tiervault.tiers.tierset import TierSet
@@ -346,12 +347,17 @@ class IdleRound:
         names = [t.name for t in ts.stale()]
         log.info("sync %d: synchronizing %s", sid, ", ".join(names))
         refs = None
+        opener = None
         pw = self.passphrase
         if pw is not None:
-            # Opened only if the sync meets a pack the source lacks; without the
-            # key such packs are kept, never removed.
-            refs = pack_references(lambda: Repository.open(ts, pw, load_index=False))
-        results = run_sync(ts, progress, self.inst.sync_workers(), refs)
+            # Opened only if a tier is stale; without the key nothing is replaced
+            # or removed on a tier's word.
+            def opener() -> Repository:
+                return Repository.open(ts, pw, load_index=False, removed=removed_files(db))
+
+            refs = pack_references(opener)
+        results = run_sync(ts, progress, self.inst.sync_workers(), refs, opener,
+                           self.inst.config.vault_id)
         synced = [{"tier": r.tier, "completed": r.completed, "files_copied": r.files_copied,
                    "bytes_copied": r.bytes_copied, "files_removed": r.files_removed,
                    "error": r.error} for r in results]

@@ -16,7 +16,7 @@ from tiervault.storage.base import FileType, Handle
 from tiervault.tiers.temporaries import clean_tiers
 from tiervault.tiers.tierset import TierSet
 from tiervault.vault.pack import PackEntry
-from tiervault.vault.repository import Repository
+from tiervault.vault.repository import Repository, union_listing
 
 
 @dataclass
@@ -39,20 +39,35 @@ class PrunePlan:
                 "blobs_removed": self.blobs_removed, "bytes_freed_estimate": self.bytes_freed}
 
 
-def plan_prune(repo: Repository, progress: Progress, repack_below: float = 0.5) -> PrunePlan:
-    """Decide which packs to delete or repack."""
+def plan_prune(repo: Repository, progress: Progress, repack_below: float = 0.5,
+               known_snapshots: set[str] | None = None) -> PrunePlan:
+    """Decide which packs to delete or repack.
+
+    Snapshots, indexes and packs are the union over every online tier (a tier
+    hiding files cannot make their data look unused). ``known_snapshots``
+    (the installation's record): if one of them is missing everywhere,
+    nothing is deleted.
+    """
     if repo.damaged_indexes:
         raise TierVaultError(
             f"prune refused: index file {repo.damaged_indexes[0][0]} is damaged, so its packs "
             "would look unused; run 'tiervault check --repair' first")
     progress.phase("scan snapshots")
+    if known_snapshots:
+        lost = sorted(known_snapshots - set(repo.list_snapshot_ids()))
+        if lost:
+            raise TierVaultError(
+                f"prune refused: {len(lost)} snapshot(s) this installation knows "
+                f"(e.g. {lost[0][:16]}) are missing on every tier, so their data would look "
+                "unused; nothing was deleted. Run 'tiervault check', or 'tiervault tier lost' "
+                "if they are really gone")
     try:
         snaps = repo.snapshots()
         plan = PrunePlan(used=used_blobs(repo, snaps, on_tree=lambda: progress.add(1)))
     except TierVaultError as e:
         # Never delete anything while a snapshot cannot be read completely.
         raise TierVaultError(f"prune refused: {e}; run check") from None
-    on_disk = {fi.handle.name: fi.size for fi in repo.backend.list(FileType.PACK)}
+    on_disk = {fi.handle.name: fi.size for fi in union_listing(repo.backend, FileType.PACK)}
     indexed = repo.index.packs()
     seen: set[bytes] = set()
     for pid, entries in indexed.items():

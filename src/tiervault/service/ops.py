@@ -226,7 +226,9 @@ def set_archive(sess: VaultSession, ref: str, archived: bool) -> dict[str, Any]:
 
 def prune(sess: VaultSession, dry_run: bool) -> dict[str, Any]:
     """Delete unreferenced data and repack sparse packs."""
-    plan = plan_prune(sess.repo, sess.progress)
+    db = sess.inst.db
+    known = set(db.known_snapshots()) - db.deleted("snapshots")  # minus what we deleted
+    plan = plan_prune(sess.repo, sess.progress, known_snapshots=known)
     if dry_run:
         return dict(plan.summary(), dry_run=True)
     return dict(execute_prune(sess.repo, plan, sess.progress), dry_run=False)

@@ -192,6 +192,12 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
         for r in results:
             r.report.warnings.append("a writing session was interrupted; the tiers are "
                                      "brought level at the next write or sync")
+    for r in results:
+        why = sess.tiers.untrusted.get(r.tier.name)
+        if why is not None:
+            r.report.error("", f"this tier is stale or damaged: {why}")
+    if repair and not dry_run and sess.tiers.untrusted:
+        _heal_untrusted(sess, progress, results)
     if repair:
         online = [r.tier for r in results if r.tier.state == ONLINE]
         missing = _missing_files([t for t in sess.tiers.tiers if t.state == ONLINE]) \
@@ -239,6 +245,24 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
                   for r in results],
         "rebuilt_indexes": rebuilt, "dry_run": dry_run, "repair": repair,
     }
+
+
+def _heal_untrusted(sess: VaultSession, progress: Progress, results: list[TierCheck]) -> None:
+    """Bring tiers found stale or damaged level with a good one (a sync that
+    copies what they lack and removes what this installation deleted)."""
+    from tiervault.service.tierops import pack_references, run_sync
+
+    bad = set(sess.tiers.untrusted)
+    done = {r.tier: r for r in run_sync(sess.tiers, progress, sess.inst.sync_workers(),
+                                         pack_references(sess.repo), sess.repo,
+                                         sess.inst.config.vault_id)}
+    for r in results:
+        if r.tier.name in bad and r.tier.name in done:
+            res = done[r.tier.name]
+            r.repairs.append(RepairAction(
+                r.tier.name, "(whole tier)", None, res.completed,
+                f"synchronized from a good tier ({res.files_copied} files copied, "
+                f"{res.files_removed} removed)" if res.completed else str(res.error)))
 
 
 def _rebuild_index(sess: VaultSession, results: list[TierCheck], dry_run: bool) -> list[str]:

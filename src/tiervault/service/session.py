@@ -165,9 +165,17 @@ class VaultSession:
                 give_up_long_unavailable(inst, self.tiers, progress)
             # Imported here: the vault format (crypto, compression) loads only
             # when a session opens, not for commands that merely build tier sets.
+            from tiervault.service import trust
             from tiervault.vault.repository import Repository
 
-            self.repo = Repository.open(self.backend, passphrase, load_index=load_index)
+            self.repo = Repository.open(self.backend, passphrase, load_index=False,
+                                        removed=trust.removed_files(inst.db))
+            # Before anything is read from the listings: a tier that is stale or
+            # damaged behind a current revision must not be the one read.
+            trust.verify_tiers(self.tiers, self.repo, inst.db, inst.config.vault_id,
+                               read_only=read_only)
+            if load_index:
+                self.repo.load_index()
             for name, err in self.repo.damaged_indexes:
                 progress.warn(f"index/{name}", f"{err}; run 'tiervault check --repair'")
         except BaseException:
@@ -175,7 +183,11 @@ class VaultSession:
             raise
 
     def end_writes(self) -> None:
-        """The command's writes are done: the next write is a new session."""
+        """The command's writes are done: seal them in a new manifest; the next
+        write is a new session."""
+        from tiervault.service.trust import write_manifest
+
+        write_manifest(self.tiers, self.repo, self.inst.db)
         self.tiers.end_session()
 
     def sync(self, **kwargs: Any) -> list[SyncResult]:

@@ -92,16 +92,21 @@ def sync_now(inst: Installation, progress: Progress,
     try:
         ts.connect()
         refs = None
+        opener: Callable[[], Repository] | None = None
         if passphrase is not None:
             pw = passphrase
 
             def open_repo() -> Repository:
+                from tiervault.service.trust import removed_files
                 from tiervault.vault.repository import Repository
 
-                return Repository.open(ts, pw, load_index=False)
+                return Repository.open(ts, pw, load_index=False,
+                                       removed=removed_files(inst.db))
 
+            opener = open_repo
             refs = pack_references(open_repo)
-        results = run_sync(ts, progress, inst.sync_workers(), refs)
+        results = run_sync(ts, progress, inst.sync_workers(), refs, opener,
+                           inst.config.vault_id)
         # A stale tier left behind because no tier at the max revision answers
         # is a wait that timed out, not a success (exit 5, like every wait).
         no_source = not ts.online()
@@ -148,8 +153,29 @@ def pack_references(repo: Repository | Callable[[], Repository]) -> PackReferenc
 
 
 def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
-             references: PackReferences | None = None) -> list[SyncResult]:
-    """Synchronize stale tiers, reporting per-tier progress."""
+             references: PackReferences | None = None,
+             repo: Repository | Callable[[], Repository] | None = None,
+             vault_id: str = "") -> list[SyncResult]:
+    """Synchronize stale tiers, reporting per-tier progress.
+
+    With ``repo`` (the key: a Repository or a factory, opened only if a tier is
+    stale) the tiers are first checked against their manifests, so a stale or
+    damaged tier is never the source, and mutable files are validated with the
+    key; without it only missing mutable files are added, none is replaced.
+    """
+    from tiervault.service.trust import mutable_check, verify_tiers
+
+    opened: Repository | None = None
+    if repo is not None and ts.stale():
+        try:
+            opened = repo() if callable(repo) else repo
+        except TierVaultError:
+            opened = None
+        if opened is not None:
+            verify_tiers(ts, opened, ts.db, vault_id)
+            if references is None:
+                references = pack_references(opened)
+    check = mutable_check(opened, ts.db, vault_id)
     last: dict[str, int] = {}
 
     def report(t: Any, done: int, total: int) -> None:
@@ -159,15 +185,19 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
             progress.status(f"sync {t.name}: {pct}% ({done} of {total} bytes)")
 
     stale = ts.stale()
-    results = sync_all(ts, report, workers=workers, references=references)
+    results = sync_all(ts, report, workers=workers, references=references, check=check)
     if ts.damaged or ts.db.get(DAMAGED_KEY):
         from tiervault.service.repair import heal_recorded  # the vault format: only if needed
 
         heal_recorded(ts, progress)
     for r in results:
         if r.completed:
+            kept = (f"; kept {r.files_kept} files the source does not list"
+                    if r.files_kept else "")
+            refused = (f"; refused {r.files_refused} unverifiable files of the source"
+                       if r.files_refused else "")
             progress.info(f"tier {r.tier} is synchronized ({r.files_copied} files copied, "
-                          f"{r.files_removed} removed)")
+                          f"{r.files_removed} removed{kept}{refused})")
         else:
             why = without_prefix(r.error or "", r.tier, *(t.backend.location for t in ts.tiers
                                                            if t.name == r.tier))

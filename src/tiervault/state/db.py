@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     status TEXT, details TEXT);
 CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS known_snapshots (id TEXT PRIMARY KEY, time TEXT, paths TEXT);
+CREATE TABLE IF NOT EXISTS deletions (
+    type TEXT NOT NULL, name TEXT NOT NULL, time REAL, PRIMARY KEY (type, name)) WITHOUT ROWID;
 """
 
 
@@ -275,3 +277,25 @@ class StateDB:
                 self._db.execute("DELETE FROM kv WHERE k = ?", (key,))
             else:
                 self._db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
+
+    # -- deletions this installation made (SPEC §5: only these travel between tiers) ----
+
+    def record_deletions(self, kind: str, names: Iterable[str]) -> None:
+        """Durably record files about to be deleted (committed before returning)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO deletions VALUES (?, ?, ?)",
+                                     [(kind, n, now) for n in names])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def deleted(self, kind: str) -> set[str]:
+        """The names of files of one kind this installation deleted."""
+        with self._lock:
+            rows = self._db.execute("SELECT name FROM deletions WHERE type = ?",
+                                    (kind,)).fetchall()
+        return {str(r[0]) for r in rows}

@@ -52,6 +52,8 @@ class FileType(Enum):
     SNAPSHOT = "snapshots"
     PACK = "data"
     ARCHIVE = "archives"  # archives/<snapshot id>: that snapshot is archived
+    #: The authenticated manifest (sealed; written at the end of each write session).
+    MANIFEST = "manifest"
 
 
 #: Immutable files whose name is the BLAKE3 hash of their stored bytes.
@@ -59,9 +61,9 @@ CONTENT_NAMED = frozenset({FileType.PACK, FileType.INDEX, FileType.SNAPSHOT})
 
 
 #: Types stored as a single file at the vault root (name is the type's value).
-SINGLETONS = frozenset({FileType.CONFIG, FileType.REVISION})
+SINGLETONS = frozenset({FileType.CONFIG, FileType.REVISION, FileType.MANIFEST})
 #: Files that may be replaced in place; everything else is immutable.
-MUTABLE = frozenset({FileType.CONFIG, FileType.REVISION, FileType.KEY})
+MUTABLE = frozenset({FileType.CONFIG, FileType.REVISION, FileType.KEY, FileType.MANIFEST})
 
 #: The most bytes a whole-file ``load`` of each type may return (docs/format.md).
 #: Packs are ``pack_size_mib`` (default 8) plus one chunk and their header.
@@ -70,6 +72,7 @@ MAX_SIZE: dict[FileType, int] = {
     FileType.CONFIG: 64 * 1024,
     FileType.KEY: 64 * 1024,
     FileType.ARCHIVE: 64 * 1024,
+    FileType.MANIFEST: 64 * 1024 * 1024,
     FileType.SNAPSHOT: 64 * 1024 * 1024,
     FileType.INDEX: 512 * 1024 * 1024,
     FileType.PACK: 1024 * 1024 * 1024,

@@ -1,12 +1,19 @@
 """Synchronization (SPEC §5): bring a stale tier level with an online one.
 
 First the temporaries dead writers left on the tiers involved are removed
-(tiers/temporaries.py). Copy what is missing or differs, in dependency order (config and keys, then
-packs, then the indexes naming them, then the snapshots needing those), then
-remove what the source no longer has, newest kinds first. The target is a
-valid vault at every moment; an interrupted sync resumes by copying only what
-is still missing. Any write aborts it. Afterwards the target's revision is set
-explicitly to the max revision and it is marked online.
+(tiers/temporaries.py). Then copy what is missing or differs, in dependency
+order (config and keys, then packs, then the indexes naming them, then the
+archive marks and snapshots needing those, then the manifest), then remove
+from the target what THIS INSTALLATION deleted (its durable deletion record),
+newest kinds first. A file the source merely does not list is never removed:
+a tier is never trusted to decide what another one loses; the target keeps it
+(and gives it back to the source). Mutable files (keys, config, manifest) are
+copied only once ``check`` accepts them. The source is an online tier at the
+max revision that the manifest check did not find stale or damaged. The
+target is a valid vault at every moment; an interrupted sync resumes by
+copying only what is still missing. Any write aborts it. Afterwards the
+target's revision is set explicitly to the max revision and it is marked
+online.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from tiervault.tiers.tierset import TierSet
 # snapshot is never on a tier without the mark that protects it from retention
 # (a mark whose snapshot is not there yet is harmless).
 COPY_ORDER = [FileType.CONFIG, FileType.KEY, FileType.PACK, FileType.INDEX, FileType.ARCHIVE,
-              FileType.SNAPSHOT]
+              FileType.SNAPSHOT, FileType.MANIFEST]
 REMOVE_ORDER = [FileType.SNAPSHOT, FileType.ARCHIVE, FileType.INDEX, FileType.PACK, FileType.KEY]
 
 
@@ -42,6 +49,8 @@ class SyncResult:
     bytes_copied: int = 0
     files_removed: int = 0
     files_healed: int = 0
+    files_kept: int = 0  # on the target, not listed by the source, not deleted by us
+    files_refused: int = 0  # mutable files of the source that failed validation
     error: str | None = None
 
 
@@ -52,24 +61,38 @@ class SyncAborted(TierVaultError):
 ProgressFn = Callable[[Tier, int, int], None]
 #: Names the packs a tier's own index files reference (needs the key); None = unknown.
 PackReferences = Callable[[Tier], set[str] | None]
+#: (handle, source bytes, target bytes or None) -> None to copy it, or why not.
+MutableCheck = Callable[[Handle, bytes, bytes | None], str | None]
+
+
+def _keyless_check(h: Handle, data: bytes, theirs: bytes | None) -> str | None:
+    """Without a validator: add missing mutable files, never replace one."""
+    return None if theirs is None else "cannot validate it"
 
 
 def _differs(src: Tier, dst: Tier, fi: FileInfo, theirs: FileInfo | None,
-             notify: Callable[[str], None]) -> bool:
+             check: MutableCheck, res: SyncResult, notify: Callable[[str], None]) -> bool:
     if fi.handle.type in MUTABLE:
         try:
             mine = src.backend.load(fi.handle)
+        except NotFoundError:
+            return False
         except IntegrityError as e:
             # Past its size bound, or not a regular file: damaged or planted on
             # the source, so it never travels to another tier.
             notify(f"not copying {fi.handle} from {src.name}: {e}")
+            res.files_refused += 1
             return False
-        if theirs is None:
-            return True
         try:
-            return bool(mine != dst.backend.load(fi.handle))
+            other = dst.backend.load(fi.handle) if theirs is not None else None
         except (NotFoundError, IntegrityError):
-            return True  # missing or damaged on the target: the good copy replaces it
+            other = None  # missing or damaged on the target: the good copy replaces it
+        if mine == other:
+            return False
+        if check(fi.handle, mine, other) is not None:
+            res.files_refused += 1
+            return False
+        return True
     if theirs is None:
         return True
     return theirs.size != fi.size  # immutable files are named by their content
@@ -86,20 +109,23 @@ def _verified_copy(src: Tier, dst: Tier, h: Handle) -> int:
 
 
 def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
-              workers: int = 4, references: PackReferences | None = None) -> SyncResult:
-    """Synchronize ``dst`` from the first online tier of ``ts``.
+              workers: int = 4, references: PackReferences | None = None,
+              check: MutableCheck | None = None) -> SyncResult:
+    """Synchronize ``dst`` from the first trusted online tier of ``ts``.
 
-    A pack the target holds but the source lacks is removed only when the
-    source's index does not name it; if it does, the source lost it and the
-    target's copy (verified by its content hash) is copied back instead: sync
-    never deletes the only good copy. Without ``references`` (no key), such
-    packs are kept and left to ``prune``.
+    Only files this installation deleted (recorded in its state before) are
+    removed from the target. A snapshot, index or key file the target holds
+    but the source lacks is kept and copied back to the source; so is a pack
+    the source's index still names (``references``, needs the key).
     """
-    sources = ts.online()
+    sources = [t for t in ts.online() if t.name not in ts.untrusted]
     res = SyncResult(dst.name, False)
     if not sources:
-        res.error = "no online tier at the max revision to copy from"
+        bad = ", ".join(f"{n} ({why})" for n, why in ts.untrusted.items())
+        res.error = ("no online tier at the max revision to copy from" if not bad else
+                     f"no trustworthy tier to copy from: {bad}")
         return res
+    check = check or _keyless_check
     src = sources[0]
     abort = ts.abort_sync
     dst.state = SYNCING
@@ -108,13 +134,17 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
     try:
         plan: list[tuple[FileType, list[FileInfo]]] = []
         extra: dict[FileType, list[Handle]] = {}
+        lacking: dict[FileType, list[Handle]] = {}
         for t in COPY_ORDER:
-            mine = {fi.handle: fi for fi in src.backend.list(t)}
+            # What we deleted never travels again, even if the source put it back.
+            gone = ts.db.deleted(t.value)
+            mine = {fi.handle: fi for fi in src.backend.list(t) if fi.handle.name not in gone}
             theirs = {fi.handle: fi for fi in dst.backend.list(t)}
             todo = [fi for h, fi in mine.items()
-                    if _differs(src, dst, fi, theirs.get(h), ts.notify)]
+                    if _differs(src, dst, fi, theirs.get(h), check, res, ts.notify)]
             plan.append((t, todo))
-            extra[t] = [h for h in theirs if h not in mine]
+            extra[t] = [h for h in theirs if h not in mine and h.name in gone]
+            lacking[t] = [h for h in theirs if h not in mine and h.name not in gone]
         total = sum(fi.size for _, fis in plan for fi in fis)
         done = 0
         lock = threading.Lock()
@@ -140,8 +170,7 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
                     f.result()
                 dst.record.sync_done = done
                 ts.db.save_tier(dst.record)
-        extra[FileType.PACK] = _spare_needed_packs(src, dst, extra.get(FileType.PACK, []),
-                                                   references, res)
+        _give_back(src, dst, lacking, references, check, res)
         for t in REMOVE_ORDER:
             for h in extra.get(t, []):
                 if abort.is_set():
@@ -164,6 +193,7 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
             dst.record.sync_done = dst.record.sync_total = None
             dst.mark_online()
             ts.db.save_tier(dst.record)
+        ts.untrusted.pop(dst.name, None)  # healed from a trusted source
         res.completed = True
     except SyncAborted as e:
         dst.state = UNSYNCHRONIZED
@@ -179,31 +209,37 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
     return res
 
 
-def _spare_needed_packs(src: Tier, dst: Tier, packs: list[Handle],
-                        references: PackReferences | None, res: SyncResult) -> list[Handle]:
-    """The extra packs that may really be removed; heal the source with the others."""
-    if not packs:
-        return []
-    if references is None:
-        return []  # cannot tell which packs the source still needs: keep them all
-    needed = references(src)
-    if needed is None:
-        return []  # an index could not be read: keep every pack
-    removable = []
-    for h in packs:
-        if h.name not in needed:
-            removable.append(h)
-            continue
-        try:
-            _verified_copy(dst, src, h)  # the source lost it: give it back
-            res.files_healed += 1
-        except (BackendError, IntegrityError):
-            pass  # keep it on the target at least
-    return removable
+def _give_back(src: Tier, dst: Tier, lacking: dict[FileType, list[Handle]],
+               references: PackReferences | None, check: MutableCheck,
+               res: SyncResult) -> None:
+    """Files the target holds and the source does not list: kept on the target
+    (never removed on a tier's word), and copied back to the source where that
+    is safe (immutable files verify by their name; packs only if the source's
+    index names them)."""
+    needed: set[str] | None = None
+    if lacking.get(FileType.PACK) and references is not None:
+        needed = references(src)
+    for t in (FileType.KEY, FileType.PACK, FileType.INDEX, FileType.SNAPSHOT):
+        for h in lacking.get(t, []):
+            res.files_kept += 1
+            if t is FileType.PACK and (needed is None or h.name not in needed):
+                continue  # unreferenced: left for prune
+            try:
+                if t is FileType.KEY:
+                    data = dst.backend.load(h)
+                    if check(h, data, None) is not None:
+                        continue
+                    src.backend.save(h, data)
+                else:
+                    _verified_copy(dst, src, h)
+                res.files_healed += 1
+            except (BackendError, IntegrityError):
+                pass  # kept on the target at least
 
 
 def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True,
-             workers: int = 4, references: PackReferences | None = None) -> list[SyncResult]:
+             workers: int = 4, references: PackReferences | None = None,
+             check: MutableCheck | None = None) -> list[SyncResult]:
     """Probe offline tiers, then synchronize every reachable stale tier."""
     if probe:
         for t in ts.tiers:
@@ -218,5 +254,5 @@ def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True
         clean_tiers([*ts.online(), *ts.stale()], ts.notify)
     results = []
     for t in ts.stale():
-        results.append(sync_tier(ts, t, progress, workers, references))
+        results.append(sync_tier(ts, t, progress, workers, references, check))
     return results

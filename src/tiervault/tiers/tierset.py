@@ -89,6 +89,8 @@ class TierSet(Backend):
         self._confirmed: set[str] = set()
         self._pool = ThreadPoolExecutor(max(2, 3 * len(tiers)), thread_name_prefix="tier")
         self.damaged: list[tuple[str, str]] = []  # (tier, file) that failed authentication
+        #: Tiers found stale or damaged by the manifest check (name -> why): never a sync source.
+        self.untrusted: dict[str, str] = {}
 
     # -- state -----------------------------------------------------------------------
 
@@ -452,6 +454,9 @@ class TierSet(Backend):
         self._write(lambda t: t.backend.save(h, data))
 
     def remove(self, h: Handle) -> None:
+        # Recorded durably before it is done: sync carries to other tiers only
+        # the deletions this installation made (SPEC §5), never a tier's omissions.
+        self.db.record_deletions(h.type.value, [h.name or h.type.value])
         self._write(lambda t: t.backend.remove(h), missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------------
@@ -492,6 +497,45 @@ class TierSet(Backend):
 
     def list(self, t: FileType) -> Iterator[FileInfo]:
         return iter(self._read(lambda tier: list(tier.backend.list(t)), t.value))
+
+    @property
+    def in_session(self) -> bool:
+        """True once the current writing session has written something."""
+        return self._session
+
+    def list_union(self, t: FileType) -> builtins.list[FileInfo]:
+        """The files of one kind listed by ANY online tier (a tier that hides
+        files cannot hide them from prune or from key lookup)."""
+        seen: dict[Handle, FileInfo] = {}
+        for tier in self.online():
+            try:
+                for fi in tier.backend.list(t):
+                    seen.setdefault(fi.handle, fi)
+            except TransientError as e:
+                self._go_offline(tier, e)
+                self._save_records([tier])
+        if not self.online():
+            return list(self.list(t))  # waits or raises as every read does
+        return sorted(seen.values(), key=lambda fi: fi.handle)
+
+    def distrust(self, t: Tier, why: str) -> None:
+        """Stop using a tier that is stale or damaged although its revision is
+        current (rolled back, hiding files): it is never a sync source, and
+        while another tier is online it is neither read nor written but healed
+        like a tier that missed writes."""
+        if t.state != ONLINE or t.name in self.untrusted:
+            return
+        self.untrusted[t.name] = why
+        others = [x for x in self.online() if x is not t and x.name not in self.untrusted]
+        if not others:
+            self.notify(f"WARNING: tier {t.name} is stale or damaged ({why}) and no other tier "
+                        "is online: reading it anyway; it is not used to synchronize others")
+            return
+        self.notify(f"WARNING: tier {t.name} is stale or damaged ({why}); using "
+                    f"{others[0].name} instead (run 'tiervault check --repair' to heal it)")
+        t.state = UNSYNCHRONIZED
+        t.record.missed = True
+        self._save_records([t])
 
     def probe(self) -> None:
         if not self.online():

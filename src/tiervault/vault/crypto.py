@@ -76,6 +76,11 @@ class MasterKey:
         nonce = os.urandom(NONCE_LEN)
         return nonce + self._aead.encrypt(nonce, bytes(plaintext), aad)
 
+    def mac(self, purpose: bytes, data: bytes) -> str:
+        """A keyed MAC (hex) of ``data`` for one purpose (the vault config)."""
+        sub = blake3.blake3(b"tiervault mac " + purpose, key=self.id_key).digest()
+        return blake3.blake3(data, key=sub, max_threads=1).hexdigest()
+
     def open(self, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:
         """Decrypt ``sealed``; raise IntegrityError naming ``what`` if it fails."""
         if len(sealed) < OVERHEAD:

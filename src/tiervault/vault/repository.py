@@ -21,7 +21,7 @@ import blake3
 
 from tiervault import __version__
 from tiervault.errors import IntegrityError, NotFoundError, UsageError, WrongKeyError
-from tiervault.storage.base import Backend, FileType, Handle
+from tiervault.storage.base import Backend, FileInfo, FileType, Handle
 from tiervault.vault.chunker import Chunker, ChunkerParams
 from tiervault.vault.codec import Codec
 from tiervault.vault.crypto import KdfParams, MasterKey, parse_key_file, unwrap_key, wrap_key
@@ -29,7 +29,10 @@ from tiervault.vault.index import INDEX_AAD, MAX_INDEX_SIZE, MasterIndex, decode
 from tiervault.vault.pack import BlobType, PackBuilder, PackEntry, blob_aad
 from tiervault.vault.snapshot import SNAPSHOT_AAD, Snapshot, SnapshotFilter
 
-FORMAT_VERSION = 1
+#: Version 2 adds the config MAC and the manifest; version 1 vaults are read and
+#: upgraded in place by their first write session.
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 PACK_TARGET = 8 * 1024 * 1024
 _MAX_SNAPSHOT = 64 * 1024 * 1024
 _MAX_CONFIG = 64 * 1024
@@ -49,22 +52,44 @@ def check_content_name(h: Handle, data: bytes) -> None:
         raise IntegrityError(f"{h} is damaged (content does not match its name)")
 
 
+_CONFIG_MAC = b"config"
+
+
+def _mac_input(doc: dict[str, object]) -> bytes:
+    return json.dumps({k: v for k, v in doc.items() if k != "mac"}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True)
 class VaultConfig:
-    """The vault's public, write-once parameters."""
+    """The vault's public, write-once parameters (authenticated from version 2)."""
 
     id: str
     version: int
     chunker: ChunkerParams
+    created: str | None = None
+    mac: str | None = None  # None: a version 1 config, written before the MAC existed
 
-    def encode(self) -> bytes:
-        """JSON bytes of the config file."""
-        return json.dumps({
-            "format": "tiervault", "version": self.version, "id": self.id,
-            "chunker": {"min": self.chunker.min_size, "avg": self.chunker.avg_size,
-                        "max": self.chunker.max_size},
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }, indent=1).encode()
+    def _doc(self) -> dict[str, object]:
+        return {"format": "tiervault", "version": FORMAT_VERSION, "id": self.id,
+                "chunker": {"min": self.chunker.min_size, "avg": self.chunker.avg_size,
+                            "max": self.chunker.max_size},
+                "created": self.created or datetime.now(UTC).isoformat(timespec="seconds")}
+
+    def encode(self, key: MasterKey) -> bytes:
+        """JSON bytes of the config file (current version, with its MAC)."""
+        doc = self._doc()
+        doc["mac"] = key.mac(_CONFIG_MAC, _mac_input(doc))
+        return json.dumps(doc, indent=1).encode()
+
+    def authentic(self, key: MasterKey, raw: bytes) -> bool:
+        """True if ``raw`` (this config's bytes) carries a valid MAC under ``key``."""
+        try:
+            doc = json.loads(raw)
+            return isinstance(doc, dict) and isinstance(doc.get("mac"), str) and \
+                secrets.compare_digest(doc["mac"], key.mac(_CONFIG_MAC, _mac_input(doc)))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return False
 
     @classmethod
     def decode(cls, raw: bytes) -> VaultConfig:
@@ -73,8 +98,11 @@ class VaultConfig:
             doc = json.loads(raw)
             if doc.get("format") != "tiervault":
                 raise ValueError
-            if doc["version"] != FORMAT_VERSION:
+            if doc["version"] not in SUPPORTED_VERSIONS:
                 raise IntegrityError(f"vault format version {doc['version']} is not supported")
+            mac = doc.get("mac")
+            if doc["version"] >= 2 and not isinstance(mac, str):
+                raise ValueError  # a version 2 config always carries its MAC
             c = doc["chunker"]
             params = ChunkerParams(int(c["min"]), int(c["avg"]), int(c["max"]))
             # The ranges pyfastcdc accepts, so a damaged config is damage, not a crash.
@@ -88,7 +116,10 @@ class VaultConfig:
                 OverflowError, RecursionError):  # 1e400 is inf; deep nesting recurses
             raise IntegrityError("the vault config file is damaged or not a tiervault vault") \
                 from None
-        return cls(vid, FORMAT_VERSION, params)
+        created = doc.get("created")
+        return cls(vid, int(doc["version"]), params,
+                   created if isinstance(created, str) else None,
+                   mac if isinstance(mac, str) else None)
 
 
 class Repository:
@@ -104,6 +135,11 @@ class Repository:
         self.index = MasterIndex()
         self.index_files: set[str] = set()
         self.damaged_indexes: list[tuple[str, str]] = []
+        #: Files this installation removed, by kind: never used again if a tier puts
+        #: them back (a replayed index, a resurrected snapshot, an old key file).
+        self.removed: dict[FileType, set[str]] = {}
+        #: Index files named as superseded by another index (prune replaced them).
+        self.superseded_indexes: set[str] = set()
 
     # -- creating and opening -------------------------------------------------
 
@@ -120,15 +156,20 @@ class Repository:
         config = VaultConfig(secrets.token_hex(16), FORMAT_VERSION, chunker or ChunkerParams())
         name = secrets.token_hex(8)
         backend.save(Handle(FileType.KEY, name), wrap_key(key, passphrase, kdf))
-        backend.save(Handle(FileType.CONFIG), config.encode())
+        backend.save(Handle(FileType.CONFIG), config.encode(key))
         return cls(backend, key, config, name)
 
     @classmethod
-    def open(cls, backend: Backend, passphrase: str, load_index: bool = True) -> Repository:
-        """Open an existing vault; WrongKeyError if no key file fits."""
+    def open(cls, backend: Backend, passphrase: str, load_index: bool = True,
+             removed: dict[FileType, set[str]] | None = None) -> Repository:
+        """Open an existing vault; WrongKeyError if no key file fits.
+
+        ``removed``: the files this installation deleted (never used again).
+        """
         config = read_config(backend)
-        key, name = open_key(backend, passphrase)
+        key, name = open_key(backend, passphrase, (removed or {}).get(FileType.KEY, set()))
         repo = cls(backend, key, config, name)
+        repo.removed = dict(removed or {})
         if load_index:
             repo.load_index()
         return repo
@@ -169,22 +210,29 @@ class Repository:
         again, ``check`` reports it and ``check --repair`` rebuilds it, while
         ``prune`` refuses to run (its packs would look unreferenced).
         """
-        names = [fi.handle.name for fi in self.backend.list(FileType.INDEX)]
+        names = self.names(FileType.INDEX)
 
-        def read(name: str) -> dict[bytes, list[PackEntry]] | IntegrityError:
+        def read(name: str) -> tuple[dict[bytes, list[PackEntry]], list[str]] | IntegrityError:
             try:
-                return self.read_index_file(name)
+                return self.read_index_doc(name)
             except IntegrityError as e:
                 return e
 
         with ThreadPoolExecutor(workers) as ex:
-            for name, packs in zip(names, ex.map(read, names), strict=True):
-                if isinstance(packs, IntegrityError):
-                    self.damaged_indexes.append((name, str(packs)))
-                    continue
-                for pid, ents in packs.items():
-                    self.index.add_pack(pid, ents)
-                self.index_files.add(name)
+            docs = list(zip(names, ex.map(read, names), strict=True))
+        # An index that another names as superseded is never loaded again: its
+        # packs may be gone (prune), and deduplicating against them would lose data.
+        self.superseded_indexes = {s for _n, d in docs if not isinstance(d, IntegrityError)
+                                   for s in d[1]}
+        for name, doc in docs:
+            if isinstance(doc, IntegrityError):
+                self.damaged_indexes.append((name, str(doc)))
+                continue
+            if name in self.superseded_indexes:
+                continue
+            for pid, ents in doc[0].items():
+                self.index.add_pack(pid, ents)
+            self.index_files.add(name)
 
     def reload_index(self) -> None:
         """Forget the in-memory index and read the index files again."""
@@ -195,8 +243,12 @@ class Repository:
 
     def read_index_file(self, name: str) -> dict[bytes, list[PackEntry]]:
         """One index file's packs."""
+        return self.read_index_doc(name)[0]
+
+    def read_index_doc(self, name: str) -> tuple[dict[bytes, list[PackEntry]], list[str]]:
+        """One index file's packs and the index files it supersedes."""
         h = Handle(FileType.INDEX, name)
-        return decode_index(self.load_file(h, INDEX_AAD, MAX_INDEX_SIZE), str(h))[0]
+        return decode_index(self.load_file(h, INDEX_AAD, MAX_INDEX_SIZE), str(h))
 
     def write_index(self, packs: dict[bytes, list[PackEntry]],
                     supersedes: set[str] | frozenset[str] = frozenset()) -> str:
@@ -287,7 +339,12 @@ class Repository:
 
     def list_snapshot_ids(self) -> list[str]:
         """Ids of every snapshot file."""
-        return [fi.handle.name for fi in self.backend.list(FileType.SNAPSHOT)]
+        return self.names(FileType.SNAPSHOT)
+
+    def names(self, t: FileType) -> list[str]:
+        """Live files of one kind: listed by any online tier, not removed by us."""
+        gone = self.removed.get(t, set())
+        return [n for n in listing(self.backend, t) if n not in gone]
 
     def snapshots(self, on_error: Callable[[str, Exception], None] | None = None,
                   workers: int = 4) -> list[Snapshot]:
@@ -410,6 +467,19 @@ def _archive_aad(snap_id: str) -> bytes:
     return b"tiervault archive " + snap_id.encode()
 
 
+def union_listing(backend: Backend, t: FileType) -> list[FileInfo]:
+    """The files of one kind: over a tier set, those ANY online tier lists, so
+    that one tier hiding files cannot hide them from the vault."""
+    from tiervault.tiers.tierset import TierSet
+
+    return backend.list_union(t) if isinstance(backend, TierSet) else list(backend.list(t))
+
+
+def listing(backend: Backend, t: FileType) -> list[str]:
+    """Names of the files of one kind (see ``union_listing``)."""
+    return [fi.handle.name for fi in union_listing(backend, t)]
+
+
 def read_config(backend: Backend) -> VaultConfig:
     """Read the vault config; a clear error if the location holds no vault."""
     def decode(raw: bytes) -> VaultConfig:
@@ -432,10 +502,13 @@ def _parsed_key_file(what: str) -> Callable[[bytes], bytes]:
     return check
 
 
-def open_key(backend: Backend, passphrase: str) -> tuple[MasterKey, str]:
-    """Try every key file with ``passphrase``."""
+def open_key(backend: Backend, passphrase: str,
+             removed: set[str] | frozenset[str] = frozenset()) -> tuple[MasterKey, str]:
+    """Try every key file with ``passphrase`` (except those removed: an old key
+    file a tier puts back must not open the vault with an old passphrase)."""
     damaged: list[str] = []
-    for fi in sorted(backend.list(FileType.KEY), key=lambda f: f.handle.name):
+    for name in sorted(set(listing(backend, FileType.KEY)) - set(removed)):
+        fi = FileInfo(Handle(FileType.KEY, name), 0)
         try:
             what = str(fi.handle)
             # Parsing inside load_verified: a damaged copy falls through to the next tier.
