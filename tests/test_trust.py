@@ -53,7 +53,7 @@ def test_vault_written_by_the_previous_release_opens_restores_and_is_upgraded(
     assert not (vault / "manifest").exists()
     home = tmp_path / "home"
     env = {"TIERVAULT_PASSWORD": V1_PASSPHRASE}
-    ok(run_tv(home, "attach", str(vault), env=env))
+    ok(run_tv(home, "attach", str(vault), "--take-over", env=env))
     snaps = json.loads(ok(run_tv(home, "--json", "snapshots", env=env)).stdout)
     assert len(snaps) == 2
     out = tmp_path / "out"

@@ -166,7 +166,9 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
     from tiervault.service.trust import mutable_check, verify_tiers
 
     opened: Repository | None = None
-    if repo is not None and ts.stale():
+    # Only with a source to sync from: opening the vault reads through the tier
+    # set, which would wait (unbounded by default) for a tier to come online.
+    if repo is not None and ts.stale() and ts.online():
         try:
             opened = repo() if callable(repo) else repo
         except TierVaultError:
