@@ -595,7 +595,7 @@ def main_run(tool: Tool, res: Results, data: Path, restore_root: Path, run: int,
 
 
 def two_tier_run(kind: str, res: Results, runner: Runner, work: Path, data: Path,
-                 server: FtpServer, rclone: Rclone, run: int) -> None:
+                 server: FtpServer, rclone: Rclone | None, run: int) -> None:
     """One run of one two-tier scenario (``kind``); the dataset is left unmutated."""
     sec = "two_tier"
     mutated = False
@@ -650,7 +650,24 @@ def two_tier_run(kind: str, res: Results, runner: Runner, work: Path, data: Path
                          dir_bytes(server.root / ftpdir))
             tv.cleanup()
             rmtree(server.root / ftpdir)
+        elif kind == "tv-throttled":
+            # SPEC §4: a slow server (5 MB/s upload) must not hold the backup; the
+            # server drops out of the session and the sync brings it level afterwards.
+            ftpdir = f"tv4-{run}"
+            rmtree(server.root / ftpdir)
+            (server.root / ftpdir).mkdir()
+            tv = Tiervault(runner, work / "tv4", data, lambda: [server.url(ftpdir)])
+            tv.fresh()
+            with open(tv.home / "config.toml", "a", encoding="utf-8") as f:
+                f.write('\n[[throttle]]\ntier = "2"\nupload = "5MB"\n')
+            res.add(sec, "tiervault", "throttled_backup",
+                    tv.backup("throttled-backup", extra=["--no-sync"]))
+            res.add(sec, "tiervault", "sync_after_throttled", tv.sync("sync-after-throttled"))
+            res.add_size(sec, "tiervault", "throttled ftp vault", dir_bytes(server.root / ftpdir))
+            tv.cleanup()
+            rmtree(server.root / ftpdir)
         elif kind == "restic":
+            assert rclone is not None
             rs = Restic(runner, work / "restic", data)
             rs.fresh()
             res.add(sec, "restic", "backup", rs.backup("backup"))
@@ -834,6 +851,10 @@ def two_tier_table(res: Results) -> str:
          get("rclone", "sync_noop")),
         ("backup, server down, full data (--no-sync)",
          get("tiervault", "offline_backup_full"), "restic backup (local)", rb),
+        ("two-tier backup, server throttled to 5 MB/s (--no-sync)",
+         get("tiervault", "throttled_backup"), "tiervault backup, speed vault only", tv1),
+        ("sync after the throttled backup", get("tiervault", "sync_after_throttled"),
+         "tiervault backup, speed vault only", tv1),
     ]
     out = ["| tiervault step | tiervault wall | tv CPU | peer step | peer wall | peer CPU "
            "| wall ratio | CPU ratio |",
@@ -858,7 +879,8 @@ def two_tier_table(res: Results) -> str:
     for tool, what in [("tiervault", "single vault"), ("tiervault", "ftp vault"),
                        ("tiervault", "offline full uploaded"),
                        ("tiervault", "offline delta (speed vault growth)"),
-                       ("tiervault", "offline delta uploaded"), ("restic", "repo"),
+                       ("tiervault", "offline delta uploaded"),
+                       ("tiervault", "throttled ftp vault"), ("restic", "repo"),
                        ("rclone", "delta uploaded")]:
         vals = [x / 1e6 for x in sz.get(tool, {}).get(what, [])]
         out.append(f"| {tool}: {what} | {fmt_range(vals, 'MB', 1)} |")
@@ -882,6 +904,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                     help="comma-separated subset of tiervault,restic,borg")
     ap.add_argument("--two-tier", action="store_true", help="also the two-tier figures")
     ap.add_argument("--only-two-tier", action="store_true", help="only the two-tier figures")
+    ap.add_argument("--two-tier-kinds", default="tv-single,tv-two,tv-offline-full,tv-throttled,"
+                    "restic", help="which two-tier scenarios (comma list)")
     ap.add_argument("--no-verify", action="store_true",
                     help="compare restored byte counts only, not contents")
     ap.add_argument("--no-cold", action="store_true",
@@ -949,15 +973,16 @@ def main(argv: Iterable[str] | None = None) -> int:
         rmtree(server.root)
         server.root.mkdir(parents=True)
         server.start()
-        rclone = Rclone(runner, work / "rclone", server)
+        kinds = args.two_tier_kinds.split(",")
+        # rclone is needed only beside restic (a tiervault-only run needs neither).
+        rclone = Rclone(runner, work / "rclone", server) if "restic" in kinds else None
         try:
-            kinds = ["tv-single", "tv-two", "tv-offline-full", "restic"]
             for run in range(1, args.runs + 1):
                 for kind in kinds:
                     if not args.quiet:
                         print(f"[two-tier] run {run}/{args.runs}: {kind}", file=sys.stderr)
-                    two_tier_run(kind, res, runner, repos / "two-tier", data, server, rclone,
-                                 run)
+                    two_tier_run(kind, res, runner, repos / "two-tier", data, server,
+                                 rclone, run)
         finally:
             server.stop()
             rmtree(server.root)

@@ -9,7 +9,7 @@ W="$PWD/demo-work"
 rm -rf "$W" && mkdir -p "$W"
 export TIERVAULT_PASSWORD="demo passphrase"
 export TIERVAULT_HOME="$W/home"
-TV=("$BIN/tiervault" --retry-attempts 3 --retry-delay 0.2)
+TV=("$BIN/tiervault")  # the default reconnect settings (10 attempts)
 PORT=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 FTP_ROOT="$W/ftp-server"
 mkdir -p "$FTP_ROOT"

@@ -44,15 +44,17 @@ def tv_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
 def run_tv(home: Arg, *args: Arg, env: Mapping[str, str | None] | None = None,
            input: bytes | str | None = None, timeout: float = 300,
            preexec_fn: Any = None, cwd: Arg | None = None,
-           wrapper: Sequence[Arg] = ()) -> subprocess.CompletedProcess[str]:
+           wrapper: Sequence[Arg] = (),
+           fast_retry: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``tiervault --home HOME <fast retries> ARGS...``; never raises on a non-zero exit.
 
     Standard input is empty (not a terminal) unless ``input`` is given; stdout and
     stderr are decoded as UTF-8 with ``surrogateescape`` so odd file names survive.
     ``wrapper`` is a command prefix (e.g. ``["strace", "-f", ...]``).
+    ``fast_retry=False`` runs with the default reconnect settings (10 attempts).
     """
-    argv: list[Arg] = [*wrapper, sys.executable, "-c", _BOOT, "--home", home, *FAST_RETRY,
-                       *args]
+    argv: list[Arg] = [*wrapper, sys.executable, "-c", _BOOT, "--home", home,
+                       *(FAST_RETRY if fast_retry else ()), *args]
     data = input.encode() if isinstance(input, str) else input
     proc = subprocess.run(argv, input=data if data is not None else b"",
                           capture_output=True, env=tv_env(env), timeout=timeout,

@@ -138,7 +138,7 @@ def test_tampered_server_cannot_hurt_the_speed_vault(tmp_path: Path, ftp: FtpSer
     for args in (["backup", str(s.src)], ["sync"], ["forget", "--keep-last", "10", "--prune"],
                  ["prune"]):
         proc = s.tv(*args)
-        assert proc.returncode == 0, describe(proc)  # type: ignore[attr-defined]
+        assert proc.returncode == 0, f"{args}: {describe(proc)}"  # type: ignore[attr-defined]
         assert "Traceback" not in proc.stderr  # type: ignore[attr-defined]
         warnings += proc.stderr  # type: ignore[attr-defined]
         if args[0] == "backup":

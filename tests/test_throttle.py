@@ -110,6 +110,7 @@ def test_backup_restore_and_sync_hold_the_rate(throttled_vault) -> None:  # type
     home, opts, src, server, tmp = throttled_vault
     limit = 4 * MB
     sess = _session(home, opts)
+    sess.tiers.wait_all_tiers = True  # the upload happens in the backup (--wait-all-tiers)
     ops.backup(sess, BackupOptions([str(src)], workers=2))
     sess.end_writes()
     up = _throttled(sess)

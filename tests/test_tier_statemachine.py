@@ -321,6 +321,7 @@ class TierMachine(RuleBasedStateMachine):
         for ts in self.all_ts:
             ts._pool.shutdown(wait=True)  # no thread of an old process goes on
             ts.close()
+            ts._writes.join()  # nor a write still in flight on a tier's queue
         self.all_ts = []
 
     def _disk_rev(self, i: int) -> int:

@@ -40,6 +40,11 @@ class TransientError(BackendError):
     """A transport failure (connection refused, timeout, unplugged disk): retried."""
 
 
+class UnpluggedError(TransientError):
+    """The location answered that it is not there (an unplugged disk): the tier is
+    offline, but this is a definite answer, so it is not retried."""
+
+
 class PermanentError(BackendError):
     """A definite refusal (permission denied, disk full, auth failed): not retried."""
 

@@ -88,6 +88,8 @@ def init(ctx: Ctx, tier_urls: tuple[str, ...], allow_offline: bool) -> None:
 @click.option("--one-file-system", "-x", is_flag=True, help="Stay on the file systems given.")
 @click.option("--archive", is_flag=True, help="Mark the snapshot as an archive (kept beyond "
               "retention until released).")
+@click.option("--wait-all-tiers", is_flag=True, help="Wait until every online tier has the "
+              "snapshot (by default a tier that falls behind is synchronized afterwards).")
 @with_session(write=True)
 def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[str, ...],
            exclude_file: tuple[str, ...], iexclude: tuple[str, ...],
@@ -95,9 +97,11 @@ def backup(ctx: Ctx, sess: VaultSession, paths: tuple[str, ...], exclude: tuple[
            exclude_caches: bool, exclude_larger_than: str | None, files_from: tuple[str, ...],
            files_from_verbatim: tuple[str, ...], files_from_raw: tuple[str, ...],
            from_stdin: bool, stdin_filename: str | None, host: str | None, dry_run: bool,
-           tag: tuple[str, ...], no_cache: bool, one_file_system: bool, archive: bool) -> int:
+           tag: tuple[str, ...], no_cache: bool, one_file_system: bool, archive: bool,
+           wait_all_tiers: bool) -> int:
     """Back up PATHS (or the paths --files-from lists, or standard input) into a new
     snapshot."""
+    sess.tiers.wait_all_tiers = wait_all_tiers
     from tiervault.cli.backup_input import parse_size, read_files_from, read_patterns
 
     notes: list[str] = []

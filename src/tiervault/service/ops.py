@@ -75,6 +75,9 @@ def backup(sess: VaultSession, opts: BackupOptions, stdin: BinaryIO | None = Non
         if stop_scan is not None:
             stop_scan.set()
         writer.close()
+    # The session ends here (slow tiers dropped or, with --wait-all-tiers, waited
+    # for), so the duration shown covers all the waiting, from the command's start.
+    sess.end_writes()
     st = snap.stats
     summary = {
         "message_type": "summary", "dry_run": opts.dry_run,
@@ -87,7 +90,7 @@ def backup(sess: VaultSession, opts: BackupOptions, stdin: BinaryIO | None = Non
         + st.get("files_unmodified", 0),
         "total_bytes_processed": st.get("bytes_total", 0), "bytes_read": st.get("bytes_read", 0),
         "data_added": st.get("bytes_added", 0), "data_stored": st.get("bytes_stored", 0),
-        "duration_ms": st.get("duration_ms", 0), "complete": snap.complete,
+        "duration_ms": sess.elapsed_ms(), "complete": snap.complete,
         "warnings": [{"path": p, "message": m} for p, m in sess.progress.warnings],
     }
     summary["archived"] = opts.archive

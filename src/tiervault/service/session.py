@@ -7,6 +7,7 @@ raw backend -> reconnect procedure (RetryBackend) -> Tier -> TierSet -> Reposito
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -151,6 +152,9 @@ class VaultSession:
 
     def __init__(self, inst: Installation, passphrase: str, progress: Progress,
                  load_index: bool = True, read_only: bool = False) -> None:
+        #: When the command started to wait for its tiers: summaries count from here,
+        #: so waiting for a tier is part of the duration the user is shown.
+        self.started = time.monotonic()
         self.inst = inst
         self.progress = progress
         #: Set when the command is interrupted: the engine and throttled transfers stop.
@@ -184,11 +188,20 @@ class VaultSession:
 
     def end_writes(self) -> None:
         """The command's writes are done: seal them in a new manifest; the next
-        write is a new session."""
+        write is a new session.
+
+        Tiers still writing get a short grace; one still behind drops out of the
+        session and is synchronized afterwards (all are waited for with
+        ``tiers.wait_all_tiers``).
+        """
         from tiervault.service.trust import write_manifest
 
         write_manifest(self.tiers, self.repo, self.inst.db)
         self.tiers.end_session()
+
+    def elapsed_ms(self) -> int:
+        """Milliseconds since the session was opened (waiting for tiers included)."""
+        return int((time.monotonic() - self.started) * 1000)
 
     def sync(self, **kwargs: Any) -> list[SyncResult]:
         """Synchronize reachable stale tiers (the application is idle now)."""

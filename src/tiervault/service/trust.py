@@ -129,6 +129,12 @@ def verify_tiers(ts: TierSet, repo: Repository, db: StateDB, vault_id: str,
                 good_config = VaultConfig.decode(t.backend.load(Handle(FileType.CONFIG)))
             except (BackendError, IntegrityError):
                 pass
+    checked = best
+
+    def verify(t: Tier) -> str | None:
+        return tier_problem(t, repo, checked, removed, mac_seen, vault_id)[0]
+
+    ts.verify = verify
     if good_config is not None and good_config != repo.config:
         repo.config = good_config  # the first tier's config was not the honest one
     if not read_only and best is not None and best is not record:

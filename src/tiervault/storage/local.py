@@ -24,6 +24,7 @@ from tiervault.errors import (
     NotFoundError,
     PermanentError,
     TransientError,
+    UnpluggedError,
 )
 from tiervault.storage.base import (
     SINGLETONS,
@@ -64,12 +65,12 @@ class LocalBackend(Backend):
 
     def _check_root(self) -> None:
         if not self.root.is_dir():
-            raise TransientError(f"{self.location}: vault directory is not there (disk unplugged?)")
+            raise UnpluggedError(f"{self.location}: vault directory is not there (disk unplugged?)")
 
     def _translate(self, exc: OSError, what: str) -> BackendError:
         if isinstance(exc, FileNotFoundError):
             if not self.root.is_dir():
-                return TransientError(f"{self.location}: vault directory is not there")
+                return UnpluggedError(f"{self.location}: vault directory is not there")
             return NotFoundError(f"{what} not found on {self.location}")
         if exc.errno in _UNREACHABLE:
             return TransientError(f"{what} on {self.location}: {exc.strerror}")
@@ -86,7 +87,7 @@ class LocalBackend(Backend):
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
-            raise TransientError(f"{self.location}: vault directory is not there "
+            raise UnpluggedError(f"{self.location}: vault directory is not there "
                                  "(disk unplugged?)") from None
         except OSError as e:
             raise self._translate(e, "vault directory") from e

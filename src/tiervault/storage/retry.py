@@ -2,8 +2,8 @@
 
 Transport failures (TransientError) are retried with a fresh connection and
 exponential backoff up to ``attempts`` tries in all; definite answers (not
-found, permission denied, authentication failed, integrity) are not retried,
-as retrying cannot change them.
+found, permission denied, authentication failed, integrity, a local vault
+directory that is not there) are not retried, as retrying cannot change them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from tiervault.errors import TransientError
+from tiervault.errors import TransientError, UnpluggedError
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
 
 T = TypeVar("T")
@@ -40,6 +40,8 @@ class RetryBackend(Backend):
                 self.sleep(min(self.delay * 2 ** (attempt - 1), self.max_delay))
             try:
                 return fn()
+            except UnpluggedError:
+                raise  # a definite answer: the disk is not there
             except TransientError as e:
                 last = e
                 if self.on_retry is not None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import blake3
@@ -28,7 +27,7 @@ import blake3
 from tiervault.errors import BackendError, IntegrityError, NotFoundError, TierVaultError
 from tiervault.storage.base import CONTENT_NAMED, MUTABLE, FileInfo, FileType, Handle
 from tiervault.tiers.temporaries import clean_tiers
-from tiervault.tiers.tier import ONLINE, SYNCING, UNSYNCHRONIZED, Tier
+from tiervault.tiers.tier import SYNCING, UNSYNCHRONIZED, Tier
 from tiervault.tiers.tierset import TierSet
 
 # Archive marks before the snapshots they name, and removed after them: a
@@ -145,6 +144,9 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
             plan.append((t, todo))
             extra[t] = [h for h in theirs if h not in mine and h.name in gone]
             lacking[t] = [h for h in theirs if h not in mine and h.name not in gone]
+        refs = None if references is None else _memo(references)
+        if refs is not None:
+            plan = _only_named_packs(plan, refs, src)
         total = sum(fi.size for _, fis in plan for fi in fis)
         done = 0
         lock = threading.Lock()
@@ -163,14 +165,12 @@ def sync_tier(ts: TierSet, dst: Tier, progress: ProgressFn | None = None,
                 if progress is not None:
                     progress(dst, done, total)
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="sync") as ex:
-            for _t, fis in plan:
-                # Each kind completes before the next starts: dependency order.
-                for f in [ex.submit(copy, fi) for fi in fis]:
-                    f.result()
-                dst.record.sync_done = done
-                ts.db.save_tier(dst.record)
-        _give_back(src, dst, lacking, references, check, res)
+        for _t, fis in plan:
+            # Each kind completes before the next starts: dependency order.
+            _run_all(copy, fis, workers, abort)
+            dst.record.sync_done = done
+            ts.db.save_tier(dst.record)
+        _give_back(src, dst, lacking, refs, check, res)
         for t in REMOVE_ORDER:
             for h in extra.get(t, []):
                 if abort.is_set():
@@ -237,14 +237,87 @@ def _give_back(src: Tier, dst: Tier, lacking: dict[FileType, list[Handle]],
                 pass  # kept on the target at least
 
 
+def _run_all(fn: Callable[[FileInfo], None], items: list[FileInfo], workers: int,
+             abort: threading.Event) -> None:
+    """``fn`` over ``items`` in ``workers`` daemon threads; the first error is raised.
+
+    Daemon threads, and the caller does not wait for copies in flight when it is
+    interrupted (SIGINT): the sync can be stopped at any moment without harm
+    (every copy lands under a temporary name first), and a throttled upload must
+    not keep the process alive.
+    """
+    if not items:
+        return
+    todo = list(reversed(items))
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    finished = threading.Semaphore(0)
+    n = min(workers, len(items))
+
+    def work() -> None:
+        try:
+            while True:
+                with lock:
+                    if not todo or errors:
+                        return
+                    fi = todo.pop()
+                try:
+                    fn(fi)
+                except BaseException as e:  # handed to the caller
+                    with lock:
+                        errors.append(e)
+        finally:
+            finished.release()
+
+    for _ in range(n):
+        threading.Thread(target=work, daemon=True, name="sync").start()
+    try:
+        for _ in range(n):
+            while not finished.acquire(timeout=0.5):
+                pass
+    except BaseException:
+        abort.set()  # the workers stop after the copy in hand
+        raise
+    if errors:
+        raise errors[0]
+
+
+def _memo(references: PackReferences) -> PackReferences:
+    seen: dict[str, set[str] | None] = {}
+
+    def refs(t: Tier) -> set[str] | None:
+        if t.url not in seen:
+            seen[t.url] = references(t)
+        return seen[t.url]
+
+    return refs
+
+
+def _only_named_packs(plan: list[tuple[FileType, list[FileInfo]]],
+                      references: PackReferences, src: Tier
+                      ) -> list[tuple[FileType, list[FileInfo]]]:
+    """Packs no index of the source names are left behind.
+
+    Such a pack is what a failed or interrupted write session left (e.g. on a
+    full disk): copying it would spread an orphan to every tier. ``prune``
+    removes it where it is. (Sync runs only while no write session is live, so
+    no pack of a running backup is waiting for its index.)
+    """
+    if not any(t is FileType.PACK and fis for t, fis in plan):
+        return plan
+    named = references(src)
+    if named is None:
+        return plan  # an index could not be read: copy every pack to be safe
+    return [(t, [fi for fi in fis if fi.handle.name in named] if t is FileType.PACK else fis)
+            for t, fis in plan]
+
+
 def sync_all(ts: TierSet, progress: ProgressFn | None = None, probe: bool = True,
              workers: int = 4, references: PackReferences | None = None,
              check: MutableCheck | None = None) -> list[SyncResult]:
     """Probe offline tiers, then synchronize every reachable stale tier."""
     if probe:
-        for t in ts.tiers:
-            if t.state not in (ONLINE, UNSYNCHRONIZED):
-                ts.reconnect(t, ts.probe_backend(t))  # one attempt: it was just offline
+        ts.probe_offline()  # one attempt each, bounded: they were just offline
     # Writes before this point need not stop the sync; later ones do.
     ts.abort_sync.clear()
     if ts.stale() and ts.online() and not ts.read_only:

@@ -2,16 +2,24 @@
 
 - Reads come from the first online tier and fall through to the next on a
   transport failure, a missing file, or data that fails authentication.
-- Writes go to every online tier concurrently and complete once at least one
-  tier took them; tiers that failed become offline and are recorded (durably,
-  at once) as having missed writes. With no tier online, a write waits,
-  probing, until one comes online (``wait_timeout`` bounds the wait).
+- Writes are put on the write queue ("lane", tiers/lanes.py) of every online
+  tier and complete once at least one tier stored them; slower tiers drain
+  their lanes in their own threads. A tier whose write failed, or that falls
+  behind the fastest one by more than a bound (``lag_bytes`` not yet written,
+  or ``lag_seconds`` behind), drops out of the session and is recorded
+  (durably, at once) as having missed writes; ``wait_all_tiers`` waits for
+  every tier instead. With no tier online, a write waits, probing, until one
+  comes online (``wait_timeout`` bounds the wait).
 - Revisions: at the first write of a session every online tier is raised to
   max+1; when a tier drops out, the remaining ones are raised again, so a tier
   at the max revision has received every write. Raises are recorded in the
   state database before they are written (crash-safe).
-- Every connect compares each tier's revision with the one recorded: a
-  difference means another installation wrote to the vault.
+- Connecting reads every tier's revision in background threads
+  (tiers/contact.py) and goes on after ``connect_grace`` seconds with the tiers
+  that answered; the others' reconnect procedure goes on beside the command
+  and they rejoin (through the unsynchronized-tier detection) if they answer.
+  Every revision read is compared with the one recorded: a difference means
+  another installation wrote to the vault.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ from tiervault.errors import (
 )
 from tiervault.state.db import StateDB
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
+from tiervault.tiers.contact import Answer, Prober, fetch_revision
+from tiervault.tiers.distrust import set_aside, vet
+from tiervault.tiers.revisions import check_revision, classify, max_revision, why_waiting
 from tiervault.tiers.temporaries import clean_tiers
 from tiervault.tiers.tier import (
     OFFLINE,
@@ -45,6 +56,7 @@ from tiervault.tiers.tier import (
     Tier,
     is_refusal,
 )
+from tiervault.tiers.writes import SessionWrites
 
 T = TypeVar("T")
 _DIRTY = "session_in_progress"
@@ -52,9 +64,16 @@ _DIRTY = "session_in_progress"
 SESSION_IN_PROGRESS = _DIRTY
 Notify = Callable[[str], None]
 
-
 #: State key of the files that failed authentication on a tier, to be healed when idle.
 DAMAGED_KEY = "damaged_files"
+#: How long connecting waits for tiers' first answers before going on with those that gave one.
+CONNECT_GRACE = 1.0
+#: A tier this many bytes behind the fastest one drops out of the session (also the
+#: bound on the memory its queue holds).
+LAG_BYTES = 64 << 20
+#: A tier whose oldest unwritten write was stored elsewhere this long ago drops out.
+LAG_SECONDS = 10.0
+
 
 class TierSet(Backend):
     """Ordered tiers behaving as one backend; see the module docstring."""
@@ -65,7 +84,9 @@ class TierSet(Backend):
                  sleep: Callable[[float], None] = time.sleep,
                  notify: Notify | None = None, read_only: bool = False,
                  probe_backend: Callable[[Tier], Backend] | None = None,
-                 adopt_revisions: bool = False) -> None:
+                 adopt_revisions: bool = False, connect_grace: float = CONNECT_GRACE,
+                 lag_bytes: int = LAG_BYTES, lag_seconds: float = LAG_SECONDS,
+                 wait_all_tiers: bool = False) -> None:
         if not tiers:
             raise TierVaultError("no tiers configured")
         self.tiers = tiers
@@ -79,25 +100,39 @@ class TierSet(Backend):
         self.notify = notify or (lambda _m: None)
         self.read_only = read_only or adopt_revisions
         self.adopt_revisions = adopt_revisions
+        self.connect_grace = connect_grace
+        self.lag_bytes = lag_bytes
+        self.lag_seconds = lag_seconds
+        #: Writes wait for every online tier (``backup --wait-all-tiers``).
+        self.wait_all_tiers = wait_all_tiers
         # A single-attempt view of a tier for probing while waiting.
         self.probe_backend = probe_backend or (lambda t: t.backend)
         self.abort_sync = threading.Event()
         self._lock = threading.RLock()
         self._raise_lock = threading.Lock()
         self._session = False
-        self._unconfirmed: set[str] = set()
-        self._confirmed: set[str] = set()
+        self._began = False  # a writing session started in this process
+        self._session_start = 0.0
+        self._said: set[str] = set()
+        self._told_waiting: float | None = None
+        self._said_offline: set[tuple[str, str, object]] = set()
+        self._by_url = {t.url: t for t in tiers}
+        self._writes = SessionWrites(self)
+        self._prober = Prober()
         self._pool = ThreadPoolExecutor(max(2, 3 * len(tiers)), thread_name_prefix="tier")
         self.damaged: list[tuple[str, str]] = []  # (tier, file) that failed authentication
         #: Tiers found stale or damaged by the manifest check (name -> why): never a sync source.
         self.untrusted: dict[str, str] = {}
+        #: Set by the session once the key is open: why a tier is stale or damaged
+        #: (None if it is fine); a tier that comes online later is checked with it.
+        self.verify: Callable[[Tier], str | None] | None = None
 
     # -- state -----------------------------------------------------------------------
 
     @property
     def max_revision(self) -> int:
         """The highest revision the installation knows for any tier."""
-        return max(t.record.revision for t in self.tiers)
+        return max_revision(self.tiers)
 
     def online(self) -> builtins.list[Tier]:
         """Online tiers in read order."""
@@ -112,15 +147,25 @@ class TierSet(Backend):
             t.record.state = t.state
         self.db.save_tiers([t.record for t in tiers or self.tiers])
 
+    def _say(self, msg: str) -> None:
+        """Tell the user once: a tier failing round after round must not repeat itself."""
+        if msg not in self._said:
+            self._said.add(msg)
+            self.notify(msg)
+
     def _go_offline(self, t: Tier, e: BaseException) -> None:
         reason = t.reason(e)
         refused = is_refusal(e)
-        if (t.state != OFFLINE or t.error is None) and not t.lost:
+        kind = (t.url, type(e).__name__, getattr(e.__cause__, "errno", None))
+        if not t.lost and kind not in self._said_offline:
+            # Once per tier and kind of failure: a full disk refusing pack after
+            # pack (each message naming another pack) is said once.
+            self._said_offline.add(kind)
             if refused:
                 # Not a quiet "offline": nothing comes back by itself, a person must act.
-                self.notify(f"warning: tier {t.name} refuses access: {reason}; {REFUSED_HINT}")
+                self._say(f"warning: tier {t.name} refuses access: {reason}; {REFUSED_HINT}")
             else:
-                self.notify(f"tier {t.name} is offline: {reason}")
+                self._say(f"tier {t.name} is offline: {reason}")
         t.state = OFFLINE
         t.error = reason
         t.refused = refused
@@ -132,31 +177,85 @@ class TierSet(Backend):
     def connect(self) -> None:
         """Read every tier's revision, detect other installations, classify tiers.
 
-        Nothing is written before every reachable tier passed the second
-        installation check; then pending raises of a crashed run are finished.
+        Tiers are read in parallel; after ``connect_grace`` seconds the command
+        goes on with the tiers that answered (the others are offline for now and
+        rejoin if their reconnect procedure gets an answer). Nothing is written
+        before every tier that answered passed the second installation check;
+        then pending raises of a crashed run are finished.
         """
-        revs = list(self._pool.map(self._read_rev, self.tiers))
-        for t, rev in zip(self.tiers, revs, strict=True):
-            if rev is not None and self.adopt_revisions:
-                # A restore-only installation never writes, so it cannot clash
-                # with the writer: it simply follows the tiers' revisions.
-                t.record.revision, t.record.intended, t.record.missed = rev, None, False
-            elif rev is not None:
-                try:
-                    self._check_revision(t, rev)
-                except SecondInstallationError:
-                    # Another process of this installation may have raised the
-                    # tier since we read our records (it records the intended
-                    # value before writing it): look again before accusing.
-                    t.record = self.db.tier(t.record.url)
-                    self._check_revision(t, rev)
-        for t, rev in zip(self.tiers, revs, strict=True):
-            if rev is not None:
-                t.revision = rev
-        self._classify()
-        self._save_records()
-        self._recover_interrupted_session()
-        self._finish_pending_raise()
+        for t in self.tiers:
+            self._prober.start(t, self.probe_backend(t), t.backend)
+        answers: dict[str, Answer] = {}
+        end = time.monotonic() + self.connect_grace
+        while True:
+            for a in self._prober.take():
+                answers[a.tier.url] = a
+            # A failed first attempt is not an answer yet: its retries may still get
+            # one within the grace (a single 500 must not make a tier offline).
+            if all(a.final for a in answers.values()) and len(answers) == len(self.tiers):
+                break
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            self._prober.wait(left)
+        revs: list[int | None] = []
+        for t in self.tiers:
+            got = answers.get(t.url)
+            if got is None:
+                self._go_offline(t, TransientError(
+                    "no answer yet (still trying in the background)"))
+            elif got.error is not None:
+                _raise_bug(got.error)
+                self._go_offline(t, got.error)
+            revs.append(None if got is None else got.revision)
+        with self._lock:
+            for t, rev in zip(self.tiers, revs, strict=True):
+                if rev is not None and self.adopt_revisions:
+                    # A restore-only installation never writes, so it cannot clash
+                    # with the writer: it simply follows the tiers' revisions.
+                    t.record.revision, t.record.intended, t.record.missed = rev, None, False
+                elif rev is not None:
+                    self._check_revision_again(t, rev)
+            for t, rev in zip(self.tiers, revs, strict=True):
+                if rev is not None:
+                    t.revision = rev
+            self._classify()
+            self._save_records()
+            self._recover_interrupted_session()
+            self._finish_pending_raise()
+
+    def _check_revision(self, t: Tier, rev: int) -> None:
+        check_revision(t, rev, self.max_revision, self.vault_name)
+
+    def _classify(self) -> None:
+        classify(self.tiers)
+
+    def _why_waiting(self) -> str:
+        return why_waiting(self.tiers)
+
+    def _check_revision_again(self, t: Tier, rev: int) -> None:
+        try:
+            self._check_revision(t, rev)
+        except SecondInstallationError:
+            # Another process of this installation may have raised the
+            # tier since we read our records (it records the intended
+            # value before writing it): look again before accusing.
+            t.record = self.db.tier(t.record.url)
+            self._check_revision(t, rev)
+
+    def _apply_answers(self) -> None:
+        """Apply what background probes found (in the caller's thread, under the lock)."""
+        with self._lock:
+            for a in self._prober.take():
+                t = a.tier
+                if t.state != OFFLINE:
+                    continue  # it answered some other way meanwhile
+                if a.revision is None:
+                    assert a.error is not None
+                    _raise_bug(a.error)
+                    self._go_offline(t, a.error)
+                    continue
+                self._rejoin(t, a.revision)
 
     def _recover_interrupted_session(self) -> None:
         """After a crash mid-session the tiers may differ by half-done writes.
@@ -182,70 +281,6 @@ class TierSet(Backend):
         # removed when they are synchronized from this one.
         clean_tiers([keep], self.notify)
         self.db.put(_DIRTY, None)
-
-    def _read_rev(self, t: Tier, backend: Backend | None = None) -> int | None:
-        """The tier's revision (0 if it has none yet); None if unreachable."""
-        try:
-            b = backend or t.backend
-            from tiervault.tiers.tier import MAX_REVISION_FILE, parse_revision
-
-            raw = b.load(Handle(FileType.REVISION), max_size=MAX_REVISION_FILE)
-
-            return parse_revision(raw, t.name)
-        except NotFoundError:
-            return 0
-        except (BackendError, IntegrityError) as e:
-            self._go_offline(t, e)
-            return None
-
-    def _check_revision(self, t: Tier, rev: int) -> None:
-        rec = t.record
-        if rec.intended is not None:
-            # A raise was in flight when we stopped: either value is consistent.
-            if rev == rec.intended:
-                rec.revision = rev
-            if rev in (rec.intended, rec.revision):
-                rec.intended = None
-        if rev == rec.revision:
-            return
-        if t.lost:
-            # A given-up tier came back: whatever it holds is stale; sync refills it.
-            rec.missed = True
-            return
-        never_seen = rec.last_online is None and rec.revision == 0
-        if never_seen and rev <= self.max_revision:
-            rec.revision = rev  # a tier added with older content: sync brings it level
-            return
-        if rev == 0 and rec.revision > 0 and self._is_empty(t):
-            rec.revision = 0  # an empty replacement (new disk): refilled by sync
-            rec.missed = True
-            return
-        raise SecondInstallationError(
-            f"another installation has written to vault {self.vault_name} on {t.name} "
-            f"(tier revision {rev}, this installation expected {rec.revision}); nothing was "
-            f"written. If this computer replaces the other one, run 'tiervault attach "
-            f"--take-over' here; if this one should only restore, attach it again with "
-            f"--read-only in a new --home")
-
-    def _is_empty(self, t: Tier) -> bool:
-        try:
-            t.backend.stat(Handle(FileType.CONFIG))
-            return False
-        except NotFoundError:
-            return True
-        except BackendError:
-            return False
-
-    def _classify(self) -> None:
-        top = self.max_revision
-        for t in self.tiers:
-            if t.revision is None or (t.state == OFFLINE and t.error is not None \
-                    and t.revision is None):
-                continue
-            if t.record.missed or t.record.revision < top:
-                t.state = UNSYNCHRONIZED
-            else:
-                t.mark_online()
 
     def declare_lost(self, lost: Tier, authority: Tier) -> None:
         """Give up ``lost``: ``authority`` (reachable) becomes the reference.
@@ -281,29 +316,59 @@ class TierSet(Backend):
         if behind and self.online() and not self.read_only:
             self._raise(self.online())
 
+    def probe_offline(self) -> None:
+        """One probe of every offline tier, waited for at most ``connect_grace``
+        seconds (a mute server is not waited for; it may still rejoin later)."""
+        started = [self._prober.start(t, self.probe_backend(t))
+                   for t in self.tiers if t.state == OFFLINE]
+        end = time.monotonic() + self.connect_grace
+        while any(started) and self._prober.running() and time.monotonic() < end:
+            self._prober.wait(max(0.0, end - time.monotonic()))
+            self._apply_answers()
+        self._apply_answers()
+
+    def _read_rev(self, t: Tier, backend: Backend | None = None) -> int | None:
+        """The tier's revision (0 if it has none yet), read now; None if unreachable."""
+        rev, err = fetch_revision(t, backend or t.backend)
+        if err is not None:
+            self._go_offline(t, err)
+        return rev
+
     def reconnect(self, t: Tier, backend: Backend | None = None) -> bool:
-        """Probe an offline tier; True if it is now online."""
-        rev = self._read_rev(t, backend)
-        if rev is None:
-            return False
+        """Probe a tier now (in this thread); True if it is now online."""
+        rev, err = fetch_revision(t, backend or t.backend)
         with self._lock:
-            if self.adopt_revisions:
-                t.record.revision = rev
-            else:
-                self._check_revision(t, rev)
-            t.revision = rev
-            t.error = None
-            if t.record.missed or t.record.revision < self.max_revision:
-                t.state = UNSYNCHRONIZED
-                self.notify(f"tier {t.name} is back but behind (revision {rev} < "
-                            f"{self.max_revision}): it will be synchronized")
-            else:
-                t.mark_online()
-                if self._session:
-                    # Rejoining during a session: raised with the others first.
-                    self._raise(self.online())
-            self._save_records([t])
-        return t.state == ONLINE
+            if rev is None:
+                assert err is not None
+                self._go_offline(t, err)
+                return False
+            self._rejoin(t, rev)
+            return t.state == ONLINE
+
+    def _rejoin(self, t: Tier, rev: int) -> None:
+        """An offline tier answered: the unsynchronized-tier detection (SPEC §5)."""
+        if self.adopt_revisions:
+            t.record.revision = rev
+        else:
+            self._check_revision_again(t, rev)
+        t.revision = rev
+        t.error = None
+        if t.lost or t.record.missed or t.record.revision < self.max_revision:
+            t.state = UNSYNCHRONIZED
+            self._say(f"tier {t.name} is back but behind (revision {rev} < "
+                      f"{self.max_revision}): it will be synchronized")
+        else:
+            # At the max and it missed nothing: it already holds this session's
+            # revision (a tier that was away when the session began is below
+            # it), so it rejoins without another raise.
+            t.mark_online()
+        self._save_records([t])
+        vet(self, t)
+        if t.state == ONLINE and not self._began:
+            # The first tier to answer may come after connect(): the recovery of
+            # a crashed run still happens before anything is written.
+            self._recover_interrupted_session()
+            self._finish_pending_raise()
 
     # -- revisions -------------------------------------------------------------------------
 
@@ -337,10 +402,12 @@ class TierSet(Backend):
             raise TierVaultError("this installation is read-only; it never writes to the vault")
         self.abort_sync.set()
         with self._lock:
+            self._apply_answers()
             if self._session:
                 return
             if not self.online():
                 self.wait_for_online()
+            self._began = True
             # Durable before the first raise: a crash from here on is detected.
             self.db.put(_DIRTY, "1")
             start = self.clock()
@@ -350,6 +417,7 @@ class TierSet(Backend):
                 self.wait_for_online()
                 self._raise(self.online())
             self._session = True
+            self._session_start = time.monotonic()
 
     def _refused(self, start: float, what: str) -> None:
         """Tiers answer probes but refuse writes (a full disk): they come back online
@@ -360,87 +428,48 @@ class TierSet(Backend):
         self.sleep(self.probe_interval)
 
     def wait_for_online(self) -> None:
-        """Probe offline tiers until one is online; WaitTimeoutError past the bound."""
+        """Until a tier is online; WaitTimeoutError past ``wait_timeout``.
+
+        Probes run in background threads, so a probe hung on a server that
+        never answers cannot stretch the wait past its bound. With a wait
+        timeout of 0 (reads) only the reconnect procedures already under way
+        are waited for.
+        """
         start = self.clock()
-        last_msg = -1e9
         while True:
+            self._apply_answers()
+            if self.online():
+                return
+            if self.wait_timeout == 0:
+                if not self._prober.running():
+                    raise WaitTimeoutError(f"no tier of vault {self.vault_name} is reachable "
+                                           f"({self._why_waiting()})")
+                self._prober.wait(self.probe_interval)
+                continue
             for t in self.tiers:
-                if t.state == OFFLINE and self.reconnect(t, self.probe_backend(t)):
-                    return
+                if t.state == OFFLINE:
+                    self._prober.start(t, self.probe_backend(t))
+            self._prober.wait(self.probe_interval)
+            self._apply_answers()
+            if self.online():
+                return
             now = self.clock()
             if self.wait_timeout is not None and now - start >= self.wait_timeout:
-                within = f"came online within {self.wait_timeout:g} s" if self.wait_timeout \
-                    else "is reachable"
                 raise WaitTimeoutError(
-                    f"no tier of vault {self.vault_name} {within} ({self._why_waiting()})")
-            if now - last_msg >= 30 or last_msg < 0:
+                    f"no tier of vault {self.vault_name} came online within "
+                    f"{self.wait_timeout:g} s ({self._why_waiting()})")
+            if self._told_waiting is None or now - self._told_waiting >= 30:
+                # Paced across calls: a write retried round after round says it once.
                 self.notify(f"waiting for a tier to come online: {self._why_waiting()}")
-                last_msg = now
-            self.sleep(self.probe_interval)
-
-    def _why_waiting(self) -> str:
-        parts = []
-        for t in self.tiers:
-            why = t.error or t.state
-            if t.state == UNSYNCHRONIZED:
-                why = "behind, needs a tier at the max revision to sync from"
-            parts.append(f"{t.name}: {why}")
-        return "; ".join(parts)
+                self._told_waiting = now
+            if not self._prober.running():
+                self.sleep(self.probe_interval)  # every probe answered: pace the rounds
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[Tier], None], missing_ok: bool = False) -> None:
+    def _write(self, fn: Callable[[Tier], None], nbytes: int, missing_ok: bool = False) -> None:
         self._begin_write()
-        start = self.clock()
-        while True:
-            targets = self.online()
-            if not targets:
-                with self._lock:
-                    self.wait_for_online()
-                continue
-            results = list(self._pool.map(lambda t: _attempt(fn, t, missing_ok), targets))
-            ok = [t for t, e in zip(targets, results, strict=True) if e is None]
-            failed = [(t, e) for t, e in zip(targets, results, strict=True) if e is not None]
-            with self._lock:
-                for t, e in failed:
-                    if t.state == ONLINE:
-                        self._go_offline(t, e)
-                    if not t.record.missed:
-                        t.record.missed = True
-                        self._unconfirmed.add(t.url)
-                if failed:
-                    self._save_records([t for t, _ in failed])
-                if ok:
-                    self._after_success(ok)
-                    return
-                if all(isinstance(e, NotFoundError) for _, e in failed):
-                    raise failed[0][1]
-                # Nobody took this write, so nobody missed it: undo the marks.
-                for t, _ in failed:
-                    if t.url in self._unconfirmed and t.url not in self._confirmed:
-                        t.record.missed = False
-                        self._unconfirmed.discard(t.url)
-                self._save_records([t for t, _ in failed])
-            self._refused(start, "took a write")
-
-    def _after_success(self, ok: list[Tier]) -> None:
-        got = {t.url for t in ok}
-        newly_behind = []
-        for t in self.tiers:
-            if t.url in got:
-                continue
-            if not t.record.missed:
-                t.record.missed = True
-            if t.url not in self._confirmed:
-                self._confirmed.add(t.url)
-                self._unconfirmed.discard(t.url)
-                newly_behind.append(t)
-        if newly_behind:
-            self._save_records(newly_behind)
-            top = self.max_revision
-            if any(_effective(t) >= top for t in newly_behind):
-                # A tier dropped out: raise the others so it ends below the max.
-                self._raise(self.online())
+        self._writes.write(fn, nbytes, missing_ok)
 
     def create(self) -> None:
         """Create the vault root on every reachable tier."""
@@ -451,35 +480,42 @@ class TierSet(Backend):
                 self._go_offline(t, e)
 
     def save(self, h: Handle, data: bytes) -> None:
-        self._write(lambda t: t.backend.save(h, data))
+        self._write(lambda t: t.backend.save(h, data), len(data))
 
     def remove(self, h: Handle) -> None:
         # Recorded durably before it is done: sync carries to other tiers only
         # the deletions this installation made (SPEC §5), never a tier's omissions.
         self.db.record_deletions(h.type.value, [h.name or h.type.value])
-        self._write(lambda t: t.backend.remove(h), missing_ok=True)
+        self._write(lambda t: t.backend.remove(h), 0, missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------------
 
     def _read(self, fn: Callable[[Tier], T], what: str) -> T:
         last: BaseException | None = None
+        damage: BaseException | None = None
         for _round in range(2):
-            for t in self.online():
+            self._apply_answers()
+            for i, t in enumerate(self.online()):
+                if i:
+                    self._writes.wait_idle(self.lag_seconds)  # falling through: see there
                 try:
                     return fn(t)
                 except TransientError as e:
-                    self._go_offline(t, e)
-                    self._save_records([t])
+                    with self._lock:
+                        self._go_offline(t, e)
+                        self._save_records([t])
                     last = e
                 except IntegrityError as e:
                     self.damaged.append((t.name, what))
                     if len(self.online()) > 1:
                         self.notify(f"{what} on {t.name} is damaged; trying the next tier")
-                    last = e
+                    last = damage = e
                 except (NotFoundError, PermanentError) as e:
                     last = e
             if last is not None:
-                raise last
+                # A damaged copy says more than a tier that lacks the file (one
+                # still writing it, or a stale one).
+                raise damage or last
             self.wait_for_online()
         raise last or TierVaultError("no tier could serve the read")
 
@@ -519,41 +555,37 @@ class TierSet(Backend):
         return sorted(seen.values(), key=lambda fi: fi.handle)
 
     def distrust(self, t: Tier, why: str) -> None:
-        """Stop using a tier that is stale or damaged although its revision is
-        current (rolled back, hiding files): it is never a sync source, and
-        while another tier is online it is neither read nor written but healed
-        like a tier that missed writes."""
-        if t.state != ONLINE or t.name in self.untrusted:
-            return
-        self.untrusted[t.name] = why
-        others = [x for x in self.online() if x is not t and x.name not in self.untrusted]
-        if not others:
-            self.notify(f"WARNING: tier {t.name} is stale or damaged ({why}) and no other tier "
-                        "is online: reading it anyway; it is not used to synchronize others")
-            return
-        self.notify(f"WARNING: tier {t.name} is stale or damaged ({why}); using "
-                    f"{others[0].name} instead (run 'tiervault check --repair' to heal it)")
-        t.state = UNSYNCHRONIZED
-        t.record.missed = True
-        self._save_records([t])
+        """Set aside a stale or damaged tier (tiers/distrust.py)."""
+        set_aside(self, t, why)
 
     def probe(self) -> None:
+        self._apply_answers()
         if not self.online():
             self.wait_for_online()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def end_session(self) -> None:
-        """The writing session is over (the next write starts a new one)."""
+        """The writing session is over (the next write starts a new one).
+
+        Tiers still writing are waited for a short grace (all of them with
+        ``wait_all_tiers``); a tier still behind then drops out of the session
+        (missed writes recorded, the others raised) and is synchronized later.
+        """
+        if self._session:
+            self._writes.finish(self._session_start)
         with self._lock:
+            self._writes.cancel()
             if self._session:
                 self.db.put(_DIRTY, None)
             self._session = False
-            self._unconfirmed.clear()
-            self._confirmed.clear()
             self._save_records()
 
     def close(self) -> None:
+        self._prober.close()
+        with self._lock:
+            self._writes.closed = True
+            self._writes.cancel()
         for t in self.tiers:
             try:
                 t.backend.close()
@@ -563,19 +595,11 @@ class TierSet(Backend):
 
     def stale(self) -> builtins.list[Tier]:
         """Reachable tiers below the max revision (to be synchronized)."""
+        self._apply_answers()
         return [t for t in self.tiers if t.state in (UNSYNCHRONIZED, SYNCING)]
 
 
-def _effective(t: Tier) -> int:
-    """The highest revision the tier may hold on disk (a raise may have landed)."""
-    return max(t.record.revision, t.record.intended or 0)
-
-
-def _attempt(fn: Callable[[Tier], None], t: Tier, missing_ok: bool) -> BaseException | None:
-    try:
-        fn(t)
-        return None
-    except NotFoundError as e:
-        return None if missing_ok else e
-    except BackendError as e:
-        return e
+def _raise_bug(e: BaseException) -> None:
+    """A probe thread met something other than a storage answer: raise it here."""
+    if not isinstance(e, (BackendError, IntegrityError)):
+        raise e
