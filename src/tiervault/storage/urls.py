@@ -47,8 +47,8 @@ def parse_url(url: str) -> TierUrl:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unbalanced [ ] (IPv6 brackets)
         raise UsageError(f"invalid tier URL {redact(url)}: not a URL (a host in [ ] must be "
-                         f"an IPv6 address){_ENCODE_HINT}") from None
-    hint = _ENCODE_HINT if _garbled(url) else ""
+                         f"an IPv6 address){ENCODE_HINT}") from None
+    hint = ENCODE_HINT if _garbled(url) else ""
     scheme = parts.scheme.lower()
     params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     if scheme == "file":
@@ -157,7 +157,7 @@ def _garbled(url: str) -> bool:
     return _userinfo_end(rest) >= cut or "[" in rest[:max(0, _userinfo_end(rest))]
 
 
-_ENCODE_HINT = ("; characters such as / ? # @ : [ ] % in a user name or password must be "
+ENCODE_HINT = ("; characters such as / ? # @ : [ ] % in a user name or password must be "
                 "percent-encoded (%2F %3F %23 %40 %3A %5B %5D %25)")
 
 
