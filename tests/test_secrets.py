@@ -239,3 +239,29 @@ def test_redacted_urls_and_parse_errors_never_hold_the_password(
     for text in shown:
         if len(pw) >= 3 and pw not in filler and pw not in redact(filler):
             assert pw not in text, (raw, text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(scheme=st.sampled_from(["ftp", "ftps", "sftp", "s3", "file", "http"]),
+       rest=st.text(max_size=60) | st.text(alphabet="[]@:/?#%&=u1.", max_size=30))
+def test_parse_url_raises_only_its_own_one_line_error(scheme: str, rest: str) -> None:
+    from tiervault.errors import UsageError
+    from tiervault.storage.urls import parse_url, redact
+
+    url = f"{scheme}://{rest}"
+    assert isinstance(redact(url), str)
+    try:
+        parse_url(url)
+    except UsageError as e:
+        assert "\n" not in str(e) and str(e)
+
+
+@pytest.mark.parametrize("url", ["ftp://user:pw@ho[st:21/x", "sftp://[::1/vault",
+                                 "ftp://user:pw@host]:21/x", "s3://b[ucket/p"])
+def test_a_bracket_in_the_host_is_a_one_line_error(url: str) -> None:
+    from tiervault.errors import UsageError
+    from tiervault.storage.urls import parse_url
+
+    with pytest.raises(UsageError, match="invalid tier URL") as e:
+        parse_url(url)
+    assert "pw" not in str(e.value)

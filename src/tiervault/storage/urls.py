@@ -166,9 +166,10 @@ def redact(url: str) -> str:
 
     Never raises, and masks the password whatever characters it holds, even
     ones the user forgot to percent-encode (more is masked then, never less).
+    Control characters are escaped, so that a message holding it is one line.
     """
     if "://" not in url:
-        return url
+        return _printable(url)
     scheme, rest = url.split("://", 1)
     at = _userinfo_end(rest)
     userinfo, tail = (rest[:at], rest[at + 1:]) if at >= 0 else (None, rest)
@@ -182,7 +183,14 @@ def redact(url: str) -> str:
             key = unquote(item.split("=", 1)[0]).lower()
             parts.append(f"{item.split('=', 1)[0]}={_MASK}" if key in _SECRET_PARAMS else item)
         base += "?" + "&".join(parts)
-    return f"{scheme}://{'' if userinfo is None else userinfo + '@'}{base}"
+    return _printable(f"{scheme}://{'' if userinfo is None else userinfo + '@'}{base}")
+
+
+def _printable(text: str) -> str:
+    """Control characters and line breaks escaped (``\\n``): a message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def cleartext_warning(url: str) -> str | None:
