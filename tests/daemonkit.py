@@ -33,12 +33,13 @@ class DaemonProc:
         return [sys.executable, "-c", _BOOT, "--home", str(self.home), *FAST_RETRY,
                 *map(str, args)]
 
-    def start(self, *extra: str) -> DaemonProc:
-        """Start it and wait for its control file."""
+    def start(self, *extra: str, env: dict[str, str | None] | None = None) -> DaemonProc:
+        """Start it (``env``: changes to its environment, as ``tv_env``) and wait for its
+        control file."""
         log = open(self.logfile, "ab")  # noqa: SIM115 - kept open for the process
         self.proc = subprocess.Popen(self.argv("daemon", "--probe-interval", "0.5", "--tick",
                                                "0.1", *extra),
-                                     stdout=log, stderr=log, env=tv_env(),
+                                     stdout=log, stderr=log, env=tv_env(env),
                                      stdin=subprocess.DEVNULL)
         self.wait_for(lambda: (self.home / "daemon.json").exists(), 30, "the daemon to start")
         return self

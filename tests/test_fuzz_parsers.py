@@ -476,8 +476,8 @@ def check_key_file_parse(raw: bytes) -> None:
     doc = parse_key_file(raw, "keys/fuzz")
     n, r, p = doc["n"], doc["r"], doc["p"]
     assert all(type(x) is int for x in (n, r, p))
-    # What an untrusted key file may cost us: at most 1 GiB and 128x the default work.
-    assert 128 * n * r <= 1 << 30 and n * r * p <= 2**25
+    # What an untrusted key file may cost us: at most 512 MiB and 32x the default work.
+    assert n <= 2**20 and 128 * n * r <= 1 << 29 and n * r * p <= 2**25
 
 
 def check_key_file_unwrap(raw: bytes) -> None:
@@ -813,13 +813,16 @@ def test_real_content_over_16_mib_still_decodes() -> None:
 
 def test_unreasonable_scrypt_parameters_are_refused_before_any_work() -> None:
     """n=2^22, r=32, p=16 is within each documented bound but asks for 16 GiB."""
-    for n, r, p in [(2**22, 32, 16), (2**22, 8, 1), (2**20, 16, 1), (2**20, 8, 16)]:
+    for n, r, p in [(2**22, 32, 16), (2**22, 8, 1), (2**20, 16, 1), (2**20, 8, 16),
+                    (2**21, 1, 1), (2**17, 64, 1), (2**17, 8, 32)]:
         doc = dict(SEED_KEYFILE_DOC, n=n, r=r, p=p)
         start = time.monotonic()
         with pytest.raises(IntegrityError, match="unreasonable"):
             unwrap_key(_dumps(doc), PASSPHRASE, "keys/x")
         assert time.monotonic() - start < 1
-    parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**15, r=8, p=1)), "keys/default")
+    parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**15, r=8, p=1)), "keys/old-default")
+    parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**17, r=8, p=1)), "keys/default")
+    parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**20, r=4, p=8)), "keys/largest")
 
 
 @pytest.mark.parametrize("sizes", [(64, 64, 64), (1 << 20, 1 << 23, 1 << 26),

@@ -399,7 +399,7 @@ def test_parse_key_file_garbage_raises_integrity_error(data: bytes) -> None:
         doc = parse_key_file(data, "keys/x")
     except IntegrityError:
         return
-    assert isinstance(doc["n"], int) and doc["n"] <= 2**22
+    assert isinstance(doc["n"], int) and doc["n"] <= 2**20
 
 
 GOOD_CONFIG = {"format": "tiervault", "version": 1, "id": "ab" * 16,

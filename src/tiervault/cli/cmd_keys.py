@@ -6,7 +6,7 @@ import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
-from tiervault.cli.output import emit_json
+from tiervault.cli.output import emit_json, say_warnings
 from tiervault.service import keyops
 from tiervault.service.session import VaultSession
 
@@ -29,6 +29,7 @@ def key_list(ctx: Ctx, sess: VaultSession) -> None:
         mark = "*" if r.get("current") else " "
         click.echo(f"{mark} {r['id']}  {r.get('created') or ''}  "
                    f"{r.get('username') or ''}@{r.get('hostname') or ''}"
+                   f"{'  ' + _kdf(r['kdf']) if 'kdf' in r else ''}"
                    f"{'  ' + r['error'] if 'error' in r else ''}")
 
 
@@ -39,7 +40,8 @@ def key_list(ctx: Ctx, sess: VaultSession) -> None:
 def key_add(ctx: Ctx, sess: VaultSession, new_password_file: str | None) -> None:
     """Add another passphrase that opens the vault."""
     res = keyops.add_key(sess, ctx.new_passphrase(new_password_file))
-    emit_json(res) if ctx.json else click.echo(f"added key {res['added']}")
+    say_warnings(ctx.json, res["warnings"])
+    emit_json(res) if ctx.json else click.echo(f"added key {res['added']} ({_kdf(res['kdf'])})")
 
 
 @key.command(name="passwd")
@@ -47,10 +49,25 @@ def key_add(ctx: Ctx, sess: VaultSession, new_password_file: str | None) -> None
 @click.option("--new-password-file", metavar="FILE", help="Read the new passphrase from FILE.")
 @with_session(load_index=False, write=True)
 def key_passwd(ctx: Ctx, sess: VaultSession, new_password_file: str | None) -> None:
-    """Change the passphrase in use."""
+    """Change the passphrase in use.
+
+    The new key file gets the current scrypt parameters: giving the same
+    passphrase again upgrades an old key file's parameters.
+    """
     res = keyops.change_passphrase(sess, ctx.new_passphrase(new_password_file))
-    emit_json(res) if ctx.json else click.echo(
-        f"passphrase changed (key {res['removed']} replaced by {res['added']})")
+    say_warnings(ctx.json, res["warnings"])
+    if ctx.json:
+        emit_json(res)
+        return
+    was = "" if res["kdf"] == res["previous_kdf"] else f", was {_kdf(res['previous_kdf'])}"
+    click.echo(f"passphrase changed (key {res['removed']} replaced by {res['added']}; "
+               f"{_kdf(res['kdf'])}{was})")
+
+
+def _kdf(kdf: dict[str, int]) -> str:
+    n = kdf["n"]
+    exp = n.bit_length() - 1
+    return f"scrypt N=2^{exp}, r={kdf['r']}, p={kdf['p']}, {128 * n * kdf['r'] >> 20} MiB"
 
 
 @key.command(name="remove")

@@ -9,7 +9,7 @@ import click
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option
 from tiervault.cli.handoff import handed_over
-from tiervault.cli.output import emit_json
+from tiervault.cli.output import cleartext_warnings, emit_json
 from tiervault.errors import WaitTimeoutError
 from tiervault.service import lost, tierops
 
@@ -89,9 +89,11 @@ def tier() -> None:
 def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
     """Add a tier: it starts at revision 0 and is filled by synchronization."""
     inst = ctx.installation()
+    clear = cleartext_warnings(ctx.json, [url])
     progress = ctx.progress()
     try:
         res = tierops.tier_add(inst, url, progress)
+        res["warnings"] = clear
         inst.close()
         if not no_sync:
             inst = ctx.installation()
@@ -166,12 +168,15 @@ def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool, read_only: boo
     Say which it is: --read-only (a second computer that restores) or
     --take-over (a replacement computer, or this one after exit 3).
     """
+    pw = ctx.passphrase()
+    clear = cleartext_warnings(ctx.json, list(tier_urls))
     progress = ctx.progress()
     try:
-        res = tierops.attach(ctx.home, list(tier_urls), ctx.passphrase(), ctx.opts, progress,
+        res = tierops.attach(ctx.home, list(tier_urls), pw, ctx.opts, progress,
                              take_over, read_only)
     finally:
         progress.close()
+    res["warnings"] = clear
     if ctx.json:
         emit_json(res)
     else:

@@ -10,7 +10,7 @@ import click
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
 from tiervault.cli.filters import filter_options, snapshot_filter
-from tiervault.cli.output import emit_json, human_bytes, plural
+from tiervault.cli.output import cleartext_warnings, emit_json, human_bytes, plural, say_warnings
 from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.errors import EXIT_INCOMPLETE, UsageError
@@ -35,12 +35,15 @@ if TYPE_CHECKING:
 def init(ctx: Ctx, tier_urls: tuple[str, ...], allow_offline: bool) -> None:
     """Create a new vault on TIER_URL(s); the first is read first (the speed vault)."""
     pw = ctx.passphrase(confirm=True)
+    clear = cleartext_warnings(ctx.json, list(tier_urls))
     progress = ctx.progress()
     try:
         res = tierops.init_vault(ctx.home, list(tier_urls), pw, ctx.opts, progress,
                                  allow_offline=allow_offline)
     finally:
         progress.close()
+    say_warnings(ctx.json, res["warnings"])
+    res["warnings"] = clear + res["warnings"]
     if ctx.json:
         emit_json(res)
     else:

@@ -28,6 +28,26 @@ def emit_json(doc: Any) -> None:
     sys.stdout.flush()
 
 
+def say_warnings(json_mode: bool, warnings: list[str]) -> None:
+    """One line on stderr per warning: ``warning: ...``, or a JSON message line
+    (``{"message_type": "warning", ...}``) with ``--json``."""
+    for w in warnings:
+        if json_mode:
+            sys.stderr.write(json.dumps({"message_type": "warning", "message": w}) + "\n")
+        else:
+            sys.stderr.write(f"warning: {w}\n")
+    sys.stderr.flush()
+
+
+def cleartext_warnings(json_mode: bool, urls: list[str]) -> list[str]:
+    """Say (and return) a warning for each URL that travels in clear (ftp://, http://)."""
+    from tiervault.storage.urls import cleartext_warning
+
+    out = [w for w in (cleartext_warning(u) for u in urls) if w]
+    say_warnings(json_mode, out)
+    return out
+
+
 def human_bytes(n: float) -> str:
     """1536 -> '1.5 KiB' (binary units, as everywhere in tiervault's output)."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -8,7 +8,8 @@ refuses access: a changed password, host key or certificate; sent at once) and
 The command runs with ``sh -c`` and gets ``TIERVAULT_EVENT``,
 ``TIERVAULT_MESSAGE`` (and ``TIERVAULT_SET``/``TIERVAULT_SESSION_ID``/
 ``TIERVAULT_TIER`` when they apply) in its environment and the event as JSON
-on standard input. The webhook receives the same JSON by HTTP POST.
+on standard input, and none of the daemon's secrets (daemon/childenv.py).
+The webhook receives the same JSON by HTTP POST.
 Notifying never fails the daemon: errors are logged.
 """
 
@@ -23,6 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from tiervault.daemon.childenv import child_env
 from tiervault.daemon.sets import NotifySettings
 from tiervault.state.db import iso_time
 
@@ -91,8 +93,7 @@ def _run_with_stdin(command: str, timeout: float, env: dict[str, str], data: str
     import os
     import subprocess
 
-    full = dict(os.environ)
-    full.update(env)
+    full = child_env(os.environ, env)
     try:
         p = subprocess.run(["/bin/sh", "-c", command], input=data.encode(), timeout=timeout,
                            capture_output=True, env=full, start_new_session=True)

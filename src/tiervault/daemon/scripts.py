@@ -3,8 +3,9 @@
 The script gets ``TIERVAULT_SESSION_ID``, ``TIERVAULT_SET``, ``TIERVAULT_PHASE``
 (``pre``/``post``) and, after the backup, ``TIERVAULT_RESULT`` (success,
 warnings, failed, cancelled) and ``TIERVAULT_SNAPSHOT_ID``. Its standard
-output and error are captured for the session log. A script that outlives its
-timeout is killed with its whole process group.
+output and error are captured for the session log. The daemon's secrets
+(passphrase, tier passwords) are not in its environment (daemon/childenv.py).
+A script that outlives its timeout is killed with its whole process group.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from tiervault.daemon.childenv import child_env
 
 MAX_OUTPUT = 64 * 1024  # bytes of output kept per script run
 
@@ -51,8 +54,7 @@ def run_script(command: str, timeout: float, env: dict[str, str], cwd: str | Non
     ``should_stop`` is polled while it runs: when it turns true (the job was
     cancelled), the script is killed like one that timed out.
     """
-    full_env = dict(os.environ)
-    full_env.update(env)
+    full_env = child_env(os.environ, env)
     start = time.monotonic()
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,

@@ -17,7 +17,14 @@ from tiervault.errors import IntegrityError, NotFoundError, TierVaultError, Usag
 from tiervault.service.installation import Installation
 from tiervault.service.session import VaultSession, build_tierset
 from tiervault.storage.base import FileType, Handle
-from tiervault.vault.crypto import MasterKey, parse_key_file, unwrap_key
+from tiervault.vault.crypto import (
+    MasterKey,
+    key_file_params,
+    new_key_params,
+    parse_key_file,
+    passphrase_warnings,
+    unwrap_key,
+)
 from tiervault.vault.manifest import read_manifest
 from tiervault.vault.repository import read_config
 
@@ -33,16 +40,18 @@ def list_keys(sess: VaultSession) -> list[dict[str, Any]]:
             doc = parse_key_file(sess.repo.backend.load(fi.handle), str(fi.handle))
             out.append({"id": fi.handle.name, "current": fi.handle.name == sess.repo.key_name,
                         "created": doc.get("created"), "hostname": doc.get("hostname"),
-                        "username": doc.get("username")})
+                        "username": doc.get("username"),
+                        "kdf": key_file_params(doc).as_dict()})
         except TierVaultError as e:
             out.append({"id": fi.handle.name, "current": False, "error": str(e)})
     return out
 
 
 def add_key(sess: VaultSession, new_passphrase: str) -> dict[str, Any]:
-    """Add a passphrase."""
-    name = sess.repo.add_key(new_passphrase)
-    return {"added": name}
+    """Add a passphrase (its key file gets the current scrypt parameters)."""
+    kdf = new_key_params(sess.inst.opts.env)
+    name = sess.repo.add_key(new_passphrase, kdf)
+    return {"added": name, "kdf": kdf.as_dict(), "warnings": passphrase_warnings(new_passphrase)}
 
 
 def remove_key(sess: VaultSession, key_id: str, dry_run: bool = False) -> dict[str, Any]:
@@ -62,12 +71,20 @@ def remove_key(sess: VaultSession, key_id: str, dry_run: bool = False) -> dict[s
 
 
 def change_passphrase(sess: VaultSession, new_passphrase: str) -> dict[str, Any]:
-    """Replace the key in use by one with a new passphrase."""
+    """Replace the key in use by one with a new passphrase.
+
+    The new key file gets the current scrypt parameters, whatever the old one
+    had: giving the same passphrase again only upgrades the parameters.
+    """
     old = sess.repo.key_name
-    new = sess.repo.add_key(new_passphrase)
-    sess.repo.backend.remove(Handle(FileType.KEY, old))
+    h = Handle(FileType.KEY, old)
+    old_kdf = key_file_params(parse_key_file(sess.repo.backend.load(h), str(h)))
+    kdf = new_key_params(sess.inst.opts.env)
+    new = sess.repo.add_key(new_passphrase, kdf)
+    sess.repo.backend.remove(h)
     sess.repo.key_name = new
-    return {"added": new, "removed": old}
+    return {"added": new, "removed": old, "kdf": kdf.as_dict(),
+            "previous_kdf": old_kdf.as_dict(), "warnings": passphrase_warnings(new_passphrase)}
 
 
 def export_key(sess: VaultSession, path: str) -> dict[str, Any]:

@@ -207,7 +207,11 @@ def _holds_vault(b: Backend) -> bool:
 def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
                progress: Progress, kdf: KdfParams | None = None,
                allow_offline: bool = False) -> dict[str, Any]:
-    """Create a vault on every tier and an installation pointing at it."""
+    """Create a vault on every tier and an installation pointing at it.
+
+    ``kdf``: the key file's scrypt parameters (default: the current defaults).
+    """
+    from tiervault.vault.crypto import new_key_params, passphrase_warnings
     from tiervault.vault.repository import Repository
 
     if not urls:
@@ -257,6 +261,7 @@ def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
         ts.connect()
         if not ts.online():
             raise TierVaultError("no tier could be reached; nothing was created")
+        kdf = kdf or new_key_params(opts.env)
         repo = Repository.init(ts, passphrase, kdf)
         ts.end_session()
         inst.config.vault_id = repo.config.id
@@ -264,7 +269,8 @@ def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
         inst.save()
         return {"vault_id": repo.config.id, "home": str(home),
                 "tiers": [{"url": t.name, "state": t.state,
-                           "pending": t.url in offline} for t in ts.tiers]}
+                           "pending": t.url in offline} for t in ts.tiers],
+                "kdf": kdf.as_dict(), "warnings": passphrase_warnings(passphrase)}
     except BaseException:
         if ts is not None:
             ts.close()

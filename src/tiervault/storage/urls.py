@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tiervault.errors import UsageError
 from tiervault.storage.base import Backend
@@ -43,7 +43,12 @@ def parse_url(url: str) -> TierUrl:
         if not url:
             raise UsageError("empty tier URL")
         return TierUrl("file", path=os.path.abspath(os.path.expanduser(url)), raw=url)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced [ ] (IPv6 brackets)
+        raise UsageError(f"invalid tier URL {redact(url)}: not a URL (a host in [ ] must be "
+                         f"an IPv6 address){ENCODE_HINT}") from None
+    hint = ENCODE_HINT if _garbled(url) else ""
     scheme = parts.scheme.lower()
     params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     if scheme == "file":
@@ -57,9 +62,11 @@ def parse_url(url: str) -> TierUrl:
     try:
         port = parts.port
     except ValueError:
-        raise UsageError(f"invalid port in {redact(url)}") from None
+        raise UsageError(f"invalid port in {redact(url)}{hint}") from None
     if not parts.hostname:
-        raise UsageError(f"no host (or bucket) in {redact(url)}")
+        raise UsageError(f"no host (or bucket) in {redact(url)}{hint}")
+    if hint:
+        raise UsageError(f"invalid tier URL {redact(url)}{hint}")
     return TierUrl(scheme, parts.hostname, port,
                    unquote(parts.username) if parts.username else None,
                    unquote(parts.password) if parts.password is not None else None,
@@ -120,24 +127,93 @@ def tier_index(tiers: list[str], ref: str) -> int | None:
     return None
 
 
+_MASK = "***"
+
+
+def _userinfo_end(rest: str) -> int:
+    """Where the user-info of ``rest`` (a URL after ``://``) ends (its ``@``), or -1.
+
+    A well-formed URL's user-info is the authority up to its last ``@``. A
+    password typed without percent-encoding may hold ``/ ? #`` (which end the
+    authority) and more ``@``: then, if a ``:`` comes before the last ``@``,
+    everything up to that ``@`` is taken as user-info, so that it is masked.
+    """
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, last = rest[:cut], rest.rfind("@")
+    if last < 0:
+        return -1
+    if last < cut:
+        return last
+    own = netloc.rfind("@")
+    if own >= 0 and ":" not in netloc[:own]:
+        return own  # ``user@host/path@x``: the later @ is the path's, no password
+    return last if ":" in rest[:last] else own
+
+
+def _garbled(url: str) -> bool:
+    """True if ``url`` seems to hold a user name or password that is not percent-encoded."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    return _userinfo_end(rest) >= cut or "[" in rest[:max(0, _userinfo_end(rest))]
+
+
+ENCODE_HINT = ("; characters such as / ? # @ : [ ] % in a user name or password must be "
+                "percent-encoded (%2F %3F %23 %40 %3A %5B %5D %25)")
+
+
 def redact(url: str) -> str:
-    """``url`` with its password (and secret query values) replaced by ``***``."""
+    """``url`` with its password (and secret query values) replaced by ``***``.
+
+    Never raises, and masks the password whatever characters it holds, even
+    ones the user forgot to percent-encode (more is masked then, never less).
+    Control characters are escaped, so that a message holding it is one line.
+    """
     if "://" not in url:
-        return url
+        return _printable(url)
+    scheme, rest = url.split("://", 1)
+    at = _userinfo_end(rest)
+    userinfo, tail = (rest[:at], rest[at + 1:]) if at >= 0 else (None, rest)
+    if userinfo is not None and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":" + _MASK
+    tail = tail.split("#", 1)[0]
+    base, sep, query = tail.partition("?")
+    if sep:
+        parts = []
+        for item in query.split("&"):
+            key = unquote(item.split("=", 1)[0]).lower()
+            parts.append(f"{item.split('=', 1)[0]}={_MASK}" if key in _SECRET_PARAMS else item)
+        base += "?" + "&".join(parts)
+    return _printable(f"{scheme}://{'' if userinfo is None else userinfo + '@'}{base}")
+
+
+def _printable(text: str) -> str:
+    """Control characters and line breaks escaped (``\\n``): a message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def cleartext_warning(url: str) -> str | None:
+    """A warning for a tier reached without encryption on the wire, else None.
+
+    Plain ``ftp://`` sends the login and every file in clear, and so does an S3
+    ``endpoint=http://...``. Loopback hosts get the warning too (a test server
+    or a tunnel: the user can tell, the program cannot).
+    """
     try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            if ":" in userinfo:
-                userinfo = userinfo.split(":", 1)[0] + ":***"
-            netloc = f"{userinfo}@{host}"
-        query = "&".join(
-            f"{k}=***" if k.lower() in _SECRET_PARAMS else f"{k}={quote(v, safe='/:')}"
-            for k, vs in parse_qs(parts.query, keep_blank_values=True).items() for v in vs)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:
-        return "<unparseable URL>"
+        u = parse_url(url)
+    except UsageError:
+        return None
+    if u.scheme == "ftp":
+        what = "plain FTP"
+    elif u.scheme == "s3" and u.params.get("endpoint", "").lower().startswith("http://"):
+        what = "an http:// S3 endpoint"
+    else:
+        return None
+    return (f"tier {redact(url)} uses {what}: credentials and data travel in clear on the "
+            "network (anyone on the path can read the password and change files); use "
+            f"{'ftps://' if u.scheme == 'ftp' else 'an https:// endpoint'} or sftp:// if the "
+            "server offers it")
 
 
 def _flag(v: str | None) -> bool:
@@ -154,7 +230,11 @@ def open_backend(url: str, env: dict[str, str] | None = None,
     env = env if env is not None else dict(os.environ)
     secrets = secrets or {}
     u = parse_url(url)
-    timeout = float(u.params.get("timeout", "30"))
+    try:
+        timeout = float(u.params.get("timeout", "30"))
+    except ValueError:
+        raise UsageError(f"invalid timeout in {redact(url)}; give seconds, e.g. "
+                         "timeout=30") from None
     if u.scheme == "file":
         from tiervault.storage.local import LocalBackend
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,14 +30,21 @@ NONCE_LEN = 12
 TAG_LEN = 16
 OVERHEAD = NONCE_LEN + TAG_LEN
 _KEYFILE_AAD = b"tiervault key file v1"
-# scrypt cost: 2^15 * 8 * 128 B = 32 MiB of memory, ~0.1 s here.
-DEFAULT_SCRYPT_N = 2**15
-_MAX_SCRYPT_N = 2**22
-# Each of n, r, p within its bound still allows 16 GiB and ~8000x the default
-# work (n=2^22, r=32, p=16): bound the memory (128*n*r bytes) and the total
-# work (n*r*p) of an untrusted key file too.
-_MAX_SCRYPT_NR = 2**23  # 1 GiB of memory
-_MAX_SCRYPT_NRP = 2**25  # 128x the default cost
+# scrypt cost of new key files: 2^17 * 8 * 128 B = 128 MiB of memory, ~0.66 s
+# here (docs/format.md). Key files written with other parameters (2^15 before)
+# keep theirs and still open; 'key passwd' writes the current defaults.
+DEFAULT_SCRYPT_N = 2**17
+#: Environment variable that makes new key files cheap (N=2^10): for the test
+#: suite only, which creates hundreds of vaults. Never set it for real vaults.
+TEST_KDF_ENV = "TIERVAULT_INSECURE_TEST_KDF"
+_TEST_SCRYPT_N = 2**10
+# Bounds on what an untrusted key file (a hostile tier) may make us do: each
+# parameter, the memory (128*n*r bytes) and the total work (n*r*p).
+_MAX_SCRYPT_N = 2**20
+_MAX_SCRYPT_R = 32
+_MAX_SCRYPT_P = 16
+_MAX_SCRYPT_NR = 2**22  # 512 MiB of memory, 4x the default
+_MAX_SCRYPT_NRP = 2**25  # 32x the default work (~20 s here)
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,30 @@ class KdfParams:
     n: int = DEFAULT_SCRYPT_N
     r: int = 8
     p: int = 1
+
+    def as_dict(self) -> dict[str, int]:
+        """For reports: ``{"n": ..., "r": ..., "p": ...}``."""
+        return {"n": self.n, "r": self.r, "p": self.p}
+
+
+#: Passphrases shorter than this get a warning (not an error) when a key file is written.
+MIN_PASSPHRASE_LEN = 12
+
+
+def passphrase_warnings(passphrase: str) -> list[str]:
+    """Warnings about a new passphrase: one if it is short, else none."""
+    if len(passphrase) >= MIN_PASSPHRASE_LEN:
+        return []
+    return [f"the passphrase has only {len(passphrase)} characters: anyone who gets a copy of "
+            f"a key file can try passphrases offline; use {MIN_PASSPHRASE_LEN} or more "
+            "(e.g. four or five random words)"]
+
+
+def new_key_params(env: Mapping[str, str]) -> KdfParams:
+    """The parameters for a new key file: the defaults (or the test suite's cheap ones)."""
+    if env.get(TEST_KDF_ENV) == "1":
+        return KdfParams(n=_TEST_SCRYPT_N)
+    return KdfParams()
 
 
 class MasterKey:
@@ -139,10 +171,20 @@ def parse_key_file(raw: bytes, what: str) -> dict[str, Any]:
             raise IntegrityError(f"{what} is damaged ({f})")
     n, r, p = doc["n"], doc["r"], doc["p"]
     # Bound the work an untrusted file can make us do.
-    if not (2 <= n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16
-            and n * r <= _MAX_SCRYPT_NR and n * r * p <= _MAX_SCRYPT_NRP):
-        raise IntegrityError(f"{what} has unreasonable KDF parameters")
+    if not (2 <= n <= _MAX_SCRYPT_N and n & (n - 1) == 0 and 1 <= r <= _MAX_SCRYPT_R
+            and 1 <= p <= _MAX_SCRYPT_P and n * r <= _MAX_SCRYPT_NR
+            and n * r * p <= _MAX_SCRYPT_NRP):
+        raise IntegrityError(
+            f"{what} has unreasonable KDF parameters (scrypt n={n}, r={r}, p={p}; accepted: "
+            f"n a power of 2 up to 2^20, r <= {_MAX_SCRYPT_R}, p <= {_MAX_SCRYPT_P}, at most "
+            f"{128 * _MAX_SCRYPT_NR >> 20} MiB); remove that key file or replace it with "
+            "one from 'key export'")
     return doc
+
+
+def key_file_params(doc: dict[str, Any]) -> KdfParams:
+    """The scrypt parameters of a key file parsed by ``parse_key_file``."""
+    return KdfParams(doc["n"], doc["r"], doc["p"])
 
 
 def unwrap_key(raw: bytes, passphrase: str, what: str) -> MasterKey:
@@ -153,7 +195,7 @@ def unwrap_key(raw: bytes, passphrase: str, what: str) -> MasterKey:
     data = _unb64(doc.get("data"), what)
     if len(nonce) != NONCE_LEN or len(salt) < 16:
         raise IntegrityError(f"{what} is damaged")
-    kek = _kek(passphrase, salt, KdfParams(doc["n"], doc["r"], doc["p"]))
+    kek = _kek(passphrase, salt, key_file_params(doc))
     try:
         material = AESGCM(kek).decrypt(nonce, data, _KEYFILE_AAD)
     except InvalidTag:
