@@ -169,10 +169,30 @@ class DirFds:
     def lstat(self, rel: bytes) -> os.stat_result | None:
         """``rel``'s own status (a symlink is not followed), or None if absent."""
         with self.parent(rel) as (fd, name):
-            try:
-                return os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                return None
+            return self.lstat_at(fd, name)
+
+    @staticmethod
+    def lstat_at(fd: int, name: bytes) -> os.stat_result | None:
+        """The status of ``name`` itself in directory ``fd``, or None if absent."""
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def chmod_special(fd: int, name: bytes, mode: int) -> None:
+        """chmod the FIFO or device node ``name`` in directory ``fd`` without opening
+        it for I/O (which could block or act on a device) and without following a
+        symlink put in its place (Linux has no lchmod: an O_PATH descriptor, then
+        ``/proc/self/fd``)."""
+        pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            st = os.fstat(pfd)
+            if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.EINVAL, "replaced during the restore; mode not set")
+            os.chmod(proc_path(pfd), mode)
+        finally:
+            os.close(pfd)
 
     def mkdir(self, rel: bytes, mode: int = 0o700) -> None:
         """Make directory ``rel``; an existing real directory is fine; anything else
