@@ -29,9 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiervault.engine.fsat import DirFds, proc_path
+from tiervault.engine.fsat import DirFds
 from tiervault.engine.patterns import PathPattern
 from tiervault.engine.progress import Progress
+from tiervault.engine.restoremeta import OS_ERRORS as _OS_ERRORS
+from tiervault.engine.restoremeta import MetaSetter
+from tiervault.engine.restoremeta import strerror as _strerror
 from tiervault.engine.trees import TreeReader
 from tiervault.errors import IntegrityError, Interrupted, TierVaultError, UsageError
 from tiervault.vault.pack import PackEntry
@@ -42,9 +45,6 @@ from tiervault.vault.tree import Node
 _GAP = 1024 * 1024  # read through gaps smaller than this instead of seeking
 _MAX_RUN = 4 * 1024 * 1024  # bound on one ranged read (memory per worker)
 _BLOCK = 4096  # sparse files: zero runs this large (and aligned) stay holes
-# What hostile metadata (a uid of 2**40, a NUL in a symlink target, a negative
-# device number) makes the os functions raise besides OSError.
-_OS_ERRORS = (OSError, ValueError, OverflowError, TypeError)
 _ZEROS = bytes(_BLOCK)
 
 
@@ -87,7 +87,7 @@ class Restorer:
         self.trees = TreeReader(repo)
         self.is_root = os.geteuid() == 0
         self.no_devices = no_devices  # skip block/char device nodes (one warning)
-        self.no_setuid = no_setuid  # strip setuid/setgid bits (of all but directories)
+        self.meta = MetaSetter(self._warn, no_setuid)
         self.max_open_dirs = max_open_dirs
         self._at: DirFds | None = None  # the target, open (during run)
         self._prefix = self.target.rstrip(b"/") + b"/"
@@ -234,7 +234,7 @@ class Restorer:
                 continue
             try:
                 with at.dir(self._rel(path)) as fd:
-                    self._meta_fd(fd, node, path)
+                    self.meta.on_fd(fd, node, path)
             except _OS_ERRORS as e:
                 self._warn(path, _strerror(e))
 
@@ -256,7 +256,7 @@ class Restorer:
             with at.parent(self._rel(f.tmp)) as (dfd, tmp_name):
                 fd = at.open_file(dfd, tmp_name, os.O_RDONLY, expect=f.ident)
                 try:
-                    self._meta_fd(fd, f.node, f.path)
+                    self.meta.on_fd(fd, f.node, f.path)
                 finally:
                     os.close(fd)
                 # Replaces an older file (or symlink), never follows it.
@@ -484,7 +484,7 @@ class Restorer:
                 at.remove_if_file(dfd, name)
                 os.symlink(node.get("target", b""), name, dir_fd=dfd)
                 self.stats["symlinks"] += 1
-                self._meta_at(dfd, name, node, path)
+                self.meta.at(dfd, name, node, path)
         except _OS_ERRORS as e:
             self._warn(path, _strerror(e))
 
@@ -510,63 +510,9 @@ class Restorer:
                     os.mknod(name, mode | 0o600, node.get("rdev", 0), dir_fd=dfd)
                 else:
                     return  # sockets belong to the process that made them
-                self._meta_at(dfd, name, node, path)
+                self.meta.at(dfd, name, node, path)
         except _OS_ERRORS as e:
             self._warn(path, _strerror(e))
-
-    def _mode(self, node: Node) -> int:
-        mode: int = node.get("mode", 0o600) & 0o7777
-        if self.no_setuid and node.kind != "dir":
-            mode &= ~(stat.S_ISUID | stat.S_ISGID)
-        return mode
-
-    def _may_chown(self, node: Node) -> bool:
-        return self.is_root or node.get("uid") == os.geteuid()
-
-    def _meta_fd(self, fd: int, node: Node, shown: bytes) -> None:
-        """Owner, xattrs, mode and times of the open file or directory ``fd``."""
-        try:
-            if self._may_chown(node):
-                try:
-                    os.chown(fd, node.get("uid", -1), node.get("gid", -1))
-                except _OS_ERRORS as e:
-                    self._warn(shown, f"owner: {_strerror(e)}")
-            for name, value in node.get("xattrs") or []:
-                try:
-                    os.setxattr(fd, name, value)
-                except _OS_ERRORS as e:
-                    self._warn(shown, f"xattr {os.fsdecode(name)!r}: {_strerror(e)}")
-            os.chmod(fd, self._mode(node))  # after chown, which drops setuid bits
-            if "mtime" in node:
-                os.utime(fd, ns=(node.get("atime", node["mtime"]), node["mtime"]))
-        except _OS_ERRORS as e:
-            self._warn(shown, _strerror(e))
-
-    def _meta_at(self, dfd: int, name: bytes, node: Node, shown: bytes) -> None:
-        """Metadata of ``name`` in directory ``dfd``, a symlink or a special file: never
-        opened for reading or writing, never followed."""
-        link = node.kind == "symlink"
-        try:
-            if self._may_chown(node):
-                try:
-                    os.chown(name, node.get("uid", -1), node.get("gid", -1), dir_fd=dfd,
-                             follow_symlinks=False)
-                except _OS_ERRORS as e:
-                    if not link:
-                        self._warn(shown, f"owner: {_strerror(e)}")
-            for xname, value in node.get("xattrs") or []:
-                try:  # no setxattr with a dir_fd: the same through /proc/self/fd
-                    os.setxattr(proc_path(dfd, name), xname, value, follow_symlinks=False)
-                except _OS_ERRORS as e:
-                    if getattr(e, "errno", None) not in (errno.EPERM, errno.ENOTSUP) or not link:
-                        self._warn(shown, f"xattr {os.fsdecode(xname)!r}: {_strerror(e)}")
-            if not link:
-                self._fds().chmod_special(dfd, name, self._mode(node))
-            if "mtime" in node:
-                os.utime(name, ns=(node.get("atime", node["mtime"]), node["mtime"]),
-                         dir_fd=dfd, follow_symlinks=False)
-        except _OS_ERRORS as e:
-            self._warn(shown, _strerror(e))
 
 
 #: What restoring a file needs of its node (the plan holds one per file: keep it small).
@@ -576,10 +522,6 @@ _FILE_FIELDS = ("type", "mode", "uid", "gid", "atime", "mtime", "xattrs", "size"
 
 def _slim(node: Node) -> Node:
     return Node({k: node[k] for k in _FILE_FIELDS if k in node})
-
-
-def _strerror(e: Exception) -> str:
-    return getattr(e, "strerror", None) or str(e)
 
 
 def _nonzero_runs(data: bytes, off: int) -> list[tuple[int, int]]:
