@@ -21,8 +21,6 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 #: Flags of every directory opened on the way down.
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -80,22 +78,17 @@ class DirFds:
             for rel in [r for r, fd in self._open.items() if not self._refs.get(fd)]:
                 os.close(self._open.pop(rel))
 
-    @contextmanager
-    def dir(self, rel: bytes) -> Iterator[int]:
-        """A descriptor of directory ``rel`` (b'' is the top), valid inside the block."""
-        fd = self._acquire(rel)
-        try:
-            yield fd
-        finally:
-            self._release(fd)
+    def dir(self, rel: bytes) -> _HeldDir:
+        """``with at.dir(rel) as fd``: a descriptor of directory ``rel`` (b'' is the
+        top), valid inside the block."""
+        return _HeldDir(self, self._acquire(rel))
 
-    @contextmanager
-    def parent(self, rel: bytes) -> Iterator[tuple[int, bytes]]:
-        """(descriptor of ``rel``'s directory, ``rel``'s last component)."""
+    def parent(self, rel: bytes) -> _HeldParent:
+        """``with at.parent(rel) as (fd, name)``: the descriptor of ``rel``'s directory
+        and ``rel``'s last component, valid inside the block."""
         head, _, name = rel.rpartition(b"/")
         _check_name(name)
-        with self.dir(head) as fd:
-            yield fd, name
+        return _HeldParent(self, self._acquire(head), name)
 
     def _acquire(self, rel: bytes) -> int:
         if not rel:
@@ -153,16 +146,16 @@ class DirFds:
             self._evict()
 
     def _evict(self) -> None:
-        # Under the lock. Descriptors in use stay open (past the bound if need be).
-        if len(self._open) <= self.max_open:
-            return
-        for rel in list(self._open):
-            if len(self._open) <= self.max_open:
-                break
-            fd = self._open[rel]
-            if not self._refs.get(fd):
-                del self._open[rel]
-                os.close(fd)
+        # Under the lock; oldest first. Descriptors in use stay open (past the bound
+        # if need be).
+        while len(self._open) > self.max_open:
+            for rel, fd in self._open.items():
+                if not self._refs.get(fd):
+                    break
+            else:
+                return
+            del self._open[rel]
+            os.close(fd)
 
     # -- entries ------------------------------------------------------------------
 
@@ -234,3 +227,32 @@ class DirFds:
             os.close(nfd)
             raise
         return nfd
+
+
+class _HeldDir:
+    """A directory descriptor in use (a plain class: cheaper than a generator-based
+    context manager, and restore takes one per file operation)."""
+
+    __slots__ = ("at", "fd")
+
+    def __init__(self, at: DirFds, fd: int) -> None:
+        self.at, self.fd = at, fd
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        self.at._release(self.fd)
+
+
+class _HeldParent(_HeldDir):
+    """A directory descriptor in use and the name of an entry in it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, at: DirFds, fd: int, name: bytes) -> None:
+        super().__init__(at, fd)
+        self.name = name
+
+    def __enter__(self) -> tuple[int, bytes]:  # type: ignore[override]
+        return self.fd, self.name

@@ -249,16 +249,20 @@ class Restorer:
             except OSError:
                 pass
 
-    def _finish_file(self, f: _File) -> None:
-        """All of ``f``'s content is written: metadata, then its real name."""
+    def _finish_file(self, f: _File, fd: int | None = None) -> None:
+        """All of ``f``'s content is written: metadata (on ``fd`` if it is open
+        already), then its real name."""
         at = self._fds()
         try:
             with at.parent(self._rel(f.tmp)) as (dfd, tmp_name):
-                fd = at.open_file(dfd, tmp_name, os.O_RDONLY, expect=f.ident)
+                own = fd is None
+                if fd is None:
+                    fd = at.open_file(dfd, tmp_name, os.O_RDONLY, expect=f.ident)
                 try:
                     self.meta.on_fd(fd, f.node, f.path)
                 finally:
-                    os.close(fd)
+                    if own:
+                        os.close(fd)
                 # Replaces an older file (or symlink), never follows it.
                 os.rename(tmp_name, os.path.basename(f.path), src_dir_fd=dfd, dst_dir_fd=dfd)
         except _OS_ERRORS as e:
@@ -391,15 +395,17 @@ class Restorer:
                 dests = targets.pop(ent.id, None)
             if dests is None:
                 return
-            done = []
             for f, off in dests:
-                self._pwrite(f, off, data)
-                with self._lock:
-                    f.left -= 1
-                    if f.left == 0 and f.path not in failed:
-                        done.append(f)
-            for f in done:
-                self._finish_file(f)
+                fd = self._pwrite(f, off, data)
+                try:
+                    with self._lock:
+                        f.left -= 1
+                        last = f.left == 0 and f.path not in failed
+                    if last:
+                        self._finish_file(f, fd)
+                finally:
+                    if fd is not None:
+                        os.close(fd)
 
         def job(pid: bytes, run: list[PackEntry]) -> None:
             try:
@@ -429,7 +435,9 @@ class Restorer:
             raise
         ex.shutdown(wait=True)
 
-    def _pwrite(self, f: _File, off: int, data: bytes) -> None:
+    def _pwrite(self, f: _File, off: int, data: bytes) -> int | None:
+        """Write ``data`` at ``off`` of ``f``'s temporary; returns the still open
+        descriptor (None for a hole or a failure, warned)."""
         # Sparse files: skip whole zero blocks (ftruncate already made them holes).
         runs = _nonzero_runs(data, off) if f.node.get("_sparse") else [(0, len(data))]
         if not runs:
@@ -437,25 +445,27 @@ class Restorer:
             # A hole counts as restored bytes: the summary gives the files' apparent
             # size, the measure of the backup's "processed" (holes and all).
             self.stats["bytes"] += len(data)
-            return  # a hole: ftruncate already made it
+            return None  # a hole: ftruncate already made it
+        fd = None
         try:
             at = self._fds()
             with at.parent(self._rel(f.tmp)) as (dfd, tmp_name):
                 fd = at.open_file(dfd, tmp_name, os.O_WRONLY, expect=f.ident)
-            try:
-                for start, end in runs:
-                    view = memoryview(data)[start:end]
-                    pos = off + start
-                    while view:
-                        n = os.pwrite(fd, view, pos)
-                        view, pos = view[n:], pos + n
-            finally:
-                os.close(fd)
+            for start, end in runs:
+                view = memoryview(data)[start:end]
+                pos = off + start
+                while view:
+                    n = os.pwrite(fd, view, pos)
+                    view, pos = view[n:], pos + n
             self.progress.add(0, len(data))
             self.stats["bytes"] += len(data)
+            return fd
         except OSError as e:
+            if fd is not None:
+                os.close(fd)
             self._failed.add(f.path)
             self._warn(f.path, e.strerror or str(e))
+            return None
 
     def _hardlink(self, f: _File) -> None:
         assert f.link_to is not None
