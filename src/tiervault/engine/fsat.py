@@ -149,13 +149,10 @@ class DirFds:
         # Under the lock; oldest first. Descriptors in use stay open (past the bound
         # if need be).
         while len(self._open) > self.max_open:
-            for rel, fd in self._open.items():
-                if not self._refs.get(fd):
-                    break
-            else:
+            idle = next((r for r, fd in self._open.items() if not self._refs.get(fd)), None)
+            if idle is None:
                 return
-            del self._open[rel]
-            os.close(fd)
+            os.close(self._open.pop(idle))
 
     # -- entries ------------------------------------------------------------------
 
