@@ -327,14 +327,20 @@ def find(ctx: Ctx, sess: VaultSession, pattern: str, refs: tuple[str, ...],
 @click.option("--include", "-i", multiple=True, metavar="PATTERN",
               help="Restore only what matches (a path as shown by ls, or a glob: '*.odt', "
                    "'/home/*/doc', 'doc/**/*.pdf'); repeatable.")
+@click.option("--no-devices", is_flag=True,
+              help="Skip block and character device nodes (one warning with the count).")
+@click.option("--no-setuid", is_flag=True,
+              help="Strip setuid and setgid bits from restored files.")
 @filter_options(LATEST)
 @with_session()
 def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
-            include: tuple[str, ...], filter_hosts: tuple[str, ...],
-            filter_paths: tuple[str, ...], filter_tags: tuple[str, ...]) -> None:
+            include: tuple[str, ...], no_devices: bool, no_setuid: bool,
+            filter_hosts: tuple[str, ...], filter_paths: tuple[str, ...],
+            filter_tags: tuple[str, ...]) -> None:
     """Restore SNAPSHOT into TARGET_DIR, recreating full original paths."""
     res = ops.restore(sess, snapshot, target_dir, list(include),
-                      snapshot_filter(filter_hosts, filter_paths, filter_tags))
+                      snapshot_filter(filter_hosts, filter_paths, filter_tags),
+                      no_devices=no_devices, no_setuid=no_setuid)
     if ctx.json:
         emit_json(res)
     elif not ctx.quiet:

@@ -1,9 +1,12 @@
 """Restore: recreate a snapshot (or parts of it) under a target directory.
 
-Safety: every name is vetted (no '..', '/', NUL; duplicates skipped), each
-directory on the way is checked to be a real directory (never a symlink),
-files are opened with O_NOFOLLOW, and symlinks are created only at the very
-end, so nothing a snapshot says can make us write outside the target.
+Safety: every name is vetted (no '..', '/', NUL; duplicates skipped), and
+everything is reached from an open descriptor of the target one component at a
+time with O_NOFOLLOW (:mod:`tiervault.engine.fsat`): entries are created with the
+``*at`` calls and metadata is set on open descriptors, so neither what a snapshot
+says nor another process swapping a restored directory for a symlink meanwhile
+can make us create, replace or chmod anything outside the target (a swapped
+directory is a warning for what is beneath it).
 Content is read pack by pack (one ranged read serves many blobs) in parallel.
 
 Each file is written under a hidden temporary name beside its own
@@ -26,8 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from tiervault.engine.fsat import DirFds
 from tiervault.engine.patterns import PathPattern
 from tiervault.engine.progress import Progress
+from tiervault.engine.restoremeta import OS_ERRORS as _OS_ERRORS
+from tiervault.engine.restoremeta import MetaSetter
+from tiervault.engine.restoremeta import strerror as _strerror
 from tiervault.engine.trees import TreeReader
 from tiervault.errors import IntegrityError, Interrupted, TierVaultError, UsageError
 from tiervault.vault.pack import PackEntry
@@ -38,9 +45,6 @@ from tiervault.vault.tree import Node
 _GAP = 1024 * 1024  # read through gaps smaller than this instead of seeking
 _MAX_RUN = 4 * 1024 * 1024  # bound on one ranged read (memory per worker)
 _BLOCK = 4096  # sparse files: zero runs this large (and aligned) stay holes
-# What hostile metadata (a uid of 2**40, a NUL in a symlink target, a negative
-# device number) makes the os functions raise besides OSError.
-_OS_ERRORS = (OSError, ValueError, OverflowError, TypeError)
 _ZEROS = bytes(_BLOCK)
 
 
@@ -50,6 +54,7 @@ class _File:
     node: Node
     link_to: bytes | None = None  # hard link to an earlier restored file
     tmp: bytes = b""  # where the content is written until it is complete
+    ident: tuple[int, int] = (0, 0)  # the temporary's (st_dev, st_ino)
     left: int = 0  # blob writes still to come
 
 
@@ -68,7 +73,8 @@ class Restorer:
 
     def __init__(self, repo: Repository, snap: Snapshot, target: str, progress: Progress,
                  includes: list[str] | None = None, workers: int = 4,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, no_devices: bool = False,
+                 no_setuid: bool = False, max_open_dirs: int = 256) -> None:
         self.repo = repo
         self.snap = snap
         self.target = os.path.abspath(os.fsencode(target))
@@ -80,6 +86,12 @@ class Restorer:
         self.workers = workers
         self.trees = TreeReader(repo)
         self.is_root = os.geteuid() == 0
+        self.no_devices = no_devices  # skip block/char device nodes (one warning)
+        self.meta = MetaSetter(self._warn, no_setuid)
+        self.max_open_dirs = max_open_dirs
+        self._at: DirFds | None = None  # the target, open (during run)
+        self._prefix = self.target.rstrip(b"/") + b"/"
+        self._devices_skipped = 0
         self.stats = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0, "errors": 0}
         self._failed: set[bytes] = set()  # files whose content could not be restored
         # Directories known to be real directories reached from the target through
@@ -155,10 +167,33 @@ class Restorer:
         total = sum(f.node.get("size", 0) for f in plan.files if f.link_to is None)
         self.progress.set_total(len(plan.files), total)
         self._mkdir(self.target, top=True)
+        try:
+            self._at = DirFds.open_top(self.target, self.max_open_dirs)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UsageError(f"{os.fsdecode(self.target)} exists and is not a directory") \
+                    from None
+            raise TierVaultError(f"cannot open {os.fsdecode(self.target)}: {e.strerror}") \
+                from None
+        try:
+            self._run(plan)
+        finally:
+            self._at.close()
+            self._at = None
+        self.stats["dirs"] = len(plan.dirs)
+        return self.stats
+
+    def _run(self, plan: RestorePlan) -> None:
+        at = self._fds()
         for path, _node in plan.dirs:
             self._mkdir(path)
+        # Each phase walks down from the target afresh (a directory swapped for a
+        # symlink meanwhile is noticed, not followed); within one, open directories
+        # are reused.
+        at.forget()
         try:
             created = self._create_files(plan.files)
+            at.forget()
             self._write_content(created)
         except BaseException:
             # Interrupted: complete files have their names and metadata already;
@@ -168,22 +203,40 @@ class Restorer:
             self._dir_meta(plan)
             raise
         self._drop_pending()  # files whose data could not be read (warned already)
+        at.forget()
         for f in plan.files:
             if f.link_to is not None:
                 self._hardlink(f)
         for path, node in plan.specials:
             self._special(path, node)
+        if self._devices_skipped:
+            n = self._devices_skipped
+            self.progress.warn(os.fsdecode(self.target),
+                               f"skipped {n} device node{'s' if n != 1 else ''} (--no-devices)")
         for path, node in plan.links:
             self._symlink(path, node)
         self._dir_meta(plan)
-        self.stats["dirs"] = len(plan.dirs)
-        return self.stats
+
+    def _fds(self) -> DirFds:
+        assert self._at is not None, "only while running"
+        return self._at
+
+    def _rel(self, path: bytes) -> bytes:
+        """``path`` (below the target) relative to the target."""
+        return path[len(self._prefix):] if path != self.target else b""
 
     def _dir_meta(self, plan: RestorePlan) -> None:
         # Directories last, deepest first, so their mtimes survive.
+        at = self._fds()
+        at.forget()
         for path, node in reversed(plan.dirs):
-            if path in self._good:
-                self._set_meta(path, node)
+            if path not in self._good:
+                continue
+            try:
+                with at.dir(self._rel(path)) as fd:
+                    self.meta.on_fd(fd, node, path)
+            except _OS_ERRORS as e:
+                self._warn(path, _strerror(e))
 
     def _drop_pending(self) -> None:
         """Remove the temporaries of files that were not completed."""
@@ -191,17 +244,29 @@ class Restorer:
             pending, self._pending = self._pending, {}
         for tmp in pending:
             try:
-                os.unlink(tmp)
+                with self._fds().parent(self._rel(tmp)) as (dfd, name):
+                    os.unlink(name, dir_fd=dfd)
             except OSError:
                 pass
 
-    def _finish_file(self, f: _File) -> None:
-        """All of ``f``'s content is written: metadata, then its real name."""
-        self._set_meta(f.tmp, f.node, shown=f.path)
+    def _finish_file(self, f: _File, fd: int | None = None) -> None:
+        """All of ``f``'s content is written: metadata (on ``fd`` if it is open
+        already), then its real name."""
+        at = self._fds()
         try:
-            os.rename(f.tmp, f.path)  # replaces an older file (or symlink), never follows it
-        except OSError as e:
-            self._warn(f.path, e.strerror or str(e))
+            with at.parent(self._rel(f.tmp)) as (dfd, tmp_name):
+                own = fd is None
+                if fd is None:
+                    fd = at.open_file(dfd, tmp_name, os.O_RDONLY, expect=f.ident)
+                try:
+                    self.meta.on_fd(fd, f.node, f.path)
+                finally:
+                    if own:
+                        os.close(fd)
+                # Replaces an older file (or symlink), never follows it.
+                os.rename(tmp_name, os.path.basename(f.path), src_dir_fd=dfd, dst_dir_fd=dfd)
+        except _OS_ERRORS as e:
+            self._warn(f.path, _strerror(e))
             return
         with self._lock:
             self._pending.pop(f.tmp, None)
@@ -219,39 +284,41 @@ class Restorer:
         self.progress.warn(os.fsdecode(path), msg)
 
     def _mkdir(self, path: bytes, top: bool = False) -> bool:
-        if not top and not self._parent_ok(path):
-            self._warn(path, "parent directory could not be restored")
-            return False
+        if not top:
+            if not self._parent_ok(path):
+                self._warn(path, "parent directory could not be restored")
+                return False
+            try:
+                self._fds().mkdir(self._rel(path))
+            except _OS_ERRORS as e:
+                if getattr(e, "strerror", None) == "exists and is not a directory":
+                    self._warn(path, "exists and is not a directory; not restoring beneath it")
+                else:
+                    self._warn(path, _strerror(e))
+                return False
+            self._good.add(path)
+            return True
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             try:
-                if top:
-                    os.makedirs(path, mode=0o700, exist_ok=True)
-                else:
-                    os.mkdir(path, 0o700)
-                self._good.add(path)
+                os.makedirs(path, mode=0o700, exist_ok=True)
                 return True
             except OSError as e:
-                if top:
-                    raise TierVaultError(f"cannot create {os.fsdecode(path)}: {e.strerror}") \
-                        from None
-                self._warn(path, e.strerror or str(e))
-                return False
+                raise TierVaultError(f"cannot create {os.fsdecode(path)}: {e.strerror}") \
+                    from None
         if not stat.S_ISDIR(st.st_mode):
-            if top:
-                raise UsageError(f"{os.fsdecode(path)} exists and is not a directory")
-            self._warn(path, "exists and is not a directory; not restoring beneath it")
-            return False
-        self._good.add(path)
+            raise UsageError(f"{os.fsdecode(path)} exists and is not a directory")
         return True
 
     def _parent_ok(self, path: bytes) -> bool:
-        # Not lstat(parent): that follows symlinks in the parent's own ancestors.
-        return os.path.dirname(path) in self._good
+        # Created or found a real directory (the target itself always is).
+        parent = os.path.dirname(path)
+        return parent in self._good or parent == self.target
 
     def _create_files(self, files: list[_File]) -> list[_File]:
         created = []
+        at = self._fds()
         for f in files:
             if f.link_to is not None:
                 continue
@@ -259,13 +326,18 @@ class Restorer:
                 self._warn(f.path, "parent directory could not be restored")
                 continue
             try:
-                _check_not_dir(f.path)
-                d, name = os.path.split(f.path)
-                f.tmp = os.path.join(d, b"." + name[:200] + self._tmp_suffix)
-                fd = os.open(f.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with at.parent(self._rel(f.path)) as (dfd, name):
+                    st = at.lstat_at(dfd, name)
+                    if st is not None and stat.S_ISDIR(st.st_mode):
+                        raise OSError(errno.EISDIR, "a directory is in the way")
+                    tmp_name = b"." + name[:200] + self._tmp_suffix
+                    fd = at.open_file(dfd, tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                f.tmp = os.path.join(os.path.dirname(f.path), tmp_name)
                 with self._lock:
                     self._pending[f.tmp] = f
                 try:
+                    st = os.fstat(fd)
+                    f.ident = (st.st_dev, st.st_ino)
                     size = f.node.get("size", 0)
                     if size:
                         os.ftruncate(fd, size)
@@ -323,15 +395,17 @@ class Restorer:
                 dests = targets.pop(ent.id, None)
             if dests is None:
                 return
-            done = []
             for f, off in dests:
-                self._pwrite(f, off, data)
-                with self._lock:
-                    f.left -= 1
-                    if f.left == 0 and f.path not in failed:
-                        done.append(f)
-            for f in done:
-                self._finish_file(f)
+                fd = self._pwrite(f, off, data)
+                try:
+                    with self._lock:
+                        f.left -= 1
+                        last = f.left == 0 and f.path not in failed
+                    if last:
+                        self._finish_file(f, fd)
+                finally:
+                    if fd is not None:
+                        os.close(fd)
 
         def job(pid: bytes, run: list[PackEntry]) -> None:
             try:
@@ -361,7 +435,9 @@ class Restorer:
             raise
         ex.shutdown(wait=True)
 
-    def _pwrite(self, f: _File, off: int, data: bytes) -> None:
+    def _pwrite(self, f: _File, off: int, data: bytes) -> int | None:
+        """Write ``data`` at ``off`` of ``f``'s temporary; returns the still open
+        descriptor (None for a hole or a failure, warned)."""
         # Sparse files: skip whole zero blocks (ftruncate already made them holes).
         runs = _nonzero_runs(data, off) if f.node.get("_sparse") else [(0, len(data))]
         if not runs:
@@ -369,32 +445,39 @@ class Restorer:
             # A hole counts as restored bytes: the summary gives the files' apparent
             # size, the measure of the backup's "processed" (holes and all).
             self.stats["bytes"] += len(data)
-            return  # a hole: ftruncate already made it
+            return None  # a hole: ftruncate already made it
+        fd = None
         try:
-            fd = os.open(f.tmp, os.O_WRONLY | os.O_NOFOLLOW)
-            try:
-                for start, end in runs:
-                    view = memoryview(data)[start:end]
-                    pos = off + start
-                    while view:
-                        n = os.pwrite(fd, view, pos)
-                        view, pos = view[n:], pos + n
-            finally:
-                os.close(fd)
+            at = self._fds()
+            with at.parent(self._rel(f.tmp)) as (dfd, tmp_name):
+                fd = at.open_file(dfd, tmp_name, os.O_WRONLY, expect=f.ident)
+            for start, end in runs:
+                view = memoryview(data)[start:end]
+                pos = off + start
+                while view:
+                    n = os.pwrite(fd, view, pos)
+                    view, pos = view[n:], pos + n
             self.progress.add(0, len(data))
             self.stats["bytes"] += len(data)
+            return fd
         except OSError as e:
+            if fd is not None:
+                os.close(fd)
             self._failed.add(f.path)
             self._warn(f.path, e.strerror or str(e))
+            return None
 
     def _hardlink(self, f: _File) -> None:
         assert f.link_to is not None
         if not self._parent_ok(f.path) or f.link_to not in self._created:
             self._warn(f.path, "hard link: parent directory or first name could not be restored")
             return
+        at = self._fds()
         try:
-            _remove_if_file(f.path)
-            os.link(f.link_to, f.path, follow_symlinks=False)
+            with at.parent(self._rel(f.link_to)) as (sfd, src), \
+                    at.parent(self._rel(f.path)) as (dfd, name):
+                at.remove_if_file(dfd, name)
+                os.link(src, name, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
             self.stats["files"] += 1
             # Counted as the backup counts it: every name of a file with its size.
             self.stats["bytes"] += int(f.node.get("size", 0))
@@ -405,11 +488,13 @@ class Restorer:
         if not self._parent_ok(path):
             self._warn(path, "parent directory could not be restored")
             return
+        at = self._fds()
         try:
-            _remove_if_file(path)
-            os.symlink(node.get("target", b""), path)
-            self.stats["symlinks"] += 1
-            self._set_meta(path, node)
+            with at.parent(self._rel(path)) as (dfd, name):
+                at.remove_if_file(dfd, name)
+                os.symlink(node.get("target", b""), name, dir_fd=dfd)
+                self.stats["symlinks"] += 1
+                self.meta.at(dfd, name, node, path)
         except _OS_ERRORS as e:
             self._warn(path, _strerror(e))
 
@@ -417,47 +502,27 @@ class Restorer:
         if not self._parent_ok(path):
             return
         kind = node.kind
+        if kind in ("chardev", "blockdev") and self.no_devices:
+            self._devices_skipped += 1
+            return
+        at = self._fds()
         try:
-            _remove_if_file(path)
-            if kind == "fifo":
-                os.mkfifo(path, 0o600)
-            elif kind in ("chardev", "blockdev"):
-                if not self.is_root:
-                    self._warn(path, "device nodes can only be restored by root; skipped")
-                    return
-                mode = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
-                os.mknod(path, mode | 0o600, node.get("rdev", 0))
-            else:
-                return  # sockets belong to the process that made them
-            self._set_meta(path, node)
+            with at.parent(self._rel(path)) as (dfd, name):
+                if kind == "fifo":
+                    at.remove_if_file(dfd, name)
+                    os.mkfifo(name, 0o600, dir_fd=dfd)
+                elif kind in ("chardev", "blockdev"):
+                    if not self.is_root:
+                        self._warn(path, "device nodes can only be restored by root; skipped")
+                        return
+                    at.remove_if_file(dfd, name)
+                    mode = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
+                    os.mknod(name, mode | 0o600, node.get("rdev", 0), dir_fd=dfd)
+                else:
+                    return  # sockets belong to the process that made them
+                self.meta.at(dfd, name, node, path)
         except _OS_ERRORS as e:
             self._warn(path, _strerror(e))
-
-    def _set_meta(self, path: bytes, node: Node, shown: bytes | None = None) -> None:
-        """Owner, xattrs, mode and times of ``path`` (warnings name ``shown``)."""
-        link = node.kind == "symlink"
-        path_shown = shown or path
-        try:
-            if self.is_root or node.get("uid") == os.geteuid():
-                uid, gid = node.get("uid", -1), node.get("gid", -1)
-                try:
-                    os.chown(path, uid, gid, follow_symlinks=False)
-                except _OS_ERRORS as e:
-                    if not link:
-                        self._warn(path_shown, f"owner: {_strerror(e)}")
-            for name, value in node.get("xattrs") or []:
-                try:
-                    os.setxattr(path, name, value, follow_symlinks=False)
-                except _OS_ERRORS as e:
-                    if getattr(e, "errno", None) not in (errno.EPERM, errno.ENOTSUP) or not link:
-                        self._warn(path_shown, f"xattr {os.fsdecode(name)!r}: {_strerror(e)}")
-            if not link:
-                os.chmod(path, node.get("mode", 0o600) & 0o7777)
-            if "mtime" in node:
-                os.utime(path, ns=(node.get("atime", node["mtime"]), node["mtime"]),
-                         follow_symlinks=False)
-        except _OS_ERRORS as e:
-            self._warn(path_shown, _strerror(e))
 
 
 #: What restoring a file needs of its node (the plan holds one per file: keep it small).
@@ -467,10 +532,6 @@ _FILE_FIELDS = ("type", "mode", "uid", "gid", "atime", "mtime", "xattrs", "size"
 
 def _slim(node: Node) -> Node:
     return Node({k: node[k] for k in _FILE_FIELDS if k in node})
-
-
-def _strerror(e: Exception) -> str:
-    return getattr(e, "strerror", None) or str(e)
 
 
 def _nonzero_runs(data: bytes, off: int) -> list[tuple[int, int]]:
@@ -488,24 +549,3 @@ def _nonzero_runs(data: bytes, off: int) -> list[tuple[int, int]]:
                 runs.append((i, j))
         i = j
     return runs
-
-
-def _check_not_dir(path: bytes) -> None:
-    """A restored file may replace a file or symlink, never a directory."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        raise OSError(errno.EISDIR, "a directory is in the way")
-
-
-def _remove_if_file(path: bytes) -> None:
-    """Make room for a restored entry; never removes a directory."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        raise OSError(errno.EISDIR, "a directory is in the way")
-    os.unlink(path)

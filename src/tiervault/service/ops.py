@@ -101,12 +101,15 @@ def backup(sess: VaultSession, opts: BackupOptions, stdin: BinaryIO | None = Non
 
 
 def restore(sess: VaultSession, ref: str, target: str, includes: list[str],
-            which: SnapshotFilter | None = None) -> dict[str, Any]:
-    """Restore a snapshot (or parts) into ``target``; ``which`` chooses ``latest``."""
+            which: SnapshotFilter | None = None, no_devices: bool = False,
+            no_setuid: bool = False) -> dict[str, Any]:
+    """Restore a snapshot (or parts) into ``target``; ``which`` chooses ``latest``;
+    ``no_devices`` skips device nodes, ``no_setuid`` strips setuid/setgid bits."""
     snap = sess.repo.find_snapshot(ref, which)
     sess.progress.phase("restore")
     stats = Restorer(sess.repo, snap, target, sess.progress, includes,
-                     workers=sess.inst.workers(), stop=sess.stop).run()
+                     workers=sess.inst.workers(), stop=sess.stop, no_devices=no_devices,
+                     no_setuid=no_setuid).run()
     return {"message_type": "summary", "snapshot_id": snap.id, "target": target,
             "files_restored": stats["files"], "dirs_restored": stats["dirs"],
             "symlinks_restored": stats["symlinks"], "bytes_restored": stats["bytes"],
