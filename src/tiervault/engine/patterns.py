@@ -48,7 +48,9 @@ class PathPattern:
             return all(_part(p, x) for p, x in zip(self.parts, names[-n:], strict=True))
         if self.anchored:
             return _match(self.parts, names)
-        return any(_match(self.parts, names[i:]) for i in range(len(names)))
+        # An ending of the path matches: the same as a leading '**' (which may
+        # match nothing), for a path of at least one name.
+        return bool(names) and _match(("**", *self.parts), names)
 
 
 def _part(pattern: str, name: str) -> bool:
@@ -57,9 +59,25 @@ def _part(pattern: str, name: str) -> bool:
 
 
 def _match(parts: tuple[str, ...], names: tuple[str, ...]) -> bool:
-    if not parts:
-        return not names
-    head, rest = parts[0], parts[1:]
-    if head == "**":
-        return any(_match(rest, names[i:]) for i in range(len(names) + 1))
-    return bool(names) and _part(head, names[0]) and _match(rest, names[1:])
+    """True if the names match the parts, a '**' matching any number of names.
+
+    Without recursion (paths may be thousands of names long): the usual wildcard
+    matcher that, on a mismatch, lets the last '**' seen take one more name.
+    """
+    pi = ni = 0
+    star, star_ni = -1, 0
+    while ni < len(names):
+        if pi < len(parts) and parts[pi] == "**":
+            star, star_ni = pi, ni
+            pi += 1
+        elif pi < len(parts) and _part(parts[pi], names[ni]):
+            pi += 1
+            ni += 1
+        elif star >= 0:
+            star_ni += 1
+            pi, ni = star + 1, star_ni
+        else:
+            return False
+    while pi < len(parts) and parts[pi] == "**":
+        pi += 1
+    return pi == len(parts)
