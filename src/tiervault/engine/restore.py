@@ -87,6 +87,7 @@ class Restorer:
         # so a symlink already in the target (or restored earlier) is never followed.
         self._good: set[bytes] = set()
         self._created: set[bytes] = set()  # files this run created (hard link sources)
+        self._lost: set[bytes] = set()  # directories not restored (warned, or beneath one)
         #: Set to stop (SIGINT): workers end at the next blob.
         self.stop = stop if stop is not None else threading.Event()
         self._lock = threading.Lock()
@@ -122,9 +123,9 @@ class Restorer:
                     selected_dirs.add(path)
                 for entry in above:
                     if not entry[2]:
-                        plan.dirs.append((os.path.join(self.target, *entry[0]), entry[1]))
+                        plan.dirs.append((self._under(entry[0]), entry[1]))
                         entry[2] = True
-            full = os.path.join(self.target, *path)
+            full = self._under(path)
             kind = node.kind
             if kind == "dir":
                 plan.dirs.append((full, node))
@@ -148,6 +149,11 @@ class Restorer:
                                  f"{self.snap.id[:8]}")
             raise UsageError(f"nothing in snapshot {self.snap.id[:8]} matches {m.text!r}")
         return plan
+
+    def _under(self, path: tuple[bytes, ...]) -> bytes:
+        """Where ``path`` (vetted names) lands below the target; os.path.join would
+        take time in the square of the depth."""
+        return self.target.rstrip(b"/") + b"/" + b"/".join(path)
 
     def run(self) -> dict[str, int]:
         """Restore; returns counters. Per-item problems become warnings."""
@@ -176,7 +182,7 @@ class Restorer:
         for path, node in plan.links:
             self._symlink(path, node)
         self._dir_meta(plan)
-        self.stats["dirs"] = len(plan.dirs)
+        self.stats["dirs"] = sum(1 for path, _ in plan.dirs if path in self._good)
         return self.stats
 
     def _dir_meta(self, plan: RestorePlan) -> None:
@@ -220,7 +226,8 @@ class Restorer:
 
     def _mkdir(self, path: bytes, top: bool = False) -> bool:
         if not top and not self._parent_ok(path):
-            self._warn(path, "parent directory could not be restored")
+            self._orphan(path)
+            self._lost.add(path)
             return False
         try:
             st = os.lstat(path)
@@ -237,14 +244,32 @@ class Restorer:
                     raise TierVaultError(f"cannot create {os.fsdecode(path)}: {e.strerror}") \
                         from None
                 self._warn(path, e.strerror or str(e))
+                self._lost.add(path)
                 return False
+        except OSError as e:  # ENAMETOOLONG: deeper than PATH_MAX below the target
+            if top:
+                raise TierVaultError(f"cannot use {os.fsdecode(path)}: {e.strerror}") from None
+            self._warn(path, e.strerror or str(e))
+            self._lost.add(path)
+            return False
         if not stat.S_ISDIR(st.st_mode):
             if top:
                 raise UsageError(f"{os.fsdecode(path)} exists and is not a directory")
             self._warn(path, "exists and is not a directory; not restoring beneath it")
+            self._lost.add(path)
             return False
         self._good.add(path)
         return True
+
+    def _orphan(self, path: bytes) -> None:
+        """An entry whose directory is not restored. Only the highest one is a warning:
+        below a directory already reported, entries are counted, not listed again
+        (a chain thousands deep past PATH_MAX is one line, not thousands)."""
+        if os.path.dirname(path) in self._lost:
+            with self._lock:
+                self.stats["errors"] += 1
+        else:
+            self._warn(path, "parent directory could not be restored")
 
     def _parent_ok(self, path: bytes) -> bool:
         # Not lstat(parent): that follows symlinks in the parent's own ancestors.
@@ -256,7 +281,7 @@ class Restorer:
             if f.link_to is not None:
                 continue
             if not self._parent_ok(f.path):
-                self._warn(f.path, "parent directory could not be restored")
+                self._orphan(f.path)
                 continue
             try:
                 _check_not_dir(f.path)
@@ -403,7 +428,7 @@ class Restorer:
 
     def _symlink(self, path: bytes, node: Node) -> None:
         if not self._parent_ok(path):
-            self._warn(path, "parent directory could not be restored")
+            self._orphan(path)
             return
         try:
             _remove_if_file(path)
