@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -116,7 +116,7 @@ def _deep_snapshot(vault: Path, depth: int, leaf_data: bytes) -> str:
             name=b"d", type="dir", mode=0o755, subtree=tid, **meta)]))
     w.flush()
     w.close()
-    snap = Snapshot(time=datetime.now(timezone.utc).isoformat(), hostname="deep",
+    snap = Snapshot(time=datetime.now(UTC).isoformat(), hostname="deep",
                     username="root", paths=["/d"], tree=tid.hex())
     return repo.save_snapshot(snap)
 
