@@ -172,22 +172,36 @@ def under(target: Path, abs_path: str | bytes | Path) -> bytes:
 
 
 def rmtree_deep(top: Path | bytes) -> None:
-    """Remove a tree of any depth (shutil.rmtree recurses and fails past ~1000 levels)."""
-    stack = [os.fsencode(top)]
-    while stack:
-        try:
-            entries = list(os.scandir(stack[-1]))
-        except FileNotFoundError:
-            stack.pop()
-            continue
-        dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-        for e in entries:
-            if not e.is_dir(follow_symlinks=False):
-                os.unlink(e.path)
+    """Remove a tree of any depth, even past PATH_MAX (shutil.rmtree recurses and
+    fails past ~1000 levels). Goes down and up by directory fds: one open at a time."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    top_b = os.path.abspath(os.fsencode(top))
+    try:
+        fd = os.open(top_b, flags)
+    except FileNotFoundError:
+        return
+    names: list[bytes] = []
+    while True:
+        with os.scandir(fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for name, is_dir in entries:
+            if not is_dir:
+                os.unlink(name, dir_fd=fd)
+        dirs = [name for name, is_dir in entries if is_dir]
         if dirs:
-            stack.extend(dirs)
+            sub = os.open(dirs[0], flags, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            names.append(dirs[0])
+        elif names:
+            up = os.open(b"..", flags, dir_fd=fd)
+            os.close(fd)
+            os.rmdir(names.pop(), dir_fd=up)
+            fd = up
         else:
-            os.rmdir(stack.pop())
+            os.close(fd)
+            os.rmdir(top_b)
+            return
 
 
 def make_deep(top: Path, depth: int, name: bytes = b"d") -> bytes:

@@ -9,7 +9,7 @@ import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
-from tiervault.cli.output import emit_json, plural
+from tiervault.cli.output import emit_json, inert, plural
 from tiervault.errors import UsageError
 from tiervault.service import repair
 from tiervault.service.session import VaultSession
@@ -36,26 +36,27 @@ def check(ctx: Ctx, sess: VaultSession, read_data: bool, read_data_subset: str |
         emit_json(res)
     else:
         for t in res["tiers"]:
+            url = inert(t["url"])
             for w in t["warnings"]:
-                click.echo(f"warning: {t['url']}: {w}", err=True)
+                click.echo(f"warning: {url}: {inert(w)}", err=True)
             for e in t.get("repaired_errors", []):
-                click.echo(f"found: {t['url']}: {_error_text(e)}")
+                click.echo(f"found: {url}: {_error_text(e)}")
             for e in t["errors"]:
-                click.echo(f"error: {t['url']}: {_error_text(e)}")
+                click.echo(f"error: {url}: {_error_text(e)}")
             for a in t["repairs"]:
-                src = f" from {a['source']}" if a["source"] else ""
-                click.echo(f"repair: {t['url']}: {a['file']}: {a['message']}{src}")
+                src = f" from {inert(a['source'])}" if a["source"] else ""
+                click.echo(f"repair: {url}: {inert(a['file'])}: {inert(a['message'])}{src}")
             c = t["counts"]
             fixed = len(t.get("repaired_errors", []))
             verdict = "no errors" if not t["errors"] else \
                 plural(len(t["errors"]), "error") + (" left" if fixed else "")
             if fixed:
                 verdict += f" ({fixed} repaired)"
-            click.echo(f"{t['url']}: {plural(c.get('snapshots', 0), 'snapshot')}, "
+            click.echo(f"{url}: {plural(c.get('snapshots', 0), 'snapshot')}, "
                        f"{plural(c.get('packs', 0), 'pack')}, "
                        f"{plural(c.get('blobs', 0), 'blob')}: {verdict}")
         for name in res["rebuilt_indexes"]:
-            click.echo(f"repair: rebuilt index {name}")
+            click.echo(f"repair: rebuilt index {inert(name)}")
     if not res["ok"]:
         sys.exit(1)
 
@@ -64,7 +65,7 @@ def _error_text(e: dict[str, Any]) -> str:
     snaps = f" (affects snapshots {', '.join(s[:8] for s in e['snapshots'])})" \
         if e["snapshots"] else ""
     where = f"{e['file']}: " if e["file"] and not e["message"].startswith(e["file"]) else ""
-    return f"{where}{e['message']}{snaps}"
+    return inert(f"{where}{e['message']}{snaps}")
 
 
 def _parse_subset(text: str) -> float:

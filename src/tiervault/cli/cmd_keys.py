@@ -6,7 +6,7 @@ import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
-from tiervault.cli.output import emit_json, say_warnings
+from tiervault.cli.output import emit_json, inert, say_warnings
 from tiervault.service import keyops
 from tiervault.service.session import VaultSession
 
@@ -27,10 +27,10 @@ def key_list(ctx: Ctx, sess: VaultSession) -> None:
         return
     for r in rows:
         mark = "*" if r.get("current") else " "
-        click.echo(f"{mark} {r['id']}  {r.get('created') or ''}  "
-                   f"{r.get('username') or ''}@{r.get('hostname') or ''}"
+        click.echo(f"{mark} {inert(r['id'])}  {inert(r.get('created') or '')}  "
+                   f"{inert(r.get('username') or '')}@{inert(r.get('hostname') or '')}"
                    f"{'  ' + _kdf(r['kdf']) if 'kdf' in r else ''}"
-                   f"{'  ' + r['error'] if 'error' in r else ''}")
+                   f"{'  ' + inert(r['error']) if 'error' in r else ''}")
 
 
 @key.command(name="add")

@@ -9,7 +9,7 @@ import click
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option
 from tiervault.cli.handoff import handed_over
-from tiervault.cli.output import cleartext_warnings, emit_json
+from tiervault.cli.output import cleartext_warnings, emit_json, inert
 from tiervault.errors import WaitTimeoutError
 from tiervault.service import lost, tierops
 
@@ -35,10 +35,10 @@ def tiers(ctx: Ctx) -> None:
         if r["sync"]:
             extra = f"  sync {r['sync']['percent']}%"
         if r.get("refused"):
-            extra += f"  (REFUSED: {r['error']}; fix the credentials or server settings)"
+            extra += f"  (REFUSED: {inert(r['error'])}; fix the credentials or server settings)"
         elif r["error"]:
-            extra += f"  ({r['error']})"
-        click.echo(f"{i}. {r['url']}: {r['state']}, revision {rev} "
+            extra += f"  ({inert(r['error'])})"
+        click.echo(f"{i}. {inert(r['url'])}: {r['state']}, revision {rev} "
                    f"(expected {r['expected_revision']}, max {r['max_revision']}), "
                    f"last online {r['last_online'] or 'never'}{extra}")
 
@@ -65,7 +65,8 @@ def sync(ctx: Ctx, wait_timeout: float | None) -> None:
     else:
         for r in rows:
             rev = "-" if r["revision"] is None else str(r["revision"])
-            click.echo(f"{r['url']}: {r['state']}, revision {rev} (max {r['max_revision']})")
+            click.echo(f"{inert(r['url'])}: {r['state']}, revision {rev} "
+                       f"(max {r['max_revision']})")
     stuck = [r for r in rows if r.get("completed") is False]
     if any(r["no_source"] for r in stuck):
         raise WaitTimeoutError(
@@ -104,7 +105,7 @@ def tier_add(ctx: Ctx, url: str, no_sync: bool) -> None:
     if ctx.json:
         emit_json(res)
     else:
-        click.echo(f"added tier {res['url']}")
+        click.echo(f"added tier {inert(res['url'])}")
 
 
 @tier.command(name="remove")
@@ -122,7 +123,7 @@ def tier_remove(ctx: Ctx, url: str) -> None:
     if ctx.json:
         emit_json(res)
     else:
-        click.echo(f"removed tier {res['url']}")
+        click.echo(f"removed tier {inert(res['url'])}")
 
 
 @tier.command(name="lost")
@@ -144,10 +145,11 @@ def tier_lost(ctx: Ctx, url: str, dry_run: bool) -> None:
         emit_json(res)
         return
     verb = "would give up" if dry_run else "gave up"
-    click.echo(f"{verb} tier {res['tier']}; {res['authoritative_tier']} (revision "
+    click.echo(f"{verb} tier {inert(res['tier'])}; {inert(res['authoritative_tier'])} (revision "
                f"{res['authoritative_revision']}) is authoritative")
     for s in res["lost_snapshots"]:
-        click.echo(f"  lost snapshot {s['id'][:8]}  {s['time']}  {', '.join(s['paths'])}")
+        click.echo(f"  lost snapshot {s['id'][:8]}  {s['time']}  "
+                   f"{', '.join(inert(p) for p in s['paths'])}")
     click.echo(f"{len(res['lost_snapshots'])} snapshot(s) existed only on the lost tier"
                + ("" if dry_run else "; the next backup uploads their data again"))
 
@@ -182,4 +184,4 @@ def attach(ctx: Ctx, tier_urls: tuple[str, ...], take_over: bool, read_only: boo
     else:
         verb = "took over" if take_over else "attached (restore-only) to"
         click.echo(f"{verb} vault {res['vault_id'][:8]}: "
-                   + ", ".join(f"{t['url']} ({t['state']})" for t in res["tiers"]))
+                   + ", ".join(f"{inert(t['url'])} ({t['state']})" for t in res["tiers"]))

@@ -10,7 +10,14 @@ import click
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
 from tiervault.cli.filters import filter_options, snapshot_filter
-from tiervault.cli.output import cleartext_warnings, emit_json, human_bytes, plural, say_warnings
+from tiervault.cli.output import (
+    cleartext_warnings,
+    emit_json,
+    human_bytes,
+    inert,
+    plural,
+    say_warnings,
+)
 from tiervault.engine import browse
 from tiervault.engine.backup import BackupOptions
 from tiervault.errors import EXIT_INCOMPLETE, UsageError
@@ -48,12 +55,12 @@ def init(ctx: Ctx, tier_urls: tuple[str, ...], allow_offline: bool) -> None:
         emit_json(res)
     else:
         click.echo(f"created vault {res['vault_id'][:8]} on "
-                   f"{', '.join(t['url'] + ' (' + t['state'] + ')' for t in res['tiers'])}")
+                   f"{', '.join(inert(t['url']) + ' (' + t['state'] + ')' for t in res['tiers'])}")
         for t in res["tiers"]:
             if t["pending"]:
-                click.echo(f"tier {t['url']} does not answer yet: it is created and filled by "
-                           "synchronization when it does ('tiervault sync')")
-        click.echo(f"installation home: {res['home']}")
+                click.echo(f"tier {inert(t['url'])} does not answer yet: it is created and "
+                           "filled by synchronization when it does ('tiervault sync')")
+        click.echo(f"installation home: {inert(res['home'])}")
         click.echo("keep the passphrase safe: without it the backups cannot be read")
 
 
@@ -219,8 +226,9 @@ def _wrap_tags(tags: list[str]) -> list[str]:
 def snapshot_table(snaps: list[Snapshot], flags: dict[str, str]) -> list[str]:
     """The ``snapshots`` table: nothing cut; tags and paths wrap onto more lines."""
     head = ("ID", "Flags", "Time", "Host", "Tags", "Paths")
-    rows = [(s.id[:8], flags.get(s.id, ""), local_time(s.time), s.hostname,
-             _wrap_tags(s.tags), s.paths or [""]) for s in snaps]
+    rows = [(s.id[:8], flags.get(s.id, ""), local_time(s.time), inert(s.hostname),
+             _wrap_tags([inert(t) for t in s.tags]), [inert(p) for p in s.paths] or [""])
+            for s in snaps]
     w = [max([len(head[i])] + [len(r[i]) for r in rows]) for i in range(4)]
     w.append(max([len(head[4])] + [len(t) for r in rows for t in r[4]]))
     out = ["  ".join(h.ljust(w[i]) for i, h in enumerate(head[:5])) + "  " + head[5]]
@@ -257,15 +265,15 @@ def ls_cmd(ctx: Ctx, sess: VaultSession, snapshot: str, path: str | None,
         emit_json(list(entries))
         return
     for e in entries:
-        suffix = f" -> {e['target']}" if "target" in e else ""
+        suffix = f" -> {inert(e['target'])}" if "target" in e else ""
         if not (long_ or human):
-            click.echo(f"{e['path']}{suffix}")
+            click.echo(f"{inert(e['path'])}{suffix}")
             continue
         size = e.get("size", "")
         if human and isinstance(size, int):
             size = human_bytes(size)
-        click.echo(f"{_mode_str(e['type'], e['mode'])} {e.get('user') or e['uid']!s:8} "
-                   f"{size!s:>12} {(e['mtime'] or '')[:19]} {e['path']}{suffix}")
+        click.echo(f"{_mode_str(e['type'], e['mode'])} {inert(e.get('user') or e['uid']):8} "
+                   f"{size!s:>12} {(e['mtime'] or '')[:19]} {inert(e['path'])}{suffix}")
 
 
 def _mode_str(kind: str, mode: int) -> str:
@@ -294,7 +302,7 @@ def diff(ctx: Ctx, sess: VaultSession, snapshot_a: str, snapshot_b: str,
         return
     for key, sign in (("added", "+"), ("removed", "-"), ("modified", "M")):
         for p in d[key]:
-            click.echo(f"{sign} {p}")
+            click.echo(f"{sign} {inert(p)}")
     click.echo(f"{len(d['added'])} added, {len(d['removed'])} removed, "
                f"{len(d['modified'])} modified")
 
@@ -316,7 +324,8 @@ def find(ctx: Ctx, sess: VaultSession, pattern: str, refs: tuple[str, ...],
         emit_json(hits)
         return
     for h in hits:
-        click.echo(f"{h['snapshot'][:8]}  {h['type']:7} {h.get('size', ''):>12}  {h['path']}")
+        click.echo(f"{h['snapshot'][:8]}  {h['type']:7} {h.get('size', ''):>12}  "
+                   f"{inert(h['path'])}")
     click.echo(plural(len(hits), "match", "matches"))
 
 
@@ -347,7 +356,7 @@ def restore(ctx: Ctx, sess: VaultSession, snapshot: str, target_dir: str,
         click.echo(f"restored {plural(res['files_restored'], 'file')}, "
                    f"{plural(res['dirs_restored'], 'directory', 'directories')}, "
                    f"{human_bytes(res['bytes_restored'])} from {res['snapshot_id'][:8]} "
-                   f"to {target_dir}")
+                   f"to {inert(target_dir)}")
     if res["errors"]:
         if not ctx.json:
             click.echo(f"error: {plural(res['errors'], 'item')} could not be restored", err=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tiervault.cli.output import emit_json, human_bytes
+from tiervault.cli.output import emit_json, human_bytes, inert
 from tiervault.daemon.schedule import local_zone
 from tiervault.daemon.server import ControlClient
 from tiervault.daemon.sets import (
@@ -156,13 +156,14 @@ def status_cmd(ctx: Ctx, n_sessions: int) -> None:
         emit_json(st)
         return
     if not st["daemon_running"]:
-        click.echo(f"daemon: {st['state']} for {ctx.home} (start it with 'tiervault daemon')")
+        click.echo(f"daemon: {st['state']} for {inert(ctx.home)} "
+                   "(start it with 'tiervault daemon')")
     else:
         _print_status(st)
     for s in st["sessions"]:
-        click.echo(_session_line(s))
+        click.echo(inert(_session_line(s)))  # one line; its names and errors escaped
         for ln in _script_lines(s):
-            click.echo(f"    {ln}")
+            click.echo(f"    {inert(ln)}")  # what a script printed
 
 
 def _print_status(st: dict[str, Any]) -> None:
@@ -170,7 +171,7 @@ def _print_status(st: dict[str, Any]) -> None:
     click.echo(f"daemon pid {st['pid']}: {st['state']} (since {_when(st['started'])}, "
                f"{st['timezone']})")
     if r and r.get("command"):
-        click.echo(f"running: {r['what']}, handed over from the command line, since "
+        click.echo(f"running: {inert(r['what'])}, handed over from the command line, since "
                    f"{_when(r['started'])}")
     elif r:
         p = r.get("progress") or {}
@@ -180,14 +181,14 @@ def _print_status(st: dict[str, Any]) -> None:
                    + (f"; stops at {_when(r['deadline'])}" if r.get("deadline") else "")
                    + (f"; stopping: {r['cancelling']}" if r.get("cancelling") else ""))
     for q in st.get("queue", []):
-        click.echo(f"queued: {q.get('what') or 'set ' + q['set']} ({q['trigger']})")
+        click.echo(f"queued: {inert(q.get('what') or 'set ' + q['set'])} ({q['trigger']})")
     for s in st.get("schedules", []):
         pend = "  (pending: waits for its window)" if s.get("pending") else ""
         win = f", window {s['window']}" if s.get("window") else ""
         click.echo(f"schedule {s['set']} #{s['index']}: {s['spec']}{win}; next "
                    f"{_when(s.get('next_run'))}{pend}")
     for t in st.get("tiers", []):
-        click.echo(f"tier {t['url']}: {t['state']}")
+        click.echo(f"tier {inert(t['url'])}: {t['state']}")
 
 
 def _script_lines(s: dict[str, Any]) -> list[str]:
@@ -215,13 +216,13 @@ def run_cmd(ctx: Ctx, set_name: str, wait: bool, timeout: float | None,
     if ctx.json:
         emit_json(res)
     elif not res.get("queued") and "message" in res:
-        click.echo(res["message"])
+        click.echo(inert(res["message"]))
     else:
         click.echo(f"backup of set {set_name} queued ({res['request_id']})")
     sess = res.get("session")
     if sess is not None:
         if not ctx.json:
-            click.echo(_session_line(sess))
+            click.echo(inert(_session_line(sess)))
         status = sess.get("status")
         if status == "warnings":
             sys.exit(EXIT_INCOMPLETE)
@@ -327,11 +328,11 @@ def set_add(ctx: Ctx, name: str, paths: tuple[str, ...], exclude: tuple[str, ...
     inst.save()
     missing = [p for p in bs.paths if not _exists(p)]
     for p in missing:
-        click.echo(f"warning: {p} does not exist (yet)", err=True)
+        click.echo(f"warning: {inert(p)} does not exist (yet)", err=True)
     if ctx.json:
         emit_json(bs.to_json())
     else:
-        click.echo(f"added set {name}: {', '.join(bs.paths)}; give it a schedule with "
+        click.echo(f"added set {name}: {inert(', '.join(bs.paths))}; give it a schedule with "
                    f"'tiervault schedule add {name} --days mon-fri --time 12:00'")
 
 
@@ -356,7 +357,8 @@ def set_list(ctx: Ctx) -> None:
         extra += f"; tags {', '.join(bs.tags)}" if bs.tags else ""
         extra += f"; pre-script {bs.scripts.pre_script!r}" if bs.scripts.pre_script else ""
         extra += f"; post-script {bs.scripts.post_script!r}" if bs.scripts.post_script else ""
-        click.echo(f"{bs.name}: {', '.join(bs.paths)}{extra}; {len(bs.schedules)} schedule(s)")
+        click.echo(inert(f"{bs.name}: {', '.join(bs.paths)}{extra}; "
+                         f"{len(bs.schedules)} schedule(s)"))
     if not sets:
         click.echo("no backup sets (add one: tiervault set add NAME PATH...)")
 

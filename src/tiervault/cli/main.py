@@ -21,6 +21,7 @@ import click
 
 from tiervault.cli.app import cli
 from tiervault.cli.memory import tune_allocator
+from tiervault.cli.output import inert
 from tiervault.errors import EXIT_USAGE, TierVaultError
 
 __all__ = ["cli", "main", "wants_json"]
@@ -47,7 +48,8 @@ def fail(message: str, code: int, json_mode: bool) -> None:
                                      "message": message}) + "\n")
         sys.stderr.flush()
     else:
-        click.echo(f"tiervault: {message}" if code == 130 else f"tiervault: error: {message}",
+        text = inert(message)  # a name or a server's text in it prints as escapes
+        click.echo(f"tiervault: {text}" if code == 130 else f"tiervault: error: {text}",
                    err=True)
     sys.exit(code)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import time
 from typing import Any
@@ -20,6 +21,32 @@ from tiervault.engine.progress import Progress
 #: ones that only tell about progress or success ("checking ...", "synchronized").
 _PROBLEM_WORDS = ("warning", "error", "offline", "could not", "damaged", "lost", "behind",
                   "disabled", "refused", "failed", "unreachable", "not ")
+
+
+#: What ``inert`` escapes: C0 controls, DEL, C1 controls, the backslash (so that an
+#: escape stays unambiguous) and surrogates (undecodable bytes of a name, which
+#: ``os.fsdecode`` turns into U+DC80..U+DCFF).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\\\\\ud800-\udfff]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch == "\\":
+        return "\\\\"
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # the byte that was not valid UTF-8
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def inert(text: object) -> str:
+    """``text`` made safe to print on a terminal: every control character (C0, DEL,
+    C1, also newline and tab), every byte that was not UTF-8 and the backslash
+    are written as escapes (``\\x1b``, ``\\x0a``, ``\\xff``, ``\\\\``), so that a
+    file name or a server's message cannot move the cursor, retitle the window or
+    forge a line. Every name and every foreign string in human output passes here;
+    ``--json`` keeps the exact text (JSON escapes controls itself)."""
+    return _UNSAFE.sub(_escape, str(text))
 
 
 def emit_json(doc: Any) -> None:
@@ -166,26 +193,26 @@ class TextProgress(Progress):
 
     def on_item(self, kind: str, path: str) -> None:
         if self.verbose:
-            self._print(f"{kind:10} {path}")
+            self._print(f"{kind:10} {inert(path)}")
 
     def on_warning(self, path: str, message: str) -> None:
         if self.json_mode:
             sys.stderr.write(json.dumps({"message_type": "warning", "path": path,
                                          "message": message}) + "\n")
         elif message.startswith(path):
-            self._print(f"warning: {message}")
+            self._print(f"warning: {inert(message)}")
         else:
-            self._print(f"warning: {path}: {message}")
+            self._print(f"warning: {inert(path)}: {inert(message)}")
 
     def on_info(self, message: str) -> None:
         if self.json_mode:
             sys.stderr.write(json.dumps({"message_type": "info", "message": message}) + "\n")
         elif not self.quiet or any(w in message.lower() for w in _PROBLEM_WORDS):
-            self._print(message)
+            self._print(inert(message))
 
     def on_status(self, message: str) -> None:
         if self.live:
-            self._print(message)
+            self._print(inert(message))
 
     def _print(self, line: str) -> None:
         if self._bar is not None:

@@ -227,35 +227,48 @@ class Archiver:
         return self._save(started, ["/" + filename], tid)
 
     def _build_root(self, paths: list[bytes]) -> _PendingDir:
-        """Wrap the backed-up paths in their ancestor directories, up to '/'."""
+        """Wrap the backed-up paths in their ancestor directories, up to '/'.
+
+        Depth first with an explicit stack (a path given may be thousands of
+        names long); each directory is ready after everything below it.
+        """
         tree: dict[bytes, dict] = {}  # type: ignore[type-arg]
         for p in paths:
             d = tree
             for comp in p.strip(b"/").split(b"/"):
                 d = d.setdefault(comp, {})
             d[b""] = {}  # marks a backed-up path
-        return self._ancestor(b"/", b"", tree)
-
-    def _ancestor(self, path: bytes, name: bytes,
-                  children: dict) -> _PendingDir:  # type: ignore[type-arg]
-        st = os.lstat(path)
-        pd = _PendingDir(path, node_from_stat(name, path, st, "dir"))
-        for name, sub in sorted(children.items()):
+        root = self._ancestor(b"/", b"")
+        stack = [(root, iter(sorted(tree.items())))]
+        while stack:
+            pd, children = stack[-1]
+            nxt = next(children, None)
+            if nxt is None:
+                stack.pop()
+                self._ready.append(pd)
+                continue
+            name, sub = nxt
             if name == b"":
                 continue
-            child = os.path.join(path, name)
+            child = os.path.join(pd.path, name)
             if b"" in sub:
-                item = self._entry(path, name, child, pd=pd)
+                item = self._entry(pd.path, name, child, pd=pd)
                 if item is not None:
                     assert not isinstance(item, _SubDir)  # descend=True walks it
                     pd.items.append(item)
-            else:
-                try:
-                    pd.items.append(self._ancestor(child, name, sub))
-                except OSError as e:
-                    self._warn(child, e)
-        self._ready.append(pd)
-        return pd
+                continue
+            try:
+                above = self._ancestor(child, name)
+            except OSError as e:
+                self._warn(child, e)
+                continue
+            pd.items.append(above)
+            stack.append((above, iter(sorted(sub.items()))))
+        return root
+
+    def _ancestor(self, path: bytes, name: bytes) -> _PendingDir:
+        st = os.lstat(path)
+        return _PendingDir(path, node_from_stat(name, path, st, "dir"))
 
     def _entry(self, parent: bytes, name: bytes, path: bytes,
                cached: dict[bytes, CachedFile] | None = None,
@@ -401,14 +414,23 @@ class Archiver:
             self._finish_dir(self._ready.popleft())
 
     def _finish_dir(self, pd: _PendingDir) -> None:
-        if pd.tree_id is not None:  # finished already (its entries are gone)
-            return
+        """Finish ``pd`` and, first, any directory below it not finished yet
+        (children before parents, without recursion: trees may be very deep)."""
+        order: list[_PendingDir] = []
+        stack = [pd]
+        while stack:
+            d = stack.pop()
+            if d.tree_id is None:  # else finished already (its entries are gone)
+                order.append(d)
+                stack.extend(it for it in d.items if isinstance(it, _PendingDir))
+        for d in reversed(order):
+            self._finish_one(d)
+
+    def _finish_one(self, pd: _PendingDir) -> None:
         nodes: list[Node] = []
         for it in pd.items:
             if isinstance(it, _PendingDir):
-                if it.tree_id is None:
-                    self._finish_dir(it)
-                assert it.tree_id is not None
+                assert it.tree_id is not None  # _finish_dir finished it first
                 it.node["subtree"] = it.tree_id
                 nodes.append(it.node)
             elif isinstance(it, tuple):

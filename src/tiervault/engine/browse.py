@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tiervault.engine.patterns import PathPattern
-from tiervault.engine.trees import TreeReader, split_path
+from tiervault.engine.trees import MAX_DEPTH, TreeReader, split_path, too_deep
 from tiervault.errors import UsageError
 from tiervault.vault.repository import Repository
 from tiervault.vault.snapshot import Snapshot
@@ -94,29 +94,39 @@ def diff(repo: Repository, a: Snapshot, b: Snapshot) -> dict[str, list[str]]:
         for p, _ in trees.walk(tid, prefix):
             out[key].append(name(p))
 
-    def walk(ta: bytes, tb: bytes, prefix: tuple[bytes, ...]) -> None:
-        if ta == tb:
-            return
-        na = {n.name: n for n in trees.load(ta)}
-        nb = {n.name: n for n in trees.load(tb)}
-        for nm in sorted(set(na) | set(nb)):
-            p = (*prefix, nm)
-            x, y = na.get(nm), nb.get(nm)
-            if x is None and y is not None:
-                out["added"].append(name(p))
-                if y.kind == "dir":
-                    all_below(y["subtree"], p, "added")
-            elif y is None and x is not None:
-                out["removed"].append(name(p))
-                if x.kind == "dir":
-                    all_below(x["subtree"], p, "removed")
-            elif x is not None and y is not None:
-                if x.kind == "dir" and y.kind == "dir":
-                    walk(x["subtree"], y["subtree"], p)
-                elif _changed(x, y):
-                    out["modified"].append(name(p))
-
-    walk(bytes.fromhex(a.tree), bytes.fromhex(b.tree), ())
+    ta, tb = bytes.fromhex(a.tree), bytes.fromhex(b.tree)
+    if ta == tb:
+        return out
+    # Depth first with an explicit stack (trees may be thousands of levels deep):
+    # one iterator over a directory pair and one name per level.
+    names: list[bytes] = []
+    stack = [trees.pairs(ta, tb)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            if stack:
+                names.pop()
+            continue
+        nm, x, y = item
+        p = (*names, nm)
+        if x is None and y is not None:
+            out["added"].append(name(p))
+            if y.kind == "dir":
+                all_below(y["subtree"], p, "added")
+        elif y is None and x is not None:
+            out["removed"].append(name(p))
+            if x.kind == "dir":
+                all_below(x["subtree"], p, "removed")
+        elif x is not None and y is not None:
+            if x.kind == "dir" and y.kind == "dir":
+                if x["subtree"] != y["subtree"]:  # equal subtrees: nothing changed below
+                    if len(p) > MAX_DEPTH:
+                        raise too_deep()
+                    stack.append(trees.pairs(x["subtree"], y["subtree"]))
+                    names.append(nm)
+            elif _changed(x, y):
+                out["modified"].append(name(p))
     return out
 
 

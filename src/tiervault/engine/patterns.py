@@ -24,12 +24,14 @@ class PathPattern:
     text: str
     parts: tuple[str, ...]
     anchored: bool
+    #: Per part: True if it is a glob (else only an equal name matches it).
+    globs: tuple[bool, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> PathPattern:
         """Compile ``text`` (a trailing ``/`` and ``.`` components are ignored)."""
         parts = tuple(p for p in text.split("/") if p and p != ".")
-        return cls(text, parts, text.startswith("/"))
+        return cls(text, parts, text.startswith("/"), tuple(_is_glob(p) for p in parts))
 
     def is_literal(self) -> bool:
         """True if it has no glob characters (an exact path)."""
@@ -37,7 +39,10 @@ class PathPattern:
 
     def matches(self, path: Comps) -> bool:
         """True if the whole of ``path`` (or, unanchored, an ending of it) matches."""
-        names = tuple(os.fsdecode(c) for c in path)
+        # One decode for the whole path (names never hold a '/'): paths may be
+        # thousands of names long, and every entry of a tree is matched.
+        names = tuple(os.fsdecode(b"/".join(path)).split("/")) if path else ()
+        globs = self.globs or tuple(_is_glob(p) for p in self.parts)
         if "**" not in self.parts:
             # The common case, without recursion (trees may be thousands deep).
             n = len(self.parts)
@@ -45,21 +50,57 @@ class PathPattern:
                 return not names
             if len(names) < n or (self.anchored and len(names) != n):
                 return False
-            return all(_part(p, x) for p, x in zip(self.parts, names[-n:], strict=True))
+            return all(_part(p, x, g) for p, x, g in zip(self.parts, names[-n:], globs[-n:],
+                                                          strict=True))
         if self.anchored:
-            return _match(self.parts, names)
-        return any(_match(self.parts, names[i:]) for i in range(len(names)))
+            return _match(self.parts, names, globs)
+        # An ending of the path matches: the same as a leading '**' (which may
+        # match nothing), for a path of at least one name.
+        return bool(names) and _match(("**", *self.parts), names, (True, *globs))
 
 
-def _part(pattern: str, name: str) -> bool:
+def _is_glob(part: str) -> bool:
+    return any(ch in part for ch in "*?[")
+
+
+def _part(pattern: str, name: str, glob: bool = True) -> bool:
     # Equal names match too, so a literal path holding '[' or '*' still works.
-    return pattern == name or fnmatch.fnmatchcase(name, pattern)
+    return pattern == name or (glob and fnmatch.fnmatchcase(name, pattern))
 
 
-def _match(parts: tuple[str, ...], names: tuple[str, ...]) -> bool:
-    if not parts:
-        return not names
-    head, rest = parts[0], parts[1:]
-    if head == "**":
-        return any(_match(rest, names[i:]) for i in range(len(names) + 1))
-    return bool(names) and _part(head, names[0]) and _match(rest, names[1:])
+def _match(parts: tuple[str, ...], names: tuple[str, ...],
+           globs: tuple[bool, ...] | None = None) -> bool:
+    """True if the names match the parts, a '**' matching any number of names.
+
+    Without recursion (paths may be thousands of names long): the usual wildcard
+    matcher that, on a mismatch, lets the last '**' seen take one more name.
+    """
+    def part(i: int, name: str) -> bool:
+        return _part(parts[i], name, True if globs is None else globs[i])
+
+    # The parts after the last '**' must match the last names: a cheap test that
+    # settles most entries of a deep tree (``**/leaf`` against /d/d/.../d).
+    k = len(parts)
+    while k and parts[k - 1] != "**":
+        k -= 1
+    tail = len(parts) - k
+    if tail > len(names) or not all(part(k + i, names[len(names) - tail + i])
+                                    for i in range(tail)):
+        return False
+    pi = ni = 0
+    star, star_ni = -1, 0
+    while ni < len(names):
+        if pi < len(parts) and parts[pi] == "**":
+            star, star_ni = pi, ni
+            pi += 1
+        elif pi < len(parts) and part(pi, names[ni]):
+            pi += 1
+            ni += 1
+        elif star >= 0:
+            star_ni += 1
+            pi, ni = star + 1, star_ni
+        else:
+            return False
+    while pi < len(parts) and parts[pi] == "**":
+        pi += 1
+    return pi == len(parts)

@@ -99,6 +99,7 @@ class Restorer:
         # so a symlink already in the target (or restored earlier) is never followed.
         self._good: set[bytes] = set()
         self._created: set[bytes] = set()  # files this run created (hard link sources)
+        self._lost: set[bytes] = set()  # directories not restored (warned, or beneath one)
         #: Set to stop (SIGINT): workers end at the next blob.
         self.stop = stop if stop is not None else threading.Event()
         self._lock = threading.Lock()
@@ -134,9 +135,9 @@ class Restorer:
                     selected_dirs.add(path)
                 for entry in above:
                     if not entry[2]:
-                        plan.dirs.append((os.path.join(self.target, *entry[0]), entry[1]))
+                        plan.dirs.append((self._under(entry[0]), entry[1]))
                         entry[2] = True
-            full = os.path.join(self.target, *path)
+            full = self._under(path)
             kind = node.kind
             if kind == "dir":
                 plan.dirs.append((full, node))
@@ -180,7 +181,7 @@ class Restorer:
         finally:
             self._at.close()
             self._at = None
-        self.stats["dirs"] = len(plan.dirs)
+        self.stats["dirs"] = sum(1 for path, _ in plan.dirs if path in self._good)
         return self.stats
 
     def _run(self, plan: RestorePlan) -> None:
@@ -216,6 +217,11 @@ class Restorer:
         for path, node in plan.links:
             self._symlink(path, node)
         self._dir_meta(plan)
+
+    def _under(self, path: tuple[bytes, ...]) -> bytes:
+        """Where ``path`` (vetted names) lands below the target; os.path.join would
+        take time in the square of the depth."""
+        return self.target.rstrip(b"/") + b"/" + b"/".join(path)
 
     def _fds(self) -> DirFds:
         assert self._at is not None, "only while running"
@@ -286,7 +292,8 @@ class Restorer:
     def _mkdir(self, path: bytes, top: bool = False) -> bool:
         if not top:
             if not self._parent_ok(path):
-                self._warn(path, "parent directory could not be restored")
+                self._orphan(path)
+                self._lost.add(path)
                 return False
             try:
                 self._fds().mkdir(self._rel(path))
@@ -295,6 +302,7 @@ class Restorer:
                     self._warn(path, "exists and is not a directory; not restoring beneath it")
                 else:
                     self._warn(path, _strerror(e))
+                self._lost.add(path)
                 return False
             self._good.add(path)
             return True
@@ -303,13 +311,25 @@ class Restorer:
         except FileNotFoundError:
             try:
                 os.makedirs(path, mode=0o700, exist_ok=True)
+                self._good.add(path)
                 return True
             except OSError as e:
                 raise TierVaultError(f"cannot create {os.fsdecode(path)}: {e.strerror}") \
                     from None
         if not stat.S_ISDIR(st.st_mode):
             raise UsageError(f"{os.fsdecode(path)} exists and is not a directory")
+        self._good.add(path)
         return True
+
+    def _orphan(self, path: bytes) -> None:
+        """An entry whose directory is not restored. Only the highest one is a warning:
+        below a directory already reported, entries are counted, not listed again
+        (a chain thousands deep past PATH_MAX is one line, not thousands)."""
+        if os.path.dirname(path) in self._lost:
+            with self._lock:
+                self.stats["errors"] += 1
+        else:
+            self._warn(path, "parent directory could not be restored")
 
     def _parent_ok(self, path: bytes) -> bool:
         # Created or found a real directory (the target itself always is).
@@ -323,7 +343,7 @@ class Restorer:
             if f.link_to is not None:
                 continue
             if not self._parent_ok(f.path):
-                self._warn(f.path, "parent directory could not be restored")
+                self._orphan(f.path)
                 continue
             try:
                 with at.parent(self._rel(f.path)) as (dfd, name):
@@ -486,7 +506,7 @@ class Restorer:
 
     def _symlink(self, path: bytes, node: Node) -> None:
         if not self._parent_ok(path):
-            self._warn(path, "parent directory could not be restored")
+            self._orphan(path)
             return
         at = self._fds()
         try:

@@ -9,6 +9,11 @@ from tiervault.errors import IntegrityError
 from tiervault.vault.repository import Repository
 from tiervault.vault.tree import Node, decode_tree
 
+#: The deepest nesting walked. No snapshot tiervault makes comes near it (backup
+#: reads paths up to PATH_MAX, 4096 bytes: about 2,000 levels); a deeper tree is
+#: damaged or made to exhaust memory, and is refused with one error line.
+MAX_DEPTH = 32_768
+
 
 def safe_name(name: bytes) -> bool:
     """True if ``name`` is one harmless path component."""
@@ -35,27 +40,38 @@ class TreeReader:
             out.append(n)
         return out
 
-    def walk(self, tree_id: bytes, prefix: tuple[bytes, ...] = (),
-             depth: int = 0) -> Iterator[tuple[tuple[bytes, ...], Node]]:
+    def walk(self, tree_id: bytes, prefix: tuple[bytes, ...] = ()
+             ) -> Iterator[tuple[tuple[bytes, ...], Node]]:
         """Yield (path components, node) for every entry, parents before children.
 
         Iterative (an explicit stack), so trees deeper than Python's recursion
-        limit are walked too.
+        limit are walked too; the stack holds one name and one iterator per
+        level, so memory grows with the depth, not with its square.
         """
-        stack: list[tuple[tuple[bytes, ...], Iterator[Node]]] = [
-            (prefix, iter(self.load(tree_id)))]
+        names = list(prefix)
+        stack: list[Iterator[Node]] = [iter(self.load(tree_id))]
         while stack:
-            base, entries = stack[-1]
-            n = next(entries, None)
+            n = next(stack[-1], None)
             if n is None:
                 stack.pop()
+                if stack:  # leaving a subdirectory: its name goes too
+                    names.pop()
                 continue
-            path = (*base, n.name)
+            path = (*names, n.name)
             yield path, n
             if n.kind == "dir":
-                if depth + len(stack) > 4096:
-                    raise IntegrityError("tree nesting is too deep (a loop?)")
-                stack.append((path, iter(self.load(n["subtree"]))))
+                if len(path) > MAX_DEPTH:
+                    raise too_deep()
+                stack.append(iter(self.load(n["subtree"])))
+                names.append(n.name)
+
+    def pairs(self, tree_a: bytes, tree_b: bytes
+              ) -> Iterator[tuple[bytes, Node | None, Node | None]]:
+        """(name, entry in a, entry in b) for every name of either tree, sorted."""
+        na = {n.name: n for n in self.load(tree_a)}
+        nb = {n.name: n for n in self.load(tree_b)}
+        for name in sorted(set(na) | set(nb)):
+            yield name, na.get(name), nb.get(name)
 
     def lookup(self, tree_id: bytes, path: tuple[bytes, ...]) -> Node | None:
         """The node at ``path`` (components) below ``tree_id``, or None."""
@@ -68,6 +84,12 @@ class TreeReader:
             if node.kind == "dir":
                 cur = node["subtree"]
         return node
+
+
+def too_deep() -> IntegrityError:
+    """The error for a tree nested deeper than MAX_DEPTH."""
+    return IntegrityError(f"a snapshot tree nests deeper than {MAX_DEPTH} levels: the vault "
+                          "is damaged or was made to exhaust memory")
 
 
 def split_path(path: str) -> tuple[bytes, ...]:
