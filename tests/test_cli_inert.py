@@ -113,7 +113,10 @@ def test_hostile_names_print_inert(tmp_path: Path) -> None:
     assert err.returncode == 2 and "nothing\\x1b[2J is not in snapshot" in err.stderr, \
         describe(err)
     bad_url = run_tv(home, "tier", "add", "--no-sync", "nosuch\x1b[2J://x")
-    assert bad_url.returncode == 2 and "nosuch\\x1b[2J://x" in bad_url.stderr, describe(bad_url)
+    # The URL parser escapes control characters itself (its messages also reach the
+    # daemon's log), and the printing escapes that backslash once more: inert either way.
+    assert bad_url.returncode == 2 and "nosuch\\\\x1b[2J://x" in bad_url.stderr, \
+        describe(bad_url)
     assert_inert(bad_url)
 
     # Restore: a directory in the way of one with an escape in its name is a warning.

@@ -10,6 +10,7 @@ compared, checked and restored through the CLI.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -137,10 +138,20 @@ def test_snapshot_tree_5000_levels_deep(tmp_path: Path) -> None:
     diff = ok(run_tv(home, "diff", b, a)).stdout
     assert diff == f"M {leaf}\n0 added, 0 removed, 1 modified\n"
     assert tv_json(home, "check", "--read-data")["ok"] is True
-    # Restore: the leaf's path is longer than PATH_MAX, so the deep part cannot
-    # be created; that is a warning per entry and exit 1, not a traceback.
+    # Restore is descriptor-relative (each directory opened from its parent), so the
+    # whole chain is restored although the leaf's path is longer than PATH_MAX.
     out = tmp_path / "out"
-    proc = restore(home, b, str(out), expect=1)
-    assert "too long" in proc.stderr, describe(proc)
-    assert os.path.isdir(out / "d" / "d")
+    summary = json.loads(restore(home, b, str(out)).stdout)
+    assert summary["dirs_restored"] == depth and summary["files_restored"] == 1
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    leaf_fd = os.open("leaf", os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    try:
+        assert os.read(leaf_fd, 16) == b"new"
+    finally:
+        os.close(leaf_fd)
     rmtree_deep(out)

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.daemonkit import DaemonProc, add_to_config
 from tests.helpers import describe, ok, run_tv
 from tests.servers.ftp_server import FtpServerProcess
 
@@ -145,6 +147,26 @@ def test_tampered_server_cannot_hurt_the_speed_vault(tmp_path: Path, ftp: FtpSer
             live.append(json.loads(ok(run_tv(s.home, "--json", "snapshots", env=s.env))
                                    .stdout)[-1]["id"])
             s.expected[live[-1]] = {p.name: p.read_bytes() for p in s.src.iterdir()}
+    # A daemon round: a job of the set (backup, then its retention: forget + prune)
+    # and the idle synchronization after it.
+    ok(s.tv("set", "add", "src", str(s.src)))
+    add_to_config(s.home, '[sets.src.retention]\nkeep_last = 10\n')
+    daemon = DaemonProc(tmp_path, s.home).start()
+    try:
+        job = ok(s.tv("--json", "run", "src", "--wait"))
+        assert "Traceback" not in daemon.log(), daemon.log()
+        # Idle rounds every 0.5 s: give them a few seconds (a sync session appears
+        # only when a tier is behind).
+        end = time.monotonic() + 5
+        while time.monotonic() < end and not any(
+                x["kind"] == "sync" for x in daemon.status("--sessions", "20")["sessions"]):
+            time.sleep(0.5)
+    finally:
+        daemon.stop()
+    assert json.loads(job.stdout)["session"]["status"] == "success", describe(job)
+    snaps = json.loads(ok(run_tv(s.home, "--json", "snapshots", env=s.env)).stdout)
+    live.append(snaps[-1]["id"])
+    s.expected[live[-1]] = {p.name: p.read_bytes() for p in s.src.iterdir()}
     s.honest_restores_everything(live)
     assert "stale or damaged" in warnings and "ftp://" in warnings, warnings
 

@@ -221,7 +221,9 @@ class SessionWrites:
 
     def cancel(self) -> None:
         """Stop every lane (queued writes are dropped; running ones finish)."""
-        for lane in self.lanes.values():
+        # Every lane this tier set made (a lane made while another thread closed the
+        # set is not in ``lanes``): none of their threads may go on waiting.
+        for lane in [*self.lanes.values(), *self.every_lane]:
             lane.cancel()
         self.lanes.clear()
 
@@ -229,6 +231,7 @@ class SessionWrites:
         """Wait until no write of this tier set is in flight (tests of crashes: a dead
         process's writes must not land later). Lanes must be cancelled first."""
         for lane in self.every_lane:
+            lane.cancel()  # idempotent: a lane nobody cancelled would be waited for in vain
             lane.join(60)
 
     def wait_idle(self, timeout: float) -> None:
