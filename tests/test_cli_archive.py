@@ -127,3 +127,23 @@ def test_archive_mark_reaches_the_ftp_server_by_sync(ftp: Setup) -> None:
     s.ok("archive", "release", sid[:8])
     assert not (s.server.dir / "archives" / sid).exists()
     assert not (s.speed / "archives" / sid).exists()
+
+
+def test_a_mark_made_again_after_a_release_survives_sync(ftp: Setup) -> None:
+    """Newcomer trial 3 (blocker): mark, release, mark again; a later offline backup
+    and sync removed the mark from the server (the release's deletion was replayed),
+    so with the speed vault away the snapshot was no longer archived."""
+    s = ftp
+    sid = s.backup()["snapshot_id"]
+    s.ok("archive", "mark", sid[:8])
+    s.ok("archive", "release", sid[:8])
+    s.ok("archive", "mark", sid[:8])
+    assert (s.server.dir / "archives" / sid).is_file()
+    s.server.kill()
+    s.backup()
+    s.server.start()
+    s.ok("sync")
+    assert (s.server.dir / "archives" / sid).read_bytes() == \
+        (s.speed / "archives" / sid).read_bytes()
+    assert {x["id"]: x["flags"] for x in s.json("snapshots")}[sid] == "A"
+    s.ok("check")

@@ -142,3 +142,24 @@ def test_a_command_waits_for_the_running_backup_and_ctrl_c_leaves_the_queue(
     assert mine[0]["started"] >= job["ended"]
     snaps = json.loads(ok(run_tv(home, "--json", "snapshots")).stdout)
     assert any(s["paths"] == [str(other)] for s in snaps)
+
+
+def test_backup_typed_after_a_daemon_job_uses_the_files_cache(
+        tmp_path: Path, daemon_proc: Callable[[Path], DaemonProc]) -> None:
+    """Newcomer trial 3: after the daemon's own backup, `backup PATH` handed over to it
+    died with `sqlite3.OperationalError: database is locked` (the daemon kept its
+    files-cache transaction open between jobs)."""
+    src, other = _sources(tmp_path)
+    home, _ = init_vault(tmp_path, "home")
+    ok(run_tv(home, "set", "add", "docs", src))
+    d = daemon_proc(home).start()
+    job = json.loads(ok(run_tv(home, "--json", "run", "docs", "--wait")).stdout)
+    assert job["session"]["status"] == "success", job
+    for path in (other, src):
+        p = run_tv(home, "--json", "backup", str(path), timeout=120)
+        assert p.returncode == 0 and "Traceback" not in p.stderr, describe(p)
+    # The set's files were cached by the daemon's job: the typed backup reads none.
+    summary = json.loads(p.stdout)
+    assert summary["files_new"] == 0 and summary["files_changed"] == 0, summary
+    assert summary["files_unmodified"] == 6, summary
+    assert d.proc is not None and d.proc.poll() is None

@@ -141,17 +141,21 @@ def test_snapshot_tree_5000_levels_deep(tmp_path: Path) -> None:
     # Restore is descriptor-relative (each directory opened from its parent), so the
     # whole chain is restored although the leaf's path is longer than PATH_MAX.
     out = tmp_path / "out"
-    summary = json.loads(restore(home, b, str(out)).stdout)
-    assert summary["dirs_restored"] == depth and summary["files_restored"] == 1
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
-    for _ in range(depth):
-        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-        os.close(fd)
-        fd = nfd
-    leaf_fd = os.open("leaf", os.O_RDONLY, dir_fd=fd)
-    os.close(fd)
     try:
-        assert os.read(leaf_fd, 16) == b"new"
+        summary = json.loads(restore(home, b, str(out)).stdout)
+        assert summary["dirs_restored"] == depth and summary["files_restored"] == 1
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+        for _ in range(depth):
+            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        leaf_fd = os.open("leaf", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        try:
+            assert os.read(leaf_fd, 16) == b"new"
+        finally:
+            os.close(leaf_fd)
     finally:
-        os.close(leaf_fd)
-    rmtree_deep(out)
+        # pytest's own clean-up of old temporary folders recurses: never leave it this tree.
+        if out.exists():
+            rmtree_deep(out)

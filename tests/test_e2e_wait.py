@@ -159,6 +159,27 @@ def test_wait_timeout_is_the_bound_the_user_gets(vault: Vault) -> None:
         hung.close()
 
 
+def test_reads_with_every_tier_away_answer_within_seconds(vault: Vault) -> None:
+    """Newcomer trial 3: with the disk unplugged and the server down, `snapshots` and
+    `restore` took 16 s (every reconnect attempt) to say that nothing is reachable."""
+    vault.server.kill()
+    vault.unplug()
+    for args in (["snapshots"], ["restore", "latest", str(vault.tmp / "r-away")]):
+        took, p = vault.tv(*args)
+        assert p.returncode == 5 and "is reachable" in p.stderr, describe(p)
+        assert took < 5 + QUICK, f"{args[0]} with every tier away took {took:.1f} s"
+
+
+def test_sync_with_the_stale_tier_away_is_not_a_success(vault: Vault) -> None:
+    """A tier that missed writes and is still offline was not synchronized: exit 5."""
+    vault.server.kill()
+    ok(vault.tv("backup", "--no-sync", str(vault.tmp / "src"))[1])  # the server misses it
+    _took, p = vault.tv("sync")
+    assert p.returncode == 5 and "behind and offline" in p.stderr, describe(p)
+    vault.server.start()
+    ok(vault.tv("sync")[1])
+
+
 def test_summary_duration_counts_the_wait(vault: Vault) -> None:
     vault.server.kill()
     vault.unplug()
@@ -211,6 +232,8 @@ def test_full_speed_vault_with_server_down_raises_once_and_leaves_no_orphan_to_c
         told = [ln for ln in p.stderr.splitlines()
                 if "No space left" in ln and not ln.startswith("tiervault: error:")]
         assert len(told) == 1, describe(p)
+        # A full disk is not a login problem: the advice is to free space.
+        assert "free space" in told[0] and "credentials" not in told[0], describe(p)
         orphans = set(p.name for p in (speed / "data").rglob("*")
                       if p.is_file() and not p.name.startswith(".")) - before
         assert orphans, "the test needs a pack that fitted before the disk was full"

@@ -9,7 +9,7 @@ import click
 from tiervault.cli.app import cli
 from tiervault.cli.context import Ctx, json_option, with_session
 from tiervault.cli.filters import filter_options, snapshot_filter
-from tiervault.cli.output import emit_json, human_bytes, inert
+from tiervault.cli.output import emit_json, human_bytes, inert, local_time
 from tiervault.engine.policy import Duration, GfsPolicy, Policy, parse_group_by
 from tiervault.errors import UsageError
 from tiervault.service import ops
@@ -73,7 +73,7 @@ def _finish(ctx: Ctx, sess: VaultSession, res: dict[str, Any], do_prune: bool,
         click.echo(f"{'':12}  {'ID':8}  {'Time':25}  {'Host':15}  {'Tags':15}  Paths")
     for action, s in rows:
         why = f"  ({', '.join(s['reasons'])})" if s.get("reasons") else ""
-        click.echo(f"{action:12}  {s['short_id']:8}  {s['time'][:25]:25}  "
+        click.echo(f"{action:12}  {s['short_id']:8}  {local_time(s['time']):25}  "
                    f"{inert(s['hostname'])[:15]:15}  {inert(','.join(s['tags']))[:15]:15}  "
                    f"{inert(', '.join(s['paths']))}{why}")
     click.echo(f"{len(res['keep'])} kept, {len(res['remove'])} {verb}")

@@ -74,6 +74,12 @@ def sync(ctx: Ctx, wait_timeout: float | None) -> None:
             "revision is reachable to copy from; run 'tiervault sync' again when it answers")
     if stuck:
         sys.exit(1)
+    away = [r for r in rows if r["state"] == "offline"
+            and (r["missed_writes"] or r["expected_revision"] < r["max_revision"])]
+    if away:
+        raise WaitTimeoutError(
+            f"{', '.join(r['url'] for r in away)} is behind and offline: it was not "
+            "synchronized; run 'tiervault sync' again when it answers")
 
 
 @cli.group()

@@ -15,6 +15,7 @@ from tiervault.cli.output import (
     emit_json,
     human_bytes,
     inert,
+    local_time,
     plural,
     say_warnings,
 )
@@ -196,19 +197,6 @@ def snapshots(ctx: Ctx, sess: VaultSession, tag: tuple[str, ...], host: tuple[st
 
 #: Tags wrap (at commas) past this width rather than being cut.
 _TAGS_WIDTH = 24
-
-
-def local_time(iso: str) -> str:
-    """'2026-12-01T18:06:12.206063+00:00' -> '2026-12-01 19:06:12 +01:00' in the local zone
-    (seconds, no fraction, the zone's offset always shown)."""
-    from datetime import datetime
-
-    try:
-        t = datetime.fromisoformat(iso).astimezone()
-    except ValueError:
-        return iso
-    off = t.strftime("%z")
-    return f"{t:%Y-%m-%d %H:%M:%S} {off[:3]}:{off[3:]}"
 
 
 def _wrap_tags(tags: list[str]) -> list[str]:

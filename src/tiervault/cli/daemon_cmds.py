@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tiervault.cli.output import emit_json, human_bytes, inert
+from tiervault.cli.output import emit_json, human_bytes, inert, plural
 from tiervault.daemon.schedule import local_zone
 from tiervault.daemon.server import ControlClient
 from tiervault.daemon.sets import (
@@ -75,7 +75,7 @@ def _session_line(s: dict[str, Any]) -> str:
                 + (f"; {d['error']}" if d.get("error") else ""))
     extra = ""
     if d.get("snapshot_id"):
-        extra = (f"snapshot {d.get('short_id')}, {d.get('files_selected', 0)} files, "
+        extra = (f"snapshot {d.get('short_id')}, {plural(d.get('files_selected', 0), 'file')}, "
                  f"{human_bytes(d.get('bytes_selected', 0))}, "
                  f"{human_bytes(d.get('bytes_sent', 0))} sent")
         if d.get("tiers_missed"):
@@ -176,7 +176,7 @@ def _print_status(st: dict[str, Any]) -> None:
     elif r:
         p = r.get("progress") or {}
         click.echo(f"running: backup of set {r['set']} ({r['trigger']}) since "
-                   f"{_when(r['started'])}: {p.get('files_done', 0)} files, "
+                   f"{_when(r['started'])}: {plural(p.get('files_done', 0), 'file')}, "
                    f"{human_bytes(p.get('bytes_done', 0))}"
                    + (f"; stops at {_when(r['deadline'])}" if r.get("deadline") else "")
                    + (f"; stopping: {r['cancelling']}" if r.get("cancelling") else ""))

@@ -15,6 +15,7 @@ argument), which are also one line in text mode.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 
 import click
@@ -85,3 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         fail("interrupted", 130, json_mode)
     except BrokenPipeError:
         sys.exit(1)
+    except sqlite3.OperationalError as e:
+        # The installation's state database (HOME/state.db, files-cache.db) could
+        # not be used: busy beyond its 30 s timeout, or the disk refuses it.
+        fail(f"the installation's state database could not be used ({e}); if another "
+             "tiervault process of this installation is running, try again when it ends",
+             1, json_mode)

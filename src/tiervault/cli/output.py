@@ -84,6 +84,19 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover (the loop returns)
 
 
+def local_time(iso: str) -> str:
+    """'2026-12-01T18:06:12.206063+00:00' -> '2026-12-01 19:06:12 +01:00' in the local zone
+    (seconds, no fraction, the zone's offset always shown)."""
+    from datetime import datetime
+
+    try:
+        t = datetime.fromisoformat(iso).astimezone()
+    except ValueError:
+        return iso
+    off = t.strftime("%z")
+    return f"{t:%Y-%m-%d %H:%M:%S} {off[:3]}:{off[3:]}"
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """plural(1, 'file') -> '1 file'; plural(2, 'file') -> '2 files'."""
     return f"{n} {word if n == 1 else (many or word + 's')}"

@@ -39,7 +39,7 @@ from tiervault.service.session import VaultSession, build_tierset
 from tiervault.service.tierops import pack_references, run_sync
 from tiervault.service.trust import removed_files
 from tiervault.state.db import iso_time
-from tiervault.tiers.tier import OFFLINE, ONLINE, REFUSED_HINT
+from tiervault.tiers.tier import OFFLINE, ONLINE, refusal_hint
 from tiervault.tiers.tierset import TierSet
 from tiervault.vault.repository import Repository
 
@@ -230,6 +230,9 @@ class JobRunner:
                     sess.end_writes()
             return status
         finally:
+            # No files-cache transaction stays open between jobs: a command the
+            # daemon lends its lock to writes the same cache.
+            self.inst.db.commit_cache()
             sess.close()
 
 
@@ -381,7 +384,7 @@ class IdleRound:
                 if self._told_refused.get(t.name) != t.error:
                     self._told_refused[t.name] = t.error or ""
                     self.notifier.notify(TIER_REFUSED, f"tier {t.name} refuses access: "
-                                         f"{t.error}; {REFUSED_HINT}", tier=t.name)
+                                         f"{t.error}; {refusal_hint(t.error or '')}", tier=t.name)
             else:
                 self._told_refused.pop(t.name, None)
             since = t.record.first_offline

@@ -204,6 +204,8 @@ class Archiver:
             complete=not self.progress.warnings)
         if not self.opts.dry_run:
             self.repo.save_snapshot(snap, archived=self.opts.archive)
+        if self.db is not None:
+            self.db.commit_cache()  # the data it names is stored: the cache may say so
         return snap
 
     def run_stdin(self, f: BinaryIO, filename: str) -> Snapshot:

@@ -165,6 +165,7 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
     """
     from tiervault.service.trust import mutable_check, verify_tiers
 
+    ts.confirm_stale()
     opened: Repository | None = None
     # Only with a source to sync from: opening the vault reads through the tier
     # set, which would wait (unbounded by default) for a tier to come online.

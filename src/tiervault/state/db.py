@@ -108,21 +108,30 @@ class StateDB:
                 # A damaged cache is simply rebuilt.
                 self._cache_path.unlink(missing_ok=True)
                 self._cache = _connect(self._cache_path, _CACHE_SCHEMA, "OFF")
-            self._cache.execute("BEGIN")
+        if not self._cache.in_transaction:
+            self._cache.execute("BEGIN")  # a batch: committed by commit_cache or close
         return self._cache
 
     def commit_cache(self) -> None:
-        """Make the files cache updates so far visible and start a new batch."""
+        """Make the files cache updates so far visible; no transaction stays open, so
+        another process of the installation (a command the daemon lent its lock to)
+        can write the cache."""
         with self._cache_lock:
-            if self._cache is not None:
+            if self._cache is not None and self._cache.in_transaction:
                 self._cache.execute("COMMIT")
-                self._cache.execute("BEGIN")
+
+    def rollback_cache(self) -> None:
+        """Drop the files cache updates of a backup that did not complete."""
+        with self._cache_lock:
+            if self._cache is not None and self._cache.in_transaction:
+                self._cache.execute("ROLLBACK")
 
     def close(self) -> None:
         """Commit the files cache and close both databases."""
         with self._cache_lock:
             if self._cache is not None:
-                self._cache.execute("COMMIT")
+                if self._cache.in_transaction:
+                    self._cache.execute("COMMIT")
                 self._cache.close()
                 self._cache = None
         with self._lock:
@@ -292,6 +301,12 @@ class StateDB:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def forget_deletion(self, kind: str, name: str) -> None:
+        """``name`` is written again (an archive mark made again after a release):
+        it is no longer a deletion for sync to carry to other tiers."""
+        with self._lock:
+            self._db.execute("DELETE FROM deletions WHERE type = ? AND name = ?", (kind, name))
 
     def deleted(self, kind: str) -> set[str]:
         """The names of files of one kind this installation deleted."""

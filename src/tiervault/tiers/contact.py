@@ -12,7 +12,9 @@ not keep the process alive after the command is done.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tiervault.errors import (
     BackendError,
@@ -22,7 +24,16 @@ from tiervault.errors import (
     UnpluggedError,
 )
 from tiervault.storage.base import Backend, FileType, Handle
-from tiervault.tiers.tier import MAX_REVISION_FILE, Tier, parse_revision
+from tiervault.tiers.tier import (
+    MAX_REVISION_FILE,
+    SYNCING,
+    UNSYNCHRONIZED,
+    Tier,
+    parse_revision,
+)
+
+if TYPE_CHECKING:
+    from tiervault.tiers.tierset import TierSet
 
 _REV = Handle(FileType.REVISION)
 
@@ -118,3 +129,25 @@ class Prober:
             self._closed = True
             self._answers.clear()
             self._cond.notify_all()
+
+
+def confirm_stale(ts: TierSet) -> None:
+    """Tiers to be synchronized answer one quick probe first (at most the connect
+    grace): one that died during the command is offline now, not waited for
+    through a whole reconnect procedure (the closing sync of a backup whose
+    server died under it)."""
+    stale = [t for t in ts.tiers if t.state in (UNSYNCHRONIZED, SYNCING)]
+    futures = [(t, ts._pool.submit(fetch_revision, t, ts.probe_backend(t))) for t in stale]
+    end = time.monotonic() + ts.connect_grace
+    for t, fut in futures:
+        try:
+            rev, err = fut.result(timeout=max(0.0, end - time.monotonic()))
+        except TimeoutError:
+            rev, err = None, TransientError("no answer (still trying in the background)")
+        if rev is None:
+            assert err is not None
+            if not isinstance(err, (BackendError, IntegrityError)):
+                raise err
+            with ts._lock:
+                ts._go_offline(t, err)
+                ts._save_records([t])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -96,6 +97,19 @@ def without_prefix(text: str, *names: str) -> str:
 #: What to tell the user about a refusing tier (after the server's own reason).
 REFUSED_HINT = ("fix the credentials or the server settings in the URL, config.toml "
                 "[credentials] or the environment")
+
+
+#: What to do about a tier that refuses writes because it is full.
+FULL_HINT = ("free space on it (for example 'tiervault forget ... --prune') or move the "
+             "tier to a larger disk; the other tiers go on taking the backups")
+
+
+def refusal_hint(e: BaseException | str) -> str:
+    """What to do about a refusal: a full disk is not a login problem."""
+    cause = e.__cause__ if isinstance(e, BaseException) else None
+    full = getattr(cause, "errno", None) in (errno.ENOSPC, errno.EDQUOT) \
+        or "No space left" in str(e) or "Disk quota exceeded" in str(e)
+    return FULL_HINT if full else REFUSED_HINT
 
 
 def is_refusal(e: BaseException) -> bool:

@@ -43,18 +43,18 @@ from tiervault.errors import (
 )
 from tiervault.state.db import StateDB
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
-from tiervault.tiers.contact import Answer, Prober, fetch_revision
+from tiervault.tiers.contact import Answer, Prober, confirm_stale, fetch_revision
 from tiervault.tiers.distrust import set_aside, vet
 from tiervault.tiers.revisions import check_revision, classify, max_revision, why_waiting
 from tiervault.tiers.temporaries import clean_tiers
 from tiervault.tiers.tier import (
     OFFLINE,
     ONLINE,
-    REFUSED_HINT,
     SYNCING,
     UNSYNCHRONIZED,
     Tier,
     is_refusal,
+    refusal_hint,
 )
 from tiervault.tiers.writes import SessionWrites
 
@@ -68,6 +68,8 @@ Notify = Callable[[str], None]
 DAMAGED_KEY = "damaged_files"
 #: How long connecting waits for tiers' first answers before going on with those that gave one.
 CONNECT_GRACE = 1.0
+#: How long a read (wait timeout 0) waits for reconnects under way when no tier is online.
+READ_WAIT = 4.0
 #: A tier this many bytes behind the fastest one drops out of the session (also the
 #: bound on the memory its queue holds).
 LAG_BYTES = 64 << 20
@@ -163,7 +165,8 @@ class TierSet(Backend):
             self._said_offline.add(kind)
             if refused:
                 # Not a quiet "offline": nothing comes back by itself, a person must act.
-                self._say(f"warning: tier {t.name} refuses access: {reason}; {REFUSED_HINT}")
+                self._say(f"warning: tier {t.name} refuses access: {reason}; "
+                          f"{refusal_hint(e)}")
             else:
                 self._say(f"tier {t.name} is offline: {reason}")
         t.state = OFFLINE
@@ -327,6 +330,10 @@ class TierSet(Backend):
             self._apply_answers()
         self._apply_answers()
 
+    def confirm_stale(self) -> None:
+        """One quick probe of each tier to be synchronized (tiers/contact.py)."""
+        confirm_stale(self)
+
     def _read_rev(self, t: Tier, backend: Backend | None = None) -> int | None:
         """The tier's revision (0 if it has none yet), read now; None if unreachable."""
         rev, err = fetch_revision(t, backend or t.backend)
@@ -436,15 +443,19 @@ class TierSet(Backend):
         are waited for.
         """
         start = self.clock()
+        begun = time.monotonic()
         while True:
             self._apply_answers()
             if self.online():
                 return
             if self.wait_timeout == 0:
-                if not self._prober.running():
+                # A read waits for the reconnect procedures under way, a few seconds at
+                # most: someone on the road without the disk wants the answer now.
+                if not self._prober.running() or time.monotonic() - begun >= READ_WAIT:
                     raise WaitTimeoutError(f"no tier of vault {self.vault_name} is reachable "
                                            f"({self._why_waiting()})")
-                self._prober.wait(self.probe_interval)
+                self._prober.wait(min(self.probe_interval,
+                                      max(0.05, READ_WAIT - (time.monotonic() - begun))))
                 continue
             for t in self.tiers:
                 if t.state == OFFLINE:
@@ -480,6 +491,10 @@ class TierSet(Backend):
                 self._go_offline(t, e)
 
     def save(self, h: Handle, data: bytes) -> None:
+        if h.type is FileType.ARCHIVE and h.name is not None:
+            # The one kind of name that comes back (archive mark, release, mark
+            # again): written now, it is no deletion to carry to the other tiers.
+            self.db.forget_deletion(h.type.value, h.name)
         self._write(lambda t: t.backend.save(h, data), len(data))
 
     def remove(self, h: Handle) -> None:
@@ -542,11 +557,16 @@ class TierSet(Backend):
     def list_union(self, t: FileType) -> builtins.list[FileInfo]:
         """The files of one kind listed by ANY online tier (a tier that hides
         files cannot hide them from prune or from key lookup)."""
+        # This session's writes first land on the fastest tier: let the others'
+        # queues drain, so that no tier lists a file this process already removed.
+        self._writes.wait_idle(self.lag_seconds)
+        gone = self.db.deleted(t.value) if t in (FileType.INDEX, FileType.SNAPSHOT) else set()
         seen: dict[Handle, FileInfo] = {}
         for tier in self.online():
             try:
                 for fi in tier.backend.list(t):
-                    seen.setdefault(fi.handle, fi)
+                    if fi.handle.name not in gone:
+                        seen.setdefault(fi.handle, fi)
             except TransientError as e:
                 self._go_offline(tier, e)
                 self._save_records([tier])
