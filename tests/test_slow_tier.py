@@ -134,7 +134,10 @@ def test_a_server_that_dies_during_the_backup_does_not_hold_its_end(slow: Slow) 
     ended = time.monotonic() - t0
     assert proc.returncode == 0, err
     assert "saved" in out, out
-    assert ended < 10.0, f"the backup ended {ended:.1f} s after the server died\n{err}"
+    # The closing sync gives a tier three attempts, not its whole reconnect procedure;
+    # before: 31-55 s, and with the upload limit every attempt first slept off the
+    # whole pack (over 120 s).
+    assert ended < 25.0, f"the backup ended {ended:.1f} s after the server died\n{err}"
     assert _state(slow, 1) in ("unsynchronized", "offline")
     slow.server.start()
     ok(run_tv(slow.home, "sync"))

@@ -116,7 +116,7 @@ def with_session(lock: bool = False, load_index: bool = True,
         def run(ctx: Ctx, *args: Any, **kwargs: Any) -> Any:
             from tiervault.service import repair
             from tiervault.service.session import VaultSession
-            from tiervault.service.tierops import pack_references, run_sync
+            from tiervault.service.tierops import closing_sync, pack_references
 
             no_sync = kwargs.pop("no_sync", True)
             # A dry run (backup --dry-run) writes nothing: it runs as a read.
@@ -149,7 +149,7 @@ def with_session(lock: bool = False, load_index: bool = True,
                             if write and not dry:
                                 sess.end_writes()
                                 if not no_sync:
-                                    run_sync(sess.tiers, progress, inst.sync_workers(),
+                                    closing_sync(sess.tiers, progress, inst.sync_workers(),
                                              pack_references(sess.repo), sess.repo,
                                              inst.config.vault_id)
                     finally:

@@ -12,6 +12,7 @@ from tiervault.service.installation import Installation
 from tiervault.service.session import build_tierset, pending_create_key, tier_key
 from tiervault.service.setup import attach, init_vault
 from tiervault.storage.base import FileType
+from tiervault.storage.retry import RetryBackend
 from tiervault.storage.urls import normalize_url, redact, same_tier, tier_index
 from tiervault.tiers.sync import PackReferences, SyncResult, sync_all
 from tiervault.tiers.tier import OFFLINE, ONLINE, REFUSED_HINT, Tier, without_prefix
@@ -150,6 +151,28 @@ def pack_references(repo: Repository | Callable[[], Repository]) -> PackReferenc
         return names
 
     return refs
+
+
+#: Attempts per transfer in a command's closing sync (backoff 0.5 + 1 s): a tier
+#: failing them is left to the daemon or the next sync, the command does not wait.
+CLOSING_SYNC_ATTEMPTS = 3
+
+
+def closing_sync(ts: TierSet, progress: Progress, workers: int = 4,
+                 references: PackReferences | None = None,
+                 repo: Repository | Callable[[], Repository] | None = None,
+                 vault_id: str = "") -> list[SyncResult]:
+    """The sync that ends a write command: like run_sync, but a tier that stops
+    answering gets a few attempts, not its whole reconnect procedure."""
+    saved = [(b, b.attempts) for b in (t.backend for t in ts.tiers)
+             if isinstance(b, RetryBackend)]
+    for b, n in saved:
+        b.attempts = min(n, CLOSING_SYNC_ATTEMPTS)
+    try:
+        return run_sync(ts, progress, workers, references, repo, vault_id)
+    finally:
+        for b, n in saved:
+            b.attempts = n
 
 
 def run_sync(ts: TierSet, progress: Progress, workers: int = 4,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from datetime import time as dtime
 
-from tiervault.errors import Interrupted, UsageError
+from tiervault.errors import Interrupted, NotFoundError, UsageError
 from tiervault.state.units import DAYS as _DAYS
 from tiervault.state.units import parse_days, parse_rate
 from tiervault.storage.base import Backend, FileInfo, FileType, Handle
@@ -158,7 +158,15 @@ class ThrottledBackend(Backend):
 
     def save(self, h: Handle, data: bytes) -> None:
         self._mark(True)
-        self.up.take(len(data), self.schedule.limits_at(self.now()).upload)
+        rate = self.schedule.limits_at(self.now()).upload
+        if rate is not None and len(data) > rate:
+            # Over a second of waiting ahead: a server that died meanwhile must fail
+            # this attempt now, not after the wait (each retry would wait again).
+            try:
+                self.inner.stat(Handle(FileType.REVISION))
+            except NotFoundError:
+                pass
+        self.up.take(len(data), rate)
         self.inner.save(h, data)
         self.bytes_up += len(data)
         self._mark(False)

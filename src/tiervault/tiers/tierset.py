@@ -557,9 +557,8 @@ class TierSet(Backend):
     def list_union(self, t: FileType) -> builtins.list[FileInfo]:
         """The files of one kind listed by ANY online tier (a tier that hides
         files cannot hide them from prune or from key lookup)."""
-        # This session's writes first land on the fastest tier: let the others'
-        # queues drain, so that no tier lists a file this process already removed.
-        self._writes.wait_idle(self.lag_seconds)
+        # A removal still queued for a slower tier: that tier lists the file a while
+        # longer; the deletion record says it is gone.
         gone = self.db.deleted(t.value) if t in (FileType.INDEX, FileType.SNAPSHOT) else set()
         seen: dict[Handle, FileInfo] = {}
         for tier in self.online():
