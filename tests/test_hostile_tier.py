@@ -20,6 +20,7 @@ missed a write, and a prune while the server hides its snapshots.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -237,3 +238,52 @@ def test_check_names_a_rolled_back_tier_and_repair_heals_it(tmp_path: Path,
     ok(s.tv("check", "--repair"))  # type: ignore[arg-type]
     ok(s.tv("check"))  # type: ignore[arg-type]
     assert set(ids) <= _ids(s.server, "snapshots")
+
+
+def test_files_planted_under_their_own_hash_never_condemn_or_reach_the_speed_vault(
+        tmp_path: Path, ftp: FtpServerProcess) -> None:
+    """Security trial (blocker): random bytes in the server's snapshots/ and index/,
+    named by their BLAKE3 hash (no key needed), got into the next manifest; from then
+    on the honest speed vault was "stale or damaged" and check --repair copied the junk
+    onto it. Now only files that open with the key are sealed or given back."""
+    from tiervault.vault.repository import content_name
+
+    s = Setup(tmp_path, ftp)
+    first = s.generation(1)
+    planted = []
+    for kind in ("snapshots", "index"):
+        junk = os.urandom(300)
+        name = content_name(junk)
+        (s.server / kind / name).write_bytes(junk)
+        planted.append((kind, name))
+    live = [first]
+    for args in (["backup", str(s.src)], ["sync"], ["check"], ["check", "--repair"],
+                 ["backup", str(s.src)], ["sync"]):
+        proc = s.tv(*args)
+        assert "Traceback" not in proc.stderr, describe(proc)  # type: ignore[attr-defined]
+        assert f"{s.speed} is stale" not in proc.stderr, f"{args}: {describe(proc)}"  # type: ignore[attr-defined]
+        if args[0] == "backup":
+            assert proc.returncode in (0, 6), describe(proc)  # type: ignore[attr-defined]
+            live.append(json.loads(ok(s.tv("--json", "snapshots")).stdout)[-1]["id"])  # type: ignore[attr-defined]
+            s.expected[live[-1]] = {p.name: p.read_bytes() for p in s.src.iterdir()}
+    for kind, name in planted:
+        assert not (s.speed / kind / name).exists(), f"{kind}/{name} spread to the speed vault"
+    ok(s.tv("forget", "--keep-last", "10", "--prune"))
+    s.honest_restores_everything(live)
+
+
+def test_a_plain_sync_heals_a_tier_that_lost_files_behind_its_revision(
+        tmp_path: Path, ftp: FtpServerProcess) -> None:
+    """Security trial: `tiervault sync` said both tiers were online and healed nothing
+    when the server had lost keys/ and snapshots/ but kept its revision."""
+    s = Setup(tmp_path, ftp)
+    s.generation(1)
+    store = tmp_path / "stolen"
+    store.mkdir()
+    _hide(s.server, ["keys", "snapshots"], store)
+    proc = ok(s.tv("sync"))  # type: ignore[arg-type]
+    assert "stale or damaged" in proc.stderr and "is synchronized" in proc.stdout + proc.stderr, \
+        describe(proc)
+    assert _ids(s.server, "keys") == _ids(s.speed, "keys")
+    assert _ids(s.server, "snapshots") == _ids(s.speed, "snapshots")
+    assert "stale or damaged" not in ok(s.tv("check")).stderr  # type: ignore[arg-type]

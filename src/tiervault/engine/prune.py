@@ -61,8 +61,16 @@ def plan_prune(repo: Repository, progress: Progress, repack_below: float = 0.5,
                 f"(e.g. {lost[0][:16]}) are missing on every tier, so their data would look "
                 "unused; nothing was deleted. Run 'tiervault check', or 'tiervault tier lost' "
                 "if they are really gone")
+    damaged: list[tuple[str, Exception]] = []
     try:
-        snaps = repo.snapshots()
+        snaps = repo.snapshots(on_error=lambda sid, e: damaged.append((sid, e)))
+        for sid, e in damaged:
+            if not known_snapshots or sid in known_snapshots:
+                raise TierVaultError(f"snapshots/{sid} is damaged ({e})")
+            # Never readable and never known here: planted on a tier (any bytes under
+            # their own hash), it holds no data of ours.
+            progress.info(f"snapshots/{sid} does not open with the key and this "
+                          "installation never knew it: ignored (planted on a tier?)")
         plan = PrunePlan(used=used_blobs(repo, snaps, on_tree=lambda: progress.add(1)))
     except TierVaultError as e:
         # Never delete anything while a snapshot cannot be read completely.

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tiervault.engine.progress import Progress
 from tiervault.service.installation import Installation
@@ -27,6 +27,10 @@ from tiervault.storage.urls import open_backend, parse_url, redact
 from tiervault.tiers.sync import SyncResult, sync_all
 from tiervault.tiers.tier import CreateOnFirstUse, Tier
 from tiervault.tiers.tierset import TierSet
+
+if TYPE_CHECKING:
+    from tiervault.state.db import StateDB
+    from tiervault.vault.repository import Repository
 
 
 def raw_tier_backend(inst: Installation, url: str) -> Backend:
@@ -180,6 +184,7 @@ class VaultSession:
                                read_only=read_only)
             if load_index:
                 self.repo.load_index()
+                _set_aside_foreign_indexes(self.repo, inst.db, progress)
             for name, err in self.repo.damaged_indexes:
                 progress.warn(f"index/{name}", f"{err}; run 'tiervault check --repair'")
         except BaseException:
@@ -217,3 +222,21 @@ class VaultSession:
         """Close connections (stopping any transfer still waiting on a bandwidth limit)."""
         self.stop.set()
         self.tiers.close()
+
+
+def _set_aside_foreign_indexes(repo: Repository, db: StateDB, progress: Progress) -> None:
+    """An index that does not open with the key and that no manifest of this
+    installation named was never ours (a hostile tier can plant any bytes under
+    their own hash): it is ignored, with a note, instead of counting as damage that
+    makes backups partial and prune refuse."""
+    from tiervault.service.trust import load_record
+
+    record = load_record(db)
+    if record is None:
+        return
+    ours = [(n, e) for n, e in repo.damaged_indexes if n in record.indexes]
+    for name, _err in repo.damaged_indexes:
+        if name not in record.indexes:
+            progress.info(f"index/{name} does not open with the key and no manifest names "
+                          "it: ignored (planted on a tier?)")
+    repo.damaged_indexes = ours

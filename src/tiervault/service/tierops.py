@@ -106,8 +106,10 @@ def sync_now(inst: Installation, progress: Progress,
 
             opener = open_repo
             refs = pack_references(open_repo)
+        # `tiervault sync` checks every tier against the manifest even when none is
+        # behind: a tier damaged or rolled back behind a current revision is healed.
         results = run_sync(ts, progress, inst.sync_workers(), refs, opener,
-                           inst.config.vault_id)
+                           inst.config.vault_id, verify=True)
         # A stale tier left behind because no tier at the max revision answers
         # is a wait that timed out, not a success (exit 5, like every wait).
         no_source = not ts.online()
@@ -178,7 +180,7 @@ def closing_sync(ts: TierSet, progress: Progress, workers: int = 4,
 def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
              references: PackReferences | None = None,
              repo: Repository | Callable[[], Repository] | None = None,
-             vault_id: str = "") -> list[SyncResult]:
+             vault_id: str = "", verify: bool = False) -> list[SyncResult]:
     """Synchronize stale tiers, reporting per-tier progress.
 
     With ``repo`` (the key: a Repository or a factory, opened only if a tier is
@@ -192,7 +194,7 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
     opened: Repository | None = None
     # Only with a source to sync from: opening the vault reads through the tier
     # set, which would wait (unbounded by default) for a tier to come online.
-    if repo is not None and ts.stale() and ts.online():
+    if repo is not None and (ts.stale() or verify) and ts.online():
         try:
             opened = repo() if callable(repo) else repo
         except TierVaultError:

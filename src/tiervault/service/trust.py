@@ -25,8 +25,10 @@ from tiervault.storage.base import FileType, Handle
 from tiervault.tiers.tier import Tier
 from tiervault.tiers.tierset import TierSet
 from tiervault.vault.crypto import parse_key_file
+from tiervault.vault.index import INDEX_AAD
 from tiervault.vault.manifest import MANIFEST, Manifest, manifest_counter, read_manifest
 from tiervault.vault.repository import Repository, VaultConfig
+from tiervault.vault.snapshot import SNAPSHOT_AAD
 
 RECORD_KEY = "trust:manifest"
 CONFIG_MAC_KEY = "trust:config_mac"
@@ -161,13 +163,46 @@ def write_manifest(ts: TierSet, repo: Repository, db: StateDB) -> None:
             counter = max(counter, manifest_counter(t.backend.load(MANIFEST), t.name) + 1)
         except (BackendError, IntegrityError):
             pass
-    m = Manifest(counter, repo.config.id, set(repo.names(FileType.SNAPSHOT)),
-                 set(repo.names(FileType.INDEX)) - repo.superseded_indexes,
-                 set(repo.names(FileType.KEY)))
+    m = Manifest(counter, repo.config.id,
+                 authentic(repo, FileType.SNAPSHOT, repo.names(FileType.SNAPSHOT), record),
+                 authentic(repo, FileType.INDEX, repo.names(FileType.INDEX), record)
+                 - repo.superseded_indexes,
+                 authentic(repo, FileType.KEY, repo.names(FileType.KEY), record))
     ts.save(MANIFEST, m.seal(repo.key))
     # Recorded after it is written: a crash in between leaves tiers newer than
     # the record, which is accepted; the other order would condemn every tier.
     _save_record(db, m)
+
+
+def authentic(repo: Repository, kind: FileType, names: list[str],
+              record: Manifest | None) -> set[str]:
+    """The names worth sealing in a manifest: those the last manifest already named,
+    and new ones that open with the key. A file a hostile tier planted (any bytes
+    under their own hash) is never named, so it cannot make an honest tier that
+    lacks it look stale."""
+    known: set[str] = set()
+    if record is not None:
+        known = {FileType.SNAPSHOT: record.snapshots, FileType.INDEX: record.indexes,
+                 FileType.KEY: record.keys}[kind]
+    out: set[str] = set()
+    for name in names:
+        if name in known:
+            out.add(name)
+            continue
+        try:
+            if kind is FileType.SNAPSHOT:
+                repo.load_snapshot(name)
+            elif kind is FileType.INDEX:
+                repo.read_index_doc(name)
+            else:
+                parse_key_file(repo.backend.load(Handle(kind, name)),
+                               f"keys/{name}")
+        except IntegrityError:
+            continue  # not ours: planted or damaged; check names it
+        except BackendError:
+            continue  # unreadable now: the next session's manifest names it
+        out.add(name)
+    return out
 
 
 def mutable_check(repo: Repository | None, db: StateDB, vault_id: str) -> MutableCheck:
@@ -181,6 +216,14 @@ def mutable_check(repo: Repository | None, db: StateDB, vault_id: str) -> Mutabl
 
     def check(h: Handle, data: bytes, theirs: bytes | None) -> str | None:
         try:
+            if h.type in (FileType.INDEX, FileType.SNAPSHOT):
+                # Given back from a target to the source: only what opens with the
+                # key (a hostile tier can plant any bytes under their own hash).
+                if repo is None:
+                    return "cannot verify it without the passphrase"
+                repo.key.open(data, INDEX_AAD if h.type is FileType.INDEX else SNAPSHOT_AAD,
+                              str(h))
+                return None
             if h.type is FileType.KEY:
                 if h.name in removed[FileType.KEY]:
                     return "removed by this installation"

@@ -231,6 +231,9 @@ def _give_back(src: Tier, dst: Tier, lacking: dict[FileType, list[Handle]],
                         continue
                     src.backend.save(h, data)
                 else:
+                    if t is not FileType.PACK and \
+                            check(h, dst.backend.load(h), None) is not None:
+                        continue  # does not open with the key: planted, never spread
                     _verified_copy(dst, src, h)
                 res.files_healed += 1
             except (BackendError, IntegrityError):
