@@ -143,6 +143,29 @@ def test_planted_symlinks_and_fifos_are_refused_and_not_synced(
         assert not (second / name).exists(), name
     assert not any(b"not for the server" in v for v in files(second).values())
     assert (second / pack.relative_to(speed)).read_bytes() == pack.read_bytes()
+    # check names each planted file (security trial: it said "no errors").
+    p = tv(home, "check")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, describe(p)
+    for name in ("keys/0000stolen", "keys/0000fifo", f"data/ab/{outside.name}"):
+        assert name in p.stdout + p.stderr and "not a regular file" in p.stdout + p.stderr, \
+            describe(p)
+    _restored_ok(home, src, tmp_path / "restored")
+
+
+def test_a_server_key_file_swapped_for_a_huge_one_is_named_and_repaired(
+        ftp_vault: tuple[Path, Path, Path, Path], tmp_path: Path) -> None:
+    """Security trial: a key file on the server replaced by a 4 GiB sparse file was
+    never reported by check, --repair left it, and with the speed vault away the
+    error was "wrong passphrase"."""
+    home, speed, served, src = ftp_vault
+    key = next((served / "keys").iterdir())
+    key.unlink()
+    sparse(key)
+    p = tv(home, "check")
+    assert p.returncode == 1 and f"keys/{key.name}" in p.stdout + p.stderr, describe(p)
+    ok(tv(home, "check", "--repair"))
+    assert key.read_bytes() == (speed / "keys" / key.name).read_bytes()
+    speed.rename(speed.with_name("speed.away"))
     _restored_ok(home, src, tmp_path / "restored")
 
 

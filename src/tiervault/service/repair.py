@@ -21,6 +21,7 @@ from tiervault.storage.base import FileType, Handle, handle_from_path
 from tiervault.storage.urls import tier_index
 from tiervault.tiers.tier import ONLINE, Tier
 from tiervault.tiers.tierset import DAMAGED_KEY, SESSION_IN_PROGRESS, TierSet
+from tiervault.vault.crypto import parse_key_file
 from tiervault.vault.index import INDEX_AAD, decode_index
 from tiervault.vault.pack import header_length, parse_header, trailer_size
 from tiervault.vault.repository import Repository, check_content_name
@@ -89,6 +90,9 @@ def verify_copy(repo: Repository | None, h: Handle, data: bytes) -> None:
     intact; with the key, packs, indexes and snapshots are also decrypted.
     """
     check_content_name(h, data)
+    if h.type is FileType.KEY:
+        parse_key_file(data, str(h))  # a good copy of a key file that became unusable
+        return
     if h.type not in (FileType.PACK, FileType.INDEX, FileType.SNAPSHOT, FileType.ARCHIVE):
         raise IntegrityError(f"{h} is mutable and cannot be verified; not copied")
     if repo is None:
@@ -135,6 +139,35 @@ _ORDER = {FileType.KEY: 0, FileType.PACK: 1, FileType.INDEX: 2, FileType.ARCHIVE
           FileType.SNAPSHOT: 4}
 
 
+def _check_key_files(t: Tier, report: CheckReport) -> None:
+    """Every key file a tier lists is a regular file within its size bound that
+    parses: one that does not (a 4 GiB file, a symlink) is an error, healed by
+    --repair from a tier whose copy is good."""
+    try:
+        names = [fi.handle for fi in t.backend.list(FileType.KEY)]
+    except BackendError as e:
+        report.error("keys", f"the key files could not be listed: {e}")
+        return
+    for h in names:
+        try:
+            parse_key_file(t.backend.load(h), str(h))
+        except IntegrityError as e:
+            report.error(str(h), f"unusable key file: {e}")
+        except BackendError as e:
+            report.error(str(h), f"the key file could not be read: {e}")
+
+
+def _report_planted(t: Tier, report: CheckReport) -> None:
+    """What a local tier's listings skipped (symlinks, FIFOs, devices): never read
+    nor copied, but named, so that someone removes them."""
+    b: Any = t.backend
+    while hasattr(b, "inner"):
+        b = b.inner
+    for rel in sorted(getattr(b, "skipped", ())):
+        report.error(rel, "not a regular file (a symlink, FIFO or device planted in the "
+                          "tier?): never read nor copied; remove it")
+
+
 def _dependency_order(h: Handle) -> tuple[int, str]:
     """Packs before the indexes naming them, indexes before snapshots."""
     return _ORDER.get(h.type, 9), h.name
@@ -172,6 +205,8 @@ def check_tiers(sess: VaultSession, progress: Progress, sel: str | None, read_da
             # One tier failing must not stop the check of the others.
             report = CheckReport()
             report.error("", f"the tier could not be checked: {e}")
+        _check_key_files(t, report)
+        _report_planted(t, report)
         results.append(TierCheck(t, report))
     online_all = [t for t in sess.tiers.tiers if t.state == ONLINE]
     if len(online_all) > 1 and not interrupted:
