@@ -296,7 +296,7 @@ def _heal_untrusted(sess: VaultSession, progress: Progress, results: list[TierCh
             res = done[r.tier.name]
             r.repairs.append(RepairAction(
                 r.tier.name, "(whole tier)", None, res.completed,
-                f"synchronized from a good tier ({res.files_copied} files copied, "
+                f"synchronized from a good tier ({_files(res.files_copied)} copied, "
                 f"{res.files_removed} removed)" if res.completed else str(res.error)))
 
 
@@ -377,3 +377,7 @@ def heal_recorded(ts: TierSet, progress: Progress) -> list[RepairAction]:
     ts.db.put(DAMAGED_KEY, json.dumps(left) if left else None)
     ts.end_session()
     return done
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"

@@ -224,7 +224,7 @@ def run_sync(ts: TierSet, progress: Progress, workers: int = 4,
                     if r.files_kept else "")
             refused = (f"; refused {r.files_refused} unverifiable files of the source"
                        if r.files_refused else "")
-            progress.info(f"tier {r.tier} is synchronized ({r.files_copied} files copied, "
+            progress.info(f"tier {r.tier} is synchronized ({_files(r.files_copied)} copied, "
                           f"{r.files_removed} removed{kept}{refused})")
         else:
             why = without_prefix(r.error or "", r.tier, *(t.backend.location for t in ts.tiers
@@ -285,3 +285,7 @@ def tier_remove(inst: Installation, ref: str) -> dict[str, Any]:
     inst.db.remove_tier(tier_key(removed))
     inst.db.put(pending_create_key(removed), None)
     return {"url": redact(removed), "removed": True, "number": idx + 1}
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
