@@ -112,6 +112,10 @@ class SessionWrites:
             if result == OK and item.stored_at is None:
                 item.stored_at = ts.clock()
                 self._note_stored(item)
+            elif result == FAILED and current and not isinstance(err, BackendError):
+                # Not the tier's fault (an interrupt, a bug): the writer raises it.
+                assert err is not None
+                item.errors[lane.url] = err
             elif result == FAILED and current:
                 assert err is not None
                 self._drop(t, err, offline=True)
