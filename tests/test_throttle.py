@@ -78,6 +78,12 @@ def _throttled(sess: VaultSession) -> ThrottledBackend:
     return b
 
 
+def _holds(limit: float, rate: float) -> bool:
+    """The limit holds: never more than 10 % above it; and the transfer is limited by
+    it, not by a loaded machine (at least 60 % of it: a busy 2-core CI box is slower)."""
+    return 0.6 * limit <= rate <= 1.1 * limit
+
+
 def _rate(b: ThrottledBackend, nbytes: int) -> float:
     assert b.first is not None and b.last is not None
     return nbytes / (b.last - b.first)
@@ -115,7 +121,7 @@ def test_backup_restore_and_sync_hold_the_rate(throttled_vault) -> None:  # type
     sess.end_writes()
     up = _throttled(sess)
     assert up.bytes_up > 20 * MB
-    assert _rate(up, up.bytes_up) == pytest.approx(limit, rel=0.10)
+    assert _holds(limit, _rate(up, up.bytes_up))
     sess.close()
 
     # Restore from the server alone: the speed vault is unplugged.
@@ -125,7 +131,7 @@ def test_backup_restore_and_sync_hold_the_rate(throttled_vault) -> None:  # type
     ops.restore(sess, "latest", str(tmp / "out"), [])
     down = _throttled(sess)
     assert down.bytes_down > 20 * MB
-    assert _rate(down, down.bytes_down) == pytest.approx(limit, rel=0.10)
+    assert _holds(limit, _rate(down, down.bytes_down))
     assert time.monotonic() - t0 >= 20 * MB / limit * 0.9
     sess.close()
     (tmp / "speed.off").rename(tmp / "speed")
@@ -143,5 +149,5 @@ def test_backup_restore_and_sync_hold_the_rate(throttled_vault) -> None:  # type
     assert res and res[0].completed
     b = _throttled(sess)
     assert b.bytes_up >= 20 * MB
-    assert _rate(b, b.bytes_up) == pytest.approx(limit, rel=0.10)
+    assert _holds(limit, _rate(b, b.bytes_up))
     sess.close()
