@@ -109,6 +109,7 @@ def test_read_falls_through_on_corrupt_data(tmp_path: Path) -> None:
     kit = Kit(tmp_path)
     ts = kit.create()
     h = _write(ts, b"precious data")
+    ts._writes.wait_idle(10)  # a write returns once one tier has it: both must hold it here
     kit.faults[0].add(Rule("load", kind="flip"))
     data = ts.load_verified(h, lambda d: (check_content_name(h, d), d)[1])
     assert data == b"precious data"
