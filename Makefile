@@ -14,10 +14,12 @@ $(BIN)/.installed: pyproject.toml
 
 # The SFTP tests run OpenSSH's sshd; install it when we can (root with apt).
 system-deps:
-	@if { [ ! -x /usr/sbin/sshd ] || ! command -v strace >/dev/null; } && [ "$$(id -u)" = 0 ] \
+	@if { [ ! -x /usr/sbin/sshd ] || ! command -v strace >/dev/null || ! command -v chromium >/dev/null \
+		|| [ ! -d /usr/lib/postgresql ]; } && [ "$$(id -u)" = 0 ] \
 		&& command -v apt-get >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-		 openssh-server openssh-client strace >/dev/null) || echo "warning: could not install sshd/strace"; \
+		 openssh-server openssh-client strace chromium postgresql >/dev/null) \
+		 || echo "warning: could not install sshd/strace/chromium/postgresql"; \
 	fi
 
 demo: $(BIN)/.installed
