@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 class TierRefusedError(TierVaultError):
     """A tier answered with a definite refusal while setting up."""
 
+INIT_CONNECT_GRACE = 30.0  # seconds init waits for tiers its probes found answering
+
 
 @dataclass
 class _Rollback:
@@ -82,7 +84,6 @@ class _Rollback:
             shutil.rmtree(self.home, ignore_errors=True)
         else:
             _remove_new(self.home, self.home_entries)
-
 
 def _remove_new(directory: Path, before: set[str]) -> None:
     try:
@@ -258,6 +259,9 @@ def init_vault(home: Path, urls: list[str], passphrase: str, opts: RunOptions,
         for t in ts.tiers:
             if t.url not in offline:
                 _create(t)
+        # The probes above found these tiers answering: wait for them as long as a probe
+        # may take, not the 1 s a routine command gives a tier (init on a loaded machine).
+        ts.connect_grace = INIT_CONNECT_GRACE
         ts.connect()
         if not ts.online():
             raise TierVaultError("no tier could be reached; nothing was created")
