@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 class TierRefusedError(TierVaultError):
     """A tier answered with a definite refusal while setting up."""
 
+
 INIT_CONNECT_GRACE = 30.0  # seconds init waits for tiers its probes found answering
 
 
