@@ -29,9 +29,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
 def new_id() -> str:
-    """A short random id (12 urlsafe characters, 72 bits)."""
-    return secrets.token_urlsafe(9)
+    """A short random id: 12 letters and digits (71 bits). Never a leading "-", so an id
+    on a command line is not taken for an option."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
 
 class UTCDateTime(TypeDecorator[datetime]):
