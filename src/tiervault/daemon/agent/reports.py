@@ -148,13 +148,14 @@ class Outbox:
         cursor = self.cursor()
         out: list[SessionReport] = []
         for row in self.db.sessions_after(cursor, limit * 4):
-            kind = _kind(row)
+            if _kind(row) is None:
+                cursor = row["id"]   # never reported, so it holds nothing back
+                continue
             running = row["status"] == "running" or row["ended"] is None
             abandoned = running and (row["started"] or 0) < self.started
             if running and not abandoned:
                 break   # in order: nothing after a session that is still running
-            if kind is not None:
-                out.append(build_report(row, self.install_id, self.journal, abandoned))
+            out.append(build_report(row, self.install_id, self.journal, abandoned))
             cursor = row["id"]
             if len(out) >= limit:
                 break
