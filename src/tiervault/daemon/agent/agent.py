@@ -24,9 +24,11 @@ from tiervault.daemon.agent.journal import Journal
 from tiervault.daemon.agent.reports import Outbox
 from tiervault.errors import TierVaultError
 from tiervault.protocol.messages import (
+    CheckInResponse,
     Command,
     CommandBatch,
     CommandUpdate,
+    RotateResponse,
     SessionAck,
     SessionBatch,
     parse,
@@ -62,13 +64,15 @@ class Agent:
 
     def __init__(self, client: AgentClient, interval: float, executor: Executor,
                  outbox: Outbox, journal: Journal,
-                 checkin: Callable[[], Any]) -> None:
+                 checkin: Callable[[], Any],
+                 on_rotate: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.interval = interval
         self.executor = executor
         self.outbox = outbox
         self.journal = journal
         self.checkin = checkin
+        self.on_rotate = on_rotate
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -125,9 +129,21 @@ class Agent:
 
     def round(self) -> None:
         """One check-in, then every pending command outcome and session report."""
-        self.client.request("POST", "/checkin", to_json(self.checkin()))
+        ans = parse(CheckInResponse, _bytes(self.client.request(
+            "POST", "/checkin", to_json(self.checkin()))))
+        if ans.rotate and self.on_rotate is not None:
+            self.rotate()
         self.send_outcomes()
         self.send_reports()
+
+    def rotate(self) -> None:
+        """Take a new credential (the console asked): the old one stops working once the
+        console answers, so the new one is written before anything else is sent."""
+        ans = parse(RotateResponse, _bytes(self.client.request("POST", "/rotate", b"{}")))
+        assert self.on_rotate is not None
+        self.on_rotate(ans.credential)
+        self.client.credential = ans.credential
+        log.info("console: the device credential was rotated")
 
     def send_reports(self) -> int:
         """Send pending reports in batches, in order; how many the console took."""

@@ -11,7 +11,7 @@ from tiervault.daemon.agent.client import AgentClient
 from tiervault.daemon.agent.commands import DaemonPort, Executor
 from tiervault.daemon.agent.journal import Journal
 from tiervault.daemon.agent.reports import Outbox
-from tiervault.daemon.agent.settings import load_console, read_credential
+from tiervault.daemon.agent.settings import load_console, read_credential, write_credential
 from tiervault.protocol.messages import CheckIn
 from tiervault.service.installation import Installation
 
@@ -72,7 +72,10 @@ def start_agent(inst: Installation, daemon: StatusDaemon, passphrase: str) -> Ag
         return build_checkin(st, list(inst.config.tiers), inst.db, _sets_json(daemon),
                              _selected(inst), {}, {rid: cmd} if cmd else {})
 
-    agent = Agent(client, cs.interval, executor, outbox, journal, checkin)
+    def keep(credential: str) -> None:
+        write_credential(inst.home, credential)
+
+    agent = Agent(client, cs.interval, executor, outbox, journal, checkin, on_rotate=keep)
     agent_ref.append(agent)
     agent.start()
     log.info("console agent started (%s, every %g s)", cs.url, cs.interval)
