@@ -104,8 +104,8 @@ class Executor:
         for name in names:
             ans = self.daemon.request_run(name)
             rid = str(ans.get("request_id"))
-            if ans.get("queued"):
-                self.journal.link_request(rid, cmd.id)
+            # Already queued or running (a schedule's): that backup is the command's.
+            self.journal.link_request(rid, cmd.id)
             queued.append((name, rid))
         results: list[dict[str, Any]] = []
         last_sid: str | None = None
