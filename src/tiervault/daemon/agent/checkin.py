@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from tiervault import __version__
 from tiervault.protocol.messages import MAX_NAME, MAX_TIERS, CheckIn, RunningJob, TierState
+from tiervault.service.session import tier_key
 from tiervault.state.config import bare_url
 from tiervault.state.db import TierRecord
 
@@ -60,11 +61,14 @@ def tier_states(urls: list[str], db: TierSource, live: list[dict[str, Any]],
     """Each tier as the console shows it; ``live`` is the last idle round's view and
     ``used`` the bytes each tier held after the last backup that reached it."""
     now_state = {t.get("url"): t.get("state") for t in live}
-    top = max([db.tier(u).revision for u in urls] or [0])
+    top = max([db.tier(tier_key(u)).revision for u in urls] or [0])
     out = []
     for url in urls[:MAX_TIERS]:
-        rec = db.tier(url)
-        state = rec.state or now_state.get(bare_url(url)) or now_state.get(url) or "offline"
+        rec = db.tier(tier_key(url))
+        # A sync in progress is written to the record as it goes; the idle round's view
+        # is from the end of the last round.
+        state = "syncing" if rec.state == "syncing" else \
+            now_state.get(tier_key(url)) or rec.state or "offline"
         if state == "online" and rec.revision < top:
             state = "unsynchronized"
         pct = None

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tiervault.daemon.agent.journal import Journal
+from tiervault.state.config import bare_url
 from tiervault.protocol.messages import (
     MAX_BATCH,
     MAX_ERRORS,
@@ -122,7 +123,7 @@ def build_report(row: dict[str, Any], install_id: str, journal: Journal | None,
         bytes_selected=_int(d.get("bytes_selected")),
         files_processed=_int(d.get("files_processed")),
         bytes_processed=_int(d.get("bytes_processed")), bytes_sent=_int(d.get("bytes_sent")),
-        flags=_flags(d), tiers_received=[str(t) for t in tiers][:16],
+        flags=_flags(d), tiers_received=[bare_url(str(t)) for t in tiers][:16],
         errors=_errors(d, status), command_id=command_id)
 
 
