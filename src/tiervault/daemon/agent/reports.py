@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tiervault.daemon.agent.journal import Journal
-from tiervault.state.config import bare_url
 from tiervault.protocol.messages import (
     MAX_BATCH,
     MAX_ERRORS,
@@ -28,6 +27,7 @@ from tiervault.protocol.messages import (
     SessionError,
     SessionReport,
 )
+from tiervault.state.config import bare_url
 
 CURSOR_KEY = "console.report_cursor"
 ABANDONED = "the daemon stopped while this session ran"
