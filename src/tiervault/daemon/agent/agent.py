@@ -108,10 +108,12 @@ class Agent:
             if self._said.pop(channel, None) is not None:
                 log.info("console: %s works again", channel)
             return
-        key = message.split(":", 1)[0]
+        key = message.split(":", 1)[0] if "presents certificate" not in message else "pin"
         if self._said.get(channel) != key:
+            told = key in self._said.values()   # the other thread said it already
             self._said[channel] = key
-            log.log(level, "console: %s: %s", channel, message)
+            if not told:
+                log.log(level, "console: %s: %s", channel, message)
 
     # -- check-in and reports ----------------------------------------------------------------
 
