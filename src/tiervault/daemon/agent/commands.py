@@ -213,7 +213,10 @@ class Executor:
         snap = str(p.get("snapshot") or "latest")
         path = str(p.get("path") or "/")
         rows = self._child("ls", "--no-recursive", snap, path, timeout=100)
-        entries = rows if isinstance(rows, list) else []
+        # The listing of a directory is its children (ls also names the directory itself).
+        entries = [e for e in rows if isinstance(e, dict)
+                   and str(e.get("path", "")).rstrip("/") != path.rstrip("/")] \
+            if isinstance(rows, list) else []
         truncated = len(entries) > MAX_LISTING
         return "succeeded", {"snapshot": snap, "path": path,
                              "entries": entries[:MAX_LISTING], "truncated": truncated}, None
