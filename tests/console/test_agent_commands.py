@@ -73,6 +73,11 @@ def test_every_command_type(one: One) -> None:
                   paths=str(o.src / "a.txt"))
     assert done["state"] == "succeeded", done
     assert (target / str(o.src).lstrip("/") / "a.txt").read_text() == "alpha\n" * 100
+    assert done["session_id"]
+    o.daemon.wait_for(lambda: [s for s in o.console.api("GET", f"/devices/{o.dev}/sessions")
+                               if s.get("command_id") == done["id"]
+                               and s.get("kind") == "restore"], 30,
+                      "the restore's session with the command id")
     again = o.send("restore", snapshot="latest", target=str(target), overwrite="never")
     assert again["state"] == "failed" and "not empty" in again["result"]["error"]
 

@@ -51,7 +51,13 @@ class DaemonPort(Protocol):
 
 
 class JobHistory(Protocol):
-    """The state database's sessions, newest first."""
+    """The state database's sessions."""
+
+    def start_session(self, kind: str, details: dict[str, Any] | None = None) -> int:
+        """Record a session's start."""
+
+    def end_session(self, sid: int, status: str, details: dict[str, Any]) -> None:
+        """Record its end."""
 
     def sessions(self, limit: int = 100,
                  kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
@@ -141,15 +147,26 @@ class Executor:
 
     # -- the CLI in a child process ----------------------------------------------------------
 
-    def _child(self, *args: str, timeout: float = CHILD_TIMEOUT) -> Any:
+    def _child(self, command_id: str, *args: str, timeout: float = CHILD_TIMEOUT
+               ) -> tuple[Any, str | None]:
+        """The child's JSON output and the session it handed over to the daemon (if any)."""
         env = dict(os.environ, TIERVAULT_PASSWORD=self.passphrase)
         env.pop("TIERVAULT_HOME", None)
+        child = subprocess.Popen([sys.executable, "-c", _BOOT, "--home", str(self.home),
+                                  "--json", *args], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env,
+                                 stdin=subprocess.DEVNULL)
+        # Before the child can hand itself over: its session is the command's.
+        self.journal.link_pid(child.pid, command_id)
         try:
-            proc = subprocess.run([sys.executable, "-c", _BOOT, "--home", str(self.home),
-                                   "--json", *args], capture_output=True, text=True, env=env,
-                                  stdin=subprocess.DEVNULL, timeout=timeout)
+            out, err = child.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
             raise CommandFailed(f"{args[0]} did not end within {timeout:.0f} s") from None
+        finally:
+            session = self._settle(child.pid, command_id)
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
         if proc.returncode != 0:
             msg = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
             try:
@@ -158,13 +175,44 @@ class Executor:
                 pass
             raise CommandFailed(f"{args[0]} failed (exit {proc.returncode}): {msg[0]}")
         try:
-            return json.loads(proc.stdout) if proc.stdout.strip() else {}
+            return (json.loads(proc.stdout) if proc.stdout.strip() else {}), session
         except ValueError:
-            return {"output": proc.stdout[-MAX_TEXT:]}
+            return {"output": proc.stdout[-MAX_TEXT:]}, session
 
-    def _latest_command_session(self) -> str | None:
-        rows = self.history.sessions(1, kinds=("command",))
-        return f"{rows[0]['id']}@{self.install_id}" if rows else None
+    def _settle(self, pid: int, command_id: str) -> str | None:
+        """The child ended: its handed-over session (found by pid) keeps the command id
+        by its request id (linked before the pid link goes, so a report never misses it)."""
+        found = None
+        for s in self.history.sessions(20, kinds=("command",)):
+            if s["details"].get("pid") == pid:
+                self.journal.link_request(str(s["details"].get("request_id")), command_id)
+                found = f"{s['id']}@{self.install_id}"
+                break
+        self.journal.link_pid(pid, None)
+        return found
+
+    def _recorded(self, kind: str, cmd: Command, run: Callable[[], dict[str, Any]]
+                  ) -> Outcome:
+        """Run a read (restore, check: they never hand over, so nothing else records
+        them) as a session of its own that carries the command id."""
+        sid = self.history.start_session(kind, {"command_id": cmd.id, "params": cmd.params})
+        details: dict[str, Any] = {"command_id": cmd.id, "params": cmd.params}
+        try:
+            res = run()
+        except TierVaultError as e:
+            self.history.end_session(sid, "failed", dict(details, error=str(e)[:MAX_TEXT]))
+            raise
+        except BaseException as e:
+            self.history.end_session(sid, "failed", dict(details, error=repr(e)[:MAX_TEXT]))
+            raise
+        warnings = res.get("warnings") or []
+        details.update(
+            files_processed=res.get("files_restored", 0),
+            bytes_processed=res.get("bytes_restored", 0), snapshot_id=res.get("snapshot_id"),
+            warnings=warnings[:100] if isinstance(warnings, list) else [])
+        status = "warnings" if details["warnings"] or res.get("errors") else "success"
+        self.history.end_session(sid, status, details)
+        return "succeeded", res, f"{sid}@{self.install_id}"
 
     def _check(self, cmd: Command, p: dict[str, Any]) -> Outcome:
         args = ["check"]
@@ -173,7 +221,7 @@ class Executor:
             args += ["--read-data-subset", str(subset)]
         elif str(p.get("read_data", "")).lower() in ("1", "true", "yes"):
             args.append("--read-data")
-        return "succeeded", _small(self._child(*args)), None
+        return self._recorded("check", cmd, lambda: _small(self._child(cmd.id, *args)[0]))
 
     def _restore(self, cmd: Command, p: dict[str, Any]) -> Outcome:
         snap, target = p.get("snapshot") or "latest", p.get("target")
@@ -190,8 +238,7 @@ class Executor:
         args = ["restore", str(snap), str(target)]
         for x in paths:
             args += ["--include", str(x)]
-        res = self._child(*args)
-        return "succeeded", _small(res), self._latest_command_session()
+        return self._recorded("restore", cmd, lambda: _small(self._child(cmd.id, *args)[0]))
 
     def _retention(self, cmd: Command, p: dict[str, Any]) -> Outcome:
         keep = {k: p[k] for k in _KEEP if p.get(k) not in (None, "")}
@@ -207,12 +254,13 @@ class Executor:
         args = ["forget", "--prune"]
         for k, v in keep.items():
             args += ["--" + k.replace("_", "-"), str(v)]
-        return "succeeded", _small(self._child(*args)), self._latest_command_session()
+        doc, session = self._child(cmd.id, *args)
+        return "succeeded", _small(doc), session
 
     def _browse(self, cmd: Command, p: dict[str, Any]) -> Outcome:
         snap = str(p.get("snapshot") or "latest")
         path = str(p.get("path") or "/")
-        rows = self._child("ls", "--no-recursive", snap, path, timeout=100)
+        rows, _session = self._child(cmd.id, "ls", "--no-recursive", snap, path, timeout=100)
         # The listing of a directory is its children (ls also names the directory itself).
         entries = [e for e in rows if isinstance(e, dict)
                    and str(e.get("path", "")).rstrip("/") != path.rstrip("/")] \

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 KEY = "console.commands"
 REQUEST_KEY = "console.request."   # + a daemon job's request id -> the command id
+PID_KEY = "console.pid."           # + a child's pid -> the command it runs (while it runs)
 KEEP = 500                         # outcomes remembered (far more than a delivery window)
 RESTARTED = "the device restarted while it ran; it was not run again"
 
@@ -116,3 +117,12 @@ class Journal:
     def command_of(self, request_id: str | None) -> str | None:
         """The command a daemon job was queued for, if any."""
         return None if not request_id else self.kv.get(REQUEST_KEY + request_id)
+
+    def link_pid(self, pid: int, command_id: str | None) -> None:
+        """A child process runs a command (None: it ended): the session it hands over to
+        the daemon carries the command id."""
+        self.kv.put(PID_KEY + str(pid), command_id)
+
+    def command_of_pid(self, pid: object) -> str | None:
+        """The command a child process with ``pid`` runs now, if any."""
+        return None if not isinstance(pid, int) else self.kv.get(PID_KEY + str(pid))

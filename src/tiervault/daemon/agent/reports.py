@@ -112,8 +112,8 @@ def build_report(row: dict[str, Any], install_id: str, journal: Journal | None,
         status = "failed"
     if abandoned:
         d = dict(d, error=ABANDONED)
-    command_id = d.get("command_id") or (
-        journal.command_of(d.get("request_id")) if journal is not None else None)
+    command_id = d.get("command_id") or (None if journal is None else (
+        journal.command_of(d.get("request_id")) or journal.command_of_pid(d.get("pid"))))
     tiers = d.get("tiers_received") or []
     return SessionReport(
         session_id=f"{row['id']}@{install_id}", kind=_kind(row) or "other", status=status,
