@@ -13,7 +13,7 @@ import pytest
 from tests.agent_console import ConsoleProc
 from tests.daemonkit import DaemonProc
 from tests.helpers import init_vault, ok, one_line_error, run_tv
-from tests.servers.ftp_server import free_port, make_self_signed_cert
+from tests.servers.ftp_server import free_port
 
 pytest.importorskip("uvicorn")
 
@@ -54,7 +54,8 @@ def test_a_replaced_certificate_is_refused_with_one_line(console: ConsoleProc,
     try:
         d.wait_for(lambda: console.api("GET", "/devices")[0]["online"], 30, "a check-in")
         console.kill()
-        make_self_signed_cert(console.data, "console")   # another key and certificate
+        for f in console.cert_dir.iterdir():               # serve makes a new key and
+            f.unlink()                                     # certificate on its next start
         console.start()
         d.wait_for(lambda: "presents certificate" in d.log(), 30, "the refusal")
         seen = console.api("GET", "/devices")[0]["last_seen"]

@@ -34,7 +34,7 @@ FTP_PASSWORD = "Ftp-fleet-e2e-Qx42"
 
 
 class Fleet:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, database_url: str | None) -> None:
         self.tmp = tmp
         self.src = tmp / "src"
         self.src.mkdir()
@@ -45,7 +45,7 @@ class Fleet:
                                      "schedules": [{"cron": "*/6 * * * * *"}]}},
                    # slow enough uploads to the server that its synchronization is seen
                    "throttle": [{"tier": 2, "upload": "400KB"}]}
-        self.console = ConsoleProc(tmp / "console", INTERVAL, profile)
+        self.console = ConsoleProc(tmp / "console", INTERVAL, profile, database_url)
         self.homes = [tmp / f"home{i}" for i in range(3)]
         self.daemons = [DaemonProc(self._dir(f"d{i}"), h) for i, h in enumerate(self.homes)]
         self.ids: list[str] = []
@@ -99,8 +99,9 @@ def _installation_id(home: Path) -> str:
 
 
 @pytest.fixture(name="fleet")
-def fleet_fixture(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
+def fleet_fixture(tmp_path: Path, console_database_url: str | None) -> Iterator[Fleet]:
+    """SQLite, or PostgreSQL when the suite is run with TIERVAULT_TEST_CONSOLE_PG."""
+    f = Fleet(tmp_path, console_database_url)
     f.ftp.start()
     f.console.start()
     try:
@@ -140,6 +141,9 @@ def test_fleet_end_to_end(fleet: Fleet) -> None:
                 and all(t["state"] == "online" for t in d["tiers"])]
         return devs if len(good) == 3 else None
     devs = f.wait(all_green, 120, "three green devices")
+    # ... and `tiervault console devices --json` shows the same objects
+    f.wait(lambda: {d["id"]: d["colour"] for d in f.console.devices_cli()} ==
+           dict.fromkeys(f.ids, "green"), 60, "console devices --json: three green")
     for dev in devs.values():
         assert dev["customer"] == "acme" and dev["site"] == "berlin"
         assert dev["last_success"] and dev["last_status"] in ("success", "warnings")
