@@ -157,8 +157,10 @@ def test_fleet_end_to_end(fleet: Fleet) -> None:
     first = f.ids[0]
     f.ftp.kill()
     (f.src / "big.bin").write_bytes(os.urandom(3 << 20))
-    f.wait(lambda: any("L" in (s.get("flags") or "") for s in f.sessions(first)), 120,
-           "a session flagged L")
+    # (one that holds the big file: the server must then receive it by synchronization)
+    f.wait(lambda: any("L" in (s.get("flags") or "") and (s.get("bytes_selected") or 0)
+                       > 3 << 20 for s in f.sessions(first)), 120,
+           "a session flagged L holding the new file")
     f.wait(lambda: _tier(f.devices()[first], "server")["state"] == "offline", 60,
            "the server tier shown offline")
 
