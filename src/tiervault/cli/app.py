@@ -18,6 +18,7 @@ from tiervault.state.home import resolve_home
 COMMAND_MODULES = {
     "check": "cmd_check",
     "console": "cmd_console",
+    "enrol": "cmd_enrol",
     "key": "cmd_keys",
     **dict.fromkeys(("archive", "forget", "prune", "retention"), "cmd_retention"),
     **dict.fromkeys(("attach", "sync", "tier", "tiers"), "cmd_tiers"),

@@ -278,6 +278,12 @@ class Daemon:
             self._wake.set()
             return out
 
+    def request_sync(self) -> None:
+        """Probe and synchronize the tiers as soon as nothing else runs (console)."""
+        with self._lock:
+            self.next_idle = self.clock.now()
+            self._wake.set()
+
     def stop(self, reason: str = "the daemon is shutting down") -> None:
         """Begin a clean shutdown."""
         with self._lock:
@@ -550,6 +556,9 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
                         history=inst.db)
         server = ControlServer(inst.home, daemon, opts.port)
         server.start()
+        from tiervault.daemon.agent.wiring import start_agent
+
+        agent = start_agent(inst, daemon, passphrase)
 
         def on_term(signum: int, _frame: FrameType | None) -> None:
             daemon.stop(f"received {signal.Signals(signum).name}")
@@ -567,6 +576,8 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
             log.info("set %s schedule %d (%s): next run %s", ent["set"], ent["index"],
                      ent["spec"], ent["next_run"])
         daemon.loop()
+        if agent is not None:
+            agent.stop()
         log.info("daemon stopped")
         return 0
     finally:

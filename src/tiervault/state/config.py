@@ -29,7 +29,7 @@ CONFIG_NAME = "config.toml"
 #: Top-level keys of config.toml and who reads them. An unknown one is a typo
 #: (``[throtle]``) that would otherwise be ignored without a word.
 TOP_LEVEL_KEYS = ("installation_id", "vault", "settings", "credentials", "throttle", "daemon",
-                  "sets")
+                  "sets", "console")
 _CREDENTIAL_KEYS = ("password", "access_key", "secret_key")
 _THROTTLE_KEYS = ("tier", "upload", "download", "free_days", "window")
 _WINDOW_KEYS = ("days", "start", "end", "upload", "download")
@@ -320,7 +320,7 @@ class InstallationConfig:
             _check_credentials(doc["credentials"], where)
         if "throttle" in doc:
             _check_throttle(doc["throttle"], tiers, where)
-        for table in ("daemon", "sets"):
+        for table in ("daemon", "sets", "console"):
             if table in doc and not isinstance(doc[table], dict):
                 raise ConfigError(where, table, f"must be a table ([{table}])")
         return cls(inst, str(vault.get("id", "")), tiers, settings, doc)

@@ -246,6 +246,23 @@ class StateDB:
                         "details": details})
         return out
 
+    def sessions_after(self, after: int, limit: int = 100) -> list[dict[str, Any]]:
+        """Sessions with an id above ``after``, oldest first, with raw epoch times
+        (the console agent replays them in this order)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, started, ended, status, details FROM sessions WHERE id > ? "
+                "ORDER BY id LIMIT ?", (after, limit)).fetchall()
+        out = []
+        for r in rows:
+            try:
+                details = json.loads(r[5]) if r[5] else {}
+            except ValueError:
+                details = {}
+            out.append({"id": r[0], "kind": r[1], "started": r[2], "ended": r[3],
+                        "status": r[4], "details": details if isinstance(details, dict) else {}})
+        return out
+
     # -- snapshots this installation knows of (to report lost ones) ----------------------
 
     def note_snapshots(self, snaps: list[tuple[str, str, list[str]]], replace: bool) -> None:
