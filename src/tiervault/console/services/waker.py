@@ -38,24 +38,31 @@ class Waker:
 
     # -- waiting (in the serving process's event loop) --------------------------------
 
-    async def wait(self, device_id: str, timeout: float) -> bool:
-        """Wait until ``device_id`` is woken or ``timeout`` passes; True when woken."""
+    def subscribe(self, device_id: str) -> asyncio.Event:
+        """An event set when ``device_id`` is woken (subscribe before looking at the queue,
+        so a command queued in between is not missed); call ``unsubscribe`` after."""
         self._loop = asyncio.get_running_loop()
         ev = asyncio.Event()
         with self._lock:
             self._waiters.setdefault(device_id, set()).add(ev)
+        return ev
+
+    def unsubscribe(self, device_id: str, ev: asyncio.Event) -> None:
+        """Forget an event of ``subscribe``."""
+        with self._lock:
+            evs = self._waiters.get(device_id)
+            if evs is not None:
+                evs.discard(ev)
+                if not evs:
+                    del self._waiters[device_id]
+
+    async def wait(self, device_id: str, timeout: float) -> bool:
+        """Wait until ``device_id`` is woken or ``timeout`` passes; True when woken."""
+        ev = self.subscribe(device_id)
         try:
-            await asyncio.wait_for(ev.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+            return await wait_event(ev, timeout)
         finally:
-            with self._lock:
-                evs = self._waiters.get(device_id)
-                if evs is not None:
-                    evs.discard(ev)
-                    if not evs:
-                        del self._waiters[device_id]
+            self.unsubscribe(device_id, ev)
 
     def waiting(self) -> int:
         """How many long-polls this process holds."""
@@ -134,6 +141,15 @@ class Waker:
                             self.wake_local(n.payload.split(","))
             except psycopg.Error:
                 self._stop.wait(1.0)   # the database went away: listen again shortly
+
+
+async def wait_event(ev: asyncio.Event, timeout: float) -> bool:
+    """True when ``ev`` is set within ``timeout`` seconds."""
+    try:
+        await asyncio.wait_for(ev.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
 
 
 def _chunks(items: list[str], n: int) -> Iterable[list[str]]:

@@ -128,6 +128,7 @@ class Device(Base):
     site_id: Mapped[str | None] = mapped_column(ForeignKey("sites.id"), nullable=True)
     credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    rotate_pending: Mapped[bool] = mapped_column(Boolean, default=False)
     enrolled: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     interval: Mapped[int] = mapped_column(Integer, default=60)
@@ -135,7 +136,8 @@ class Device(Base):
     host: Mapped[str] = mapped_column(String(200), default="")
     version: Mapped[str] = mapped_column(String(200), default="")
     tiers: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    running: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    running: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True),
+                                                           nullable=True)
     selected_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     used_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_session_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -178,7 +180,8 @@ class CommandRow(Base):
     """A command queued for a device and what became of it."""
 
     __tablename__ = "commands"
-    __table_args__ = (Index("ix_commands_device_state", "device_id", "state"),)
+    __table_args__ = (Index("ix_commands_device_state", "device_id", "state"),
+                      Index("ix_commands_state_expires", "state", "expires"))
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
     type: Mapped[str] = mapped_column(String(32))
