@@ -33,9 +33,9 @@ def _static_version() -> str:
 
 
 def install(app: FastAPI, ctx: AppContext) -> None:
-    """Mount the pages, the static files and the security headers on ``app``."""
+    """Mount the pages and the static files on ``app`` (app.py adds SecurityHeaders
+    outermost, so every response carries the CSP)."""
     web = Web(ctx, make_env(ctx.clock, _static_version()))
-    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     for module in (auth, dashboard, device, commands, tokens):
         app.include_router(module.router(web))
@@ -57,10 +57,21 @@ def install(app: FastAPI, ctx: AppContext) -> None:
                           message="The form's CSRF token is missing or stale: reload the "
                                   "page and send it again.")
 
+    api_handler = app.exception_handlers.get(ConsoleError)
+
     @app.exception_handler(ConsoleError)
     async def _console_error(request: Request, exc: ConsoleError) -> Response:
-        if request.url.path.startswith("/api/"):
-            from fastapi.responses import JSONResponse
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        # The API keeps its one-line JSON errors; a page answers with a page.
+        if api_handler is not None and not _is_page(request):
+            return await api_handler(request, exc)  # type: ignore[no-any-return]
         return web.render(request, "error.html", None, status=exc.status,
                           heading="Not possible", message=str(exc))
+
+
+def _is_page(request: Request) -> bool:
+    """True for the pages' own routes (not /api/..., not the agent's)."""
+    path = request.url.path
+    return not path.startswith("/api/") and not path.endswith(".json")
+
+
+__all__ = ["SecurityHeaders", "install"]

@@ -117,7 +117,7 @@ class Web:
         return out
 
     # -- responses --------------------------------------------------------------------
-    def render(self, request: Request, name: str, user: PageUser | None,
+    def render(self, request: Request, template: str, user: PageUser | None, /,
                status: int = 200, **values: Any) -> HTMLResponse:
         """A page (or fragment) with the user, CSRF token and flash message filled in."""
         anon_cookie = None
@@ -125,7 +125,7 @@ class Web:
         if user is None and not csrf:
             csrf = anon_cookie = sess.new_anon_csrf()
         values.setdefault("flash", request.query_params.get("flash", ""))
-        html = self.env.get_template(name).render(
+        html = self.env.get_template(template).render(
             user=user.name if user else None, csrf=csrf, **values)
         resp = HTMLResponse(html, status_code=status,
                             headers={"cache-control": "no-store"})
