@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from tiervault.console.errors import ConsoleError, NotFound
 from tiervault.console.services import commands as command_service
 from tiervault.console.services import devices
+from tiervault.console.services import sessions as session_service
 from tiervault.console.web import queries
 from tiervault.console.web.base import PageUser, Web
 from tiervault.console.web.commands import COMMAND_CHOICES, params_from_form, send
@@ -55,7 +56,7 @@ def router(web: Web) -> APIRouter:
             return web.render(request, "error.html", None, status=404, heading="Not found",
                               message=str(e))
         with web.ctx.db.session() as s:
-            values = {"sessions": queries.sessions(s, d["id"]),
+            values = {"sessions": session_service.of_device(s, user.actor, d["id"]),
                       "commands": command_service.listing(s, web.ctx.clock, user.actor,
                                                           device_id=d["id"], limit=100),
                       "snapshots": queries.snapshots(s, d["id"]),

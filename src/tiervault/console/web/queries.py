@@ -1,5 +1,5 @@
 """Read-only queries the pages need beside the services: the 28-day bars of a page of
-devices, a device's sessions, chart columns and snapshots (bounded, newest first)."""
+devices, a device's chart columns and snapshots (bounded, newest first)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tiervault.console.clock import Clock, iso
+from tiervault.console.clock import Clock
 from tiervault.console.services import colours
 from tiervault.console.store.models import SessionRow
 
-PAGE_SESSIONS = 100
 
 
 def bars(s: Session, clock: Clock, device_ids: list[str]) -> dict[str, list[tuple[str, Any]]]:
@@ -30,24 +29,6 @@ def bars(s: Session, clock: Clock, device_ids: list[str]) -> dict[str, list[tupl
         per[dev].append((started, status))
     return {d: [(c["day"], c["status"]) for c in colours.day_bar(now, sess)]
             for d, sess in per.items()}
-
-
-def session_json(r: SessionRow) -> dict[str, Any]:
-    """A session as the device page shows it."""
-    return {"session_id": r.session_id, "kind": r.kind, "status": r.status,
-            "started": iso(r.started), "ended": iso(r.ended), "set": r.set_name,
-            "snapshot": r.snapshot, "files_selected": r.files_selected,
-            "bytes_selected": r.bytes_selected, "files_processed": r.files_processed,
-            "bytes_processed": r.bytes_processed, "bytes_sent": r.bytes_sent,
-            "flags": r.flags, "tiers_received": r.tiers_received or [],
-            "errors": r.errors or [], "command_id": r.command_id}
-
-
-def sessions(s: Session, device_id: str, limit: int = PAGE_SESSIONS) -> list[dict[str, Any]]:
-    """The device's latest sessions, newest first."""
-    rows = s.scalars(select(SessionRow).where(SessionRow.device_id == device_id)
-                     .order_by(SessionRow.started.desc(), SessionRow.pk.desc()).limit(limit))
-    return [session_json(r) for r in rows]
 
 
 def chart(s: Session, device_id: str, limit: int = 500) -> dict[str, list[Any]]:
