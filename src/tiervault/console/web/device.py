@@ -111,6 +111,8 @@ def router(web: Web) -> APIRouter:
         user, d = load(request, device_id)
         form = await web.form(request, user)
         back = f"/devices/{d['id']}"
+        ticked = form.get("path")            # the listing's boxes, one per picked entry
+        form["paths"] = ticked if isinstance(ticked, list) else [ticked] if ticked else []
         try:
             made = send(web, user.actor, [d["id"]], "restore",
                         params_from_form("restore", form))
