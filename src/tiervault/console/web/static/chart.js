@@ -7,8 +7,13 @@
       return;
     }
     var width = Math.max(300, el.clientWidth || 600);
+    // One session (or all at one time): give the time axis a day on each side.
+    var pad = function (u, min, max) {
+      return min === max ? [min - 86400, max + 86400] : [min, max];
+    };
     var opts = {
       width: width, height: 240,
+      scales: { x: { time: true, range: pad } },
       series: [
         {},
         { label: "bytes sent (MiB)", stroke: "#2f6fd6", scale: "mib", points: { show: true } },
