@@ -9,6 +9,7 @@ the session cookie is HttpOnly and SameSite=Strict.
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -63,7 +64,8 @@ def install(app: FastAPI, ctx: AppContext) -> None:
     async def _console_error(request: Request, exc: ConsoleError) -> Response:
         # The API keeps its one-line JSON errors; a page answers with a page.
         if api_handler is not None and not _is_page(request):
-            return await api_handler(request, exc)  # type: ignore[no-any-return]
+            answer = api_handler(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
         return web.render(request, "error.html", None, status=exc.status,
                           heading="Not possible", message=str(exc))
 

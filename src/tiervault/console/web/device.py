@@ -56,7 +56,7 @@ def router(web: Web) -> APIRouter:
             return web.render(request, "error.html", None, status=404, heading="Not found",
                               message=str(e))
         with web.ctx.db.session() as s:
-            values = {"sessions": session_service.of_device(s, user.actor, d["id"]),
+            values: dict[str, Any] = {"sessions": session_service.of_device(s, user.actor, d["id"]),
                       "commands": command_service.listing(s, web.ctx.clock, user.actor,
                                                           device_id=d["id"], limit=100),
                       "snapshots": queries.snapshots(s, d["id"]),

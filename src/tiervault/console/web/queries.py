@@ -14,7 +14,6 @@ from tiervault.console.services import colours
 from tiervault.console.store.models import SessionRow
 
 
-
 def bars(s: Session, clock: Clock, device_ids: list[str]) -> dict[str, list[tuple[str, Any]]]:
     """Each device's 28 (day, worst status) cells, from one query over the page's devices."""
     if not device_ids:

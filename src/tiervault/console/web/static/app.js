@@ -12,6 +12,15 @@
     evt.detail.headers["X-CSRF-Token"] = csrfToken();
   });
 
+  // The table refreshes itself every 30 s, but not while devices are ticked for a command.
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var elt = evt.detail && evt.detail.elt;
+    if (elt && elt.hasAttribute && elt.hasAttribute("data-autorefresh") &&
+        document.querySelector('input[type=checkbox][name="device"]:checked')) {
+      evt.preventDefault();
+    }
+  });
+
   // "select all" boxes: <input type=checkbox data-select-all="NAME"> toggles inputs named NAME.
   document.addEventListener("change", function (evt) {
     var box = evt.target;
