@@ -272,6 +272,14 @@ def test_browse_a_snapshot_then_restore_picked_files(console: ConsoleServer,
         "target": "/tmp/restored", "overwrite": "never"})
     assert r.status_code == 303 and "restore+queued" in r.headers["location"], r.headers
     restore = next(c for c in agent.poll() if c["type"] == "restore")
+    # a directory of the listing opens the next listing (htmx: the fragment alone)
+    token = csrf_of(client.get(dev).text)
+    deeper = client.post(f"{dev}/browse", data={"csrf_token": token, "snapshot": "snap1",
+                                                "open": "/home/photos", "path": "/x"},
+                         headers={"hx-request": "true", "hx-target": "listing"})
+    assert deeper.status_code == 200 and "<html" not in deeper.text
+    opened = next(c for c in agent.poll() if c["type"] == "browse")
+    assert opened["params"] == {"snapshot": "snap1", "path": "/home/photos"}
     assert restore["params"] == {"snapshot": "snap1", "target": "/tmp/restored",
                                  "overwrite": "never",
                                  "paths": [f"/home/doc {HOSTILE}.txt", "/home/photos"]}

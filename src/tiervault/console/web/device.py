@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from markupsafe import Markup
 
 from tiervault.console.errors import ConsoleError, NotFound
 from tiervault.console.services import commands as command_service
@@ -48,6 +49,21 @@ def router(web: Web) -> APIRouter:
             user = web.user(request, s)
             return user, devices.get(s, web.ctx.clock, user.actor, device_id)
 
+    def full_page(request: Request, user: PageUser, d: dict[str, Any],
+                  listing_html: str = "") -> Response:
+        with web.ctx.db.session() as s:
+            values: dict[str, Any] = {
+                "sessions": session_service.of_device(s, user.actor, d["id"]),
+                "commands": command_service.listing(s, web.ctx.clock, user.actor,
+                                                    device_id=d["id"], limit=100),
+                "snapshots": queries.snapshots(s, d["id"]),
+                "bars": queries.bars(s, web.ctx.clock, [d["id"]])}
+        sets = [x for x in d.get("sets") or [] if isinstance(x, dict)]
+        return web.render(request, "device.html", user, d=d, sets=[
+            {"name": x.get("name", ""), "paths": [str(p) for p in x.get("paths") or []],
+             "schedules": [str(p) for p in x.get("schedules") or []]} for x in sets],
+            command_types=COMMAND_CHOICES, listing_html=Markup(listing_html), **values)
+
     @r.get("/devices/{device_id}", include_in_schema=False)
     def device_page(request: Request, device_id: str) -> Response:
         try:
@@ -55,17 +71,7 @@ def router(web: Web) -> APIRouter:
         except NotFound as e:
             return web.render(request, "error.html", None, status=404, heading="Not found",
                               message=str(e))
-        with web.ctx.db.session() as s:
-            values: dict[str, Any] = {"sessions": session_service.of_device(s, user.actor, d["id"]),
-                      "commands": command_service.listing(s, web.ctx.clock, user.actor,
-                                                          device_id=d["id"], limit=100),
-                      "snapshots": queries.snapshots(s, d["id"]),
-                      "bars": queries.bars(s, web.ctx.clock, [d["id"]])}
-        sets = [x for x in d.get("sets") or [] if isinstance(x, dict)]
-        return web.render(request, "device.html", user, d=d, sets=[
-            {"name": x.get("name", ""), "paths": [str(p) for p in x.get("paths") or []],
-             "schedules": [str(p) for p in x.get("schedules") or []]} for x in sets],
-            command_types=COMMAND_CHOICES, listing_html="", **values)
+        return full_page(request, user, d)
 
     @r.get("/devices/{device_id}/chart.json", include_in_schema=False)
     def chart(request: Request, device_id: str) -> Response:
@@ -83,17 +89,25 @@ def router(web: Web) -> APIRouter:
         path = str(params.get("path") or "/")
         entries, truncated = _entries(result if isinstance(result, dict) else None, path)
         message = (result or {}).get("error") if isinstance(result, dict) else None
-        return web.render(request, "_listing.html", user, state=state, device_id=d["id"],
-                          command_id=command_id, snapshot=str(params.get("snapshot") or ""),
-                          path=path, entries=entries, truncated=truncated,
-                          online=d["online"], message=message)
+        fragment = web.render(request, "_listing.html", user, state=state, device_id=d["id"],
+                              command_id=command_id,
+                              snapshot=str(params.get("snapshot") or ""), path=path,
+                              entries=entries, truncated=truncated, online=d["online"],
+                              message=message)
+        if request.headers.get("hx-request") == "true":
+            return fragment
+        # Without htmx the listing comes inside the whole device page.
+        return full_page(request, user, d, bytes(fragment.body).decode())
 
     @r.post("/devices/{device_id}/browse", include_in_schema=False)
     async def browse(request: Request, device_id: str) -> Response:
         user, d = load(request, device_id)
         form = await web.form(request, user)
+        # "open" is a directory button of a listing (whose ticked boxes are named "path")
+        path = form.get("open") or form.get("path") or "/"
+        path = path[0] if isinstance(path, list) else path
         params = {"snapshot": str(form.get("snapshot") or "latest")[:200],
-                  "path": str(form.get("path") or "/")[:4096]}
+                  "path": str(path)[:4096]}
         try:
             made = send(web, user.actor, [d["id"]], "browse", params)
         except ConsoleError as e:
