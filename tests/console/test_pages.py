@@ -102,6 +102,13 @@ def test_login_cookie_is_httponly_strict_and_wrong_password_refused(
         cookie = next(v for k, v in r.headers.multi_items()
                       if k == "set-cookie" and v.startswith("tv_session="))
         assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+        # the page after login is one of the console's, never another site
+        for evil in ("//evil.example/", "/\\evil.example", "https://evil.example/"):
+            c.cookies.clear()
+            page = c.get("/login")
+            r2 = c.post("/login", data={"csrf_token": csrf_of(page.text), "name": "admin",
+                                        "password": "console password 1", "next": evil})
+            assert r2.headers["location"] == "/", evil
         # a forged cookie is not a session
         c.cookies.set("tv_session", "x.9999999999.forged")
         assert c.get("/", follow_redirects=False).status_code == 303

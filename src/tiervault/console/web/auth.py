@@ -8,11 +8,11 @@ from fastapi.responses import Response
 from tiervault.console.errors import ConsoleError
 from tiervault.console.services import users
 from tiervault.console.web import session as sess
-from tiervault.console.web.base import PageUser, Web
+from tiervault.console.web.base import PageUser, Web, is_local
 
 
 def _safe_next(url: str | None) -> str:
-    return url if url and url.startswith("/") and not url.startswith("//") else "/"
+    return url if url and is_local(url) else "/"
 
 
 def router(web: Web) -> APIRouter:

@@ -20,6 +20,12 @@ from tiervault.console.web import session as sess
 FORM_MAX = 64 * 1024          # a page form is small; the API has its own limit
 
 
+def is_local(url: str | None) -> bool:
+    """True for a path of this console ("/x"), never another site ("//x", "/\\x")."""
+    return bool(url) and str(url).startswith("/") and not str(url).startswith("//") \
+        and "\\" not in str(url) and not any(ord(ch) < 32 for ch in str(url))
+
+
 class LoginNeeded(Exception):
     """The page needs a logged-in user (answered with a redirect to /login)."""
 
@@ -94,8 +100,8 @@ class Web:
         """
         origin = request.headers.get("origin")
         if origin and origin != "null":
-            own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-            if urlsplit(origin)._replace(path="").geturl() != own:
+            # host:port only: behind a TLS-terminating proxy the scheme may differ
+            if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
                 raise BadForm()
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > FORM_MAX):
@@ -141,7 +147,7 @@ class Web:
     @staticmethod
     def redirect(url: str, flash: str | None = None) -> Response:
         """303 to a page of ours (never elsewhere), with an optional message."""
-        if not url.startswith("/") or url.startswith("//"):
+        if not is_local(url):
             url = "/"
         if flash:
             from urllib.parse import urlencode
