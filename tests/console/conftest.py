@@ -6,17 +6,39 @@ overrides it to run the same tests on a real PostgreSQL.
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator
 
 import pytest
 
 from tests.console.consolekit import ConsoleServer
 
+#: An admin URL of a running PostgreSQL (postgresql+psycopg://postgres@HOST:PORT/postgres):
+#: when set, every test module gets a fresh database on it instead of SQLite.
+PG_ADMIN_ENV = "TIERVAULT_TEST_CONSOLE_PG"
+
 
 @pytest.fixture(scope="module")
-def console_database_url() -> str | None:
+def console_database_url() -> Iterator[str | None]:
     """The console's database URL (None: SQLite in its data directory)."""
-    return None
+    admin = os.environ.get(PG_ADMIN_ENV)
+    if not admin:
+        yield None
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"tv_{secrets.token_hex(6)}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")

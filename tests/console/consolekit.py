@@ -141,7 +141,7 @@ class ConsoleServer:
         """An HTTP client for the console (TLS not verified: tests pin elsewhere)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                            verify=False if self.tls else True)
+                            verify=not self.tls)
 
     def api(self) -> httpx.Client:
         """A management API client with the bootstrap token."""

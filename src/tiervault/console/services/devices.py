@@ -28,7 +28,14 @@ from tiervault.console.services.validate import (
     text_value,
 )
 from tiervault.console.store.models import CommandRow, Customer, Device, Site
-from tiervault.protocol.messages import MAX_NAME, MAX_TIERS, TIER_STATES, CheckIn
+from tiervault.protocol.messages import (
+    MAX_NAME,
+    MAX_TIERS,
+    TIER_STATES,
+    CheckIn,
+    RunningJob,
+    TierState,
+)
 
 MAX_PER_PAGE = 500
 SORTS = {"name": Device.name, "customer": Customer.name, "os": Device.os,
@@ -79,6 +86,8 @@ def authenticate_checkin(s: Session, clock: Clock, credential: str | None
 
 
 def _tier(t: Any) -> dict[str, Any]:
+    if not isinstance(t, TierState):
+        raise BadValue("tiers: a list of tier objects")
     state = text_value(t.state, "tier state", 32)
     if state not in TIER_STATES:
         raise BadValue(f"tier state: one of {', '.join(TIER_STATES)}")
@@ -95,6 +104,8 @@ def _tier(t: Any) -> dict[str, Any]:
 def _running(r: Any) -> dict[str, Any] | None:
     if r is None:
         return None
+    if not isinstance(r, RunningJob):
+        raise BadValue("running: one job object")
     return {"kind": text_value(r.kind, "running kind", 32),
             "set": text_value(r.set, "running set", MAX_NAME, optional=True),
             "started": text_value(r.started, "running started", 64, optional=True),

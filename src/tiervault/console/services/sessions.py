@@ -25,6 +25,7 @@ from tiervault.protocol.messages import (
     SESSION_KINDS,
     SESSION_STATUSES,
     SessionBatch,
+    SessionError,
     SessionReport,
 )
 
@@ -42,6 +43,9 @@ def _time(value: Any, what: str, optional: bool = False) -> datetime | None:
 
 
 def _row(dev: Device, r: SessionReport, now: datetime) -> SessionRow:
+    if not isinstance(r, SessionReport) or not all(
+            isinstance(e, SessionError) for e in (r.errors or [])):
+        raise BadValue("reports: a list of session report objects")
     sid = text_value(r.session_id, "session_id", MAX_NAME)
     if not sid:
         raise BadValue("session_id: empty")
