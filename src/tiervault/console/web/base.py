@@ -99,10 +99,10 @@ class Web:
         Repeated names (ticked boxes) come back as lists.
         """
         origin = request.headers.get("origin")
-        if origin and origin != "null":
-            # host:port only: behind a TLS-terminating proxy the scheme may differ
-            if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
-                raise BadForm()
+        # host:port only: behind a TLS-terminating proxy the scheme may differ
+        own = request.headers.get("host", "").lower()
+        if origin and origin != "null" and urlsplit(origin).netloc.lower() != own:
+            raise BadForm()
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > FORM_MAX):
             raise BadForm()
