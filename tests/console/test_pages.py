@@ -251,6 +251,21 @@ def test_command_form_to_many_devices_and_csrf(console: ConsoleServer, client: h
         assert cmd["state"] == "queued" and cmd["created_by"] == "admin"
     page = client.get(f"/devices/{ids[1]}").text
     assert 'class="badge state-queued">queued' in page
+    # the form's fields become the parameters the device's agent reads
+    for kind, fields, params in (
+            ("check", {"read_data_subset": "5%", "set": "ignored"}, {"read_data_subset": "5%"}),
+            ("bandwidth", {"tier": "2", "upload": "2M", "download": ""},
+             {"tier": "2", "upload": "2M"}),
+            ("cancel", {"all": "1"}, {"all": True}),
+            ("retention", {"keep_daily": "7", "keep_weekly": ""}, {"keep_daily": "7"})):
+        r = post_form(client, f"/devices/{ids[0]}", "/commands/send",
+                      {"device": ids[0], "type": kind, **fields})
+        assert r.status_code == 303 and "queued" in r.headers["location"], kind
+        sent = _commands(console, ids[0])[0]
+        assert (sent["type"], sent["params"]) == (kind, params)
+    refused = post_form(client, "/", "/commands/send", {"device": ids[0], "type": "restore",
+                                                        "paths": "/a", "target": ""})
+    assert "Not+sent" in refused.headers["location"]
     cmd_id = str(_commands(console, ids[1])[0]["id"])
     r = post_form(client, f"/devices/{ids[1]}", f"/commands/{cmd_id}/cancel",
                   {"back": f"/devices/{ids[1]}"})
@@ -269,7 +284,8 @@ def test_browse_a_snapshot_then_restore_picked_files(console: ConsoleServer,
     assert cmd["params"] == {"snapshot": "snap1", "path": "/home"}
     agent.update(cmd["id"], "running")
     agent.update(cmd["id"], "succeeded", result={"entries": [
-        {"name": f"doc {HOSTILE}.txt", "type": "file", "size": 2048},
+        {"path": f"/home/doc {HOSTILE}.txt", "type": "file", "size": 2048,
+         "mtime": "2026-11-30T10:00:00+00:00"},
         {"name": "photos", "type": "dir"}]})
     listing = client.get(f"{dev}/browse/{cmd['id']}").text
     assert "doc &lt;script&gt;" in listing and "<script>alert" not in listing

@@ -17,10 +17,14 @@ COMMAND_CHOICES: list[tuple[str, str]] = [
     ("bandwidth", "set bandwidth"), ("schedule", "edit a schedule"),
     ("upload-log", "upload the daemon's log"), ("restore", "restore")]
 #: Form fields each type takes (empty fields are left out of the parameters).
+#: They are the parameters the device's agent reads (daemon/agent/commands.py).
+KEEP = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+        "keep_within")
 PARAMS: dict[str, tuple[str, ...]] = {
-    "backup": ("set",), "retention": ("set",), "schedule": ("set", "schedule"),
-    "check": ("read_data",), "restore": ("snapshot", "paths", "target", "overwrite"),
-    "bandwidth": ("tier", "limit", "windows"), "cancel": ("command",),
+    "backup": ("set",), "retention": ("set", *KEEP),
+    "schedule": ("set", "time", "days", "cron", "window"),
+    "check": ("read_data_subset",), "restore": ("snapshot", "paths", "target", "overwrite"),
+    "bandwidth": ("tier", "upload", "download"), "cancel": ("all",),
     "sync": (), "upload-log": ()}
 
 
@@ -46,6 +50,12 @@ def params_from_form(kind: str, form: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     if kind == "restore" and not out.get("paths"):
         raise BadValue("restore: name at least one path")
+    if kind == "restore" and not out.get("target"):
+        raise BadValue("restore: name the target directory on the device")
+    if kind == "schedule" and not out.get("set"):
+        raise BadValue("schedule: name the set")
+    if kind == "cancel":
+        out = {"all": True} if out.get("all") else {}
     return out
 
 

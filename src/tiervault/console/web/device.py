@@ -27,11 +27,15 @@ def _entries(result: dict[str, Any] | None, path: str) -> tuple[list[dict[str, A
     raw = (result or {}).get("entries") or (result or {}).get("listing") or []
     out: list[dict[str, Any]] = []
     for e in raw[:MAX_LISTING] if isinstance(raw, list) else []:
-        if not isinstance(e, dict) or not isinstance(e.get("name"), str):
+        if not isinstance(e, dict):
             continue
-        name = e["name"]
-        full = e.get("path") if isinstance(e.get("path"), str) else (
-            path.rstrip("/") + "/" + name)
+        # `tiervault ls --json` names entries by path; a name alone is in this directory
+        full = e.get("path") if isinstance(e.get("path"), str) else None
+        name = e.get("name") if isinstance(e.get("name"), str) else None
+        if not full and not name:
+            continue
+        name = name or str(full).rstrip("/").rsplit("/", 1)[-1] or str(full)
+        full = full or path.rstrip("/") + "/" + name
         out.append({"name": name, "path": full, "type": str(e.get("type") or "file"),
                     "size": e.get("size") if isinstance(e.get("size"), int) else None,
                     "mtime": e.get("mtime")})
