@@ -116,6 +116,18 @@ def test_dashboard_and_device_page_in_chromium(console: ConsoleServer, browser: 
     assert page.locator("h1 .badge.offline").is_visible()
     page.goto(f"{console.url}/devices/{devices['green-pc'].device_id}")
     page.wait_for_selector("#session-chart .uplot")     # uPlot drew the chart
+    # browse: the page asks the device, polls, and shows the listing it answered
+    page.fill("#b-path", "/home")
+    page.click("#browse button[type=submit]")
+    page.wait_for_selector("#listing >> text=Asked the device")
+    agent = devices["green-pc"]
+    browse = next(c for c in agent.poll() if c["type"] == "browse")
+    agent.update(browse["id"], "succeeded", result={"entries": [
+        {"path": "/home/<img src=x onerror=alert(1)>.pdf", "type": "file", "size": 123456},
+        {"path": "/home/photos", "type": "dir"}]})
+    page.wait_for_selector("table.listing")
+    first = page.locator("table.listing td.name").first.inner_text()
+    assert first == "<img src=x onerror=alert(1)>.pdf"      # shown as text, not an image
     page.screenshot(path=str(out / "console-device.png"), full_page=True)
     page.close()
 

@@ -7,9 +7,11 @@
       return;
     }
     var width = Math.max(300, el.clientWidth || 600);
-    // One session (or all at one time): give the time axis a day on each side.
+    // One session (or all within an hour): a day on each side of the time axis (uPlot
+    // itself widens a single point to years).
+    var lo = Math.min.apply(null, data.t), hi = Math.max.apply(null, data.t);
     var pad = function (u, min, max) {
-      return min === max ? [min - 86400, max + 86400] : [min, max];
+      return hi - lo < 3600 ? [lo - 86400, hi + 86400] : [min, max];
     };
     var opts = {
       width: width, height: 240,
