@@ -174,3 +174,26 @@ def test_bad_command_requests_are_refused_with_their_exit_code(
         assert r.status_code == 400
         r = c.post("/api/v1/commands", json={"devices": [], "type": "backup"})
         assert r.status_code == 422
+
+
+def test_browse_asks_the_device_and_returns_its_listing(console: ConsoleServer) -> None:
+    agent = console.agent(console.token("Browse Ltd"), "br1")
+    listing = {"entries": [{"name": "<script>a.txt", "type": "file", "size": 3}]}
+    answered: list[Any] = []
+
+    def device() -> None:
+        [cmd] = agent.poll(wait=40, timeout=35)
+        answered.append(cmd)
+        agent.update(cmd["id"], "running")
+        agent.update(cmd["id"], "succeeded", result=listing)
+    t = threading.Thread(target=device)
+    t.start()
+    with console.api() as c:
+        r = c.get(f"/api/v1/devices/{agent.device_id}/browse",
+                  params={"snapshot": "latest", "path": "/home"})
+    t.join()
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["state"] == "succeeded" and out["result"] == listing
+    assert answered[0]["type"] == "browse"
+    assert answered[0]["params"] == {"snapshot": "latest", "path": "/home"}

@@ -112,5 +112,6 @@ def run(opts: ServeOptions) -> None:
     app = create_app(ctx)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             access_log=False, timeout_keep_alive=75,
+                            timeout_graceful_shutdown=5,  # held long-polls: no 55 s stop
                             lifespan="on", **ssl)  # type: ignore[arg-type]
     uvicorn.Server(config).run()

@@ -19,7 +19,6 @@ from tiervault.console.clock import iso
 from tiervault.console.context import AppContext
 from tiervault.console.errors import BadValue
 from tiervault.console.services import commands, devices, enrol, sessions
-from tiervault.console.services.access import require
 from tiervault.console.services.actor import device_actor
 from tiervault.console.services.waker import wait_event
 from tiervault.console.store.models import Device
@@ -74,13 +73,12 @@ def router(ctx: AppContext) -> APIRouter:
         credential = bearer(request)
 
         def work(s: Session) -> CheckInResponse:
-            dev, waiting = devices.authenticate_checkin(s, ctx.clock, credential)
-            msg = parse(CheckIn, body)
-            require(device_actor(dev.id), "agent.checkin", dev.id)
-            devices.apply_checkin(dev, ctx.clock, msg)
-            return CheckInResponse(interval=dev.interval, commands_waiting=waiting,
+            done = devices.checkin(s, ctx.clock, device_actor, credential,
+                                   lambda: parse(CheckIn, body))
+            return CheckInResponse(interval=done.interval,
+                                   commands_waiting=done.commands_waiting,
                                    server_time=iso(ctx.clock.now()) or "",
-                                   rotate=dev.rotate_pending)
+                                   rotate=done.rotate)
         return _reply(await in_db(work))
 
     @r.post("/sessions")

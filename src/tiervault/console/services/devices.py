@@ -6,11 +6,12 @@ sub-select) and one update.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import Select, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tiervault.console.clock import Clock, iso
@@ -71,18 +72,41 @@ def authenticate(s: Session, credential: str | None) -> Device:
     return dev
 
 
-def authenticate_checkin(s: Session, clock: Clock, credential: str | None
-                         ) -> tuple[Device, bool]:
-    """The device and whether commands wait for it: one indexed read."""
+@dataclass
+class CheckedIn:
+    """What the check-in route answers with."""
+
+    device_id: str
+    interval: int
+    commands_waiting: bool
+    rotate: bool
+
+
+def checkin(s: Session, clock: Clock, actor_of: Callable[[str], Actor],
+            credential: str | None, read: Callable[[], CheckIn]) -> CheckedIn:
+    """Authenticate and store a check-in: one indexed read and one UPDATE (SQL core, no
+    ORM unit of work: this is the route every device calls every interval).
+
+    ``actor_of(device_id)`` gives the actor whose permission is checked; ``read()`` parses
+    the message (after the credential is checked: a stranger gets 401, not 400).
+    """
     if not credential or not credential.startswith(DEVICE_PREFIX) or len(credential) > 200:
         raise Refused("no device credential (Authorization: Bearer tvd_...)")
+    now = clock.now()
     waiting = exists().where(CommandRow.device_id == Device.id, CommandRow.state == "queued",
-                             CommandRow.expires > clock.now())
-    row = s.execute(select(Device, waiting)
+                             CommandRow.expires > now)
+    row = s.execute(select(Device.id, Device.revoked, Device.interval, Device.rotate_pending,
+                           Device.used_bytes, waiting)
                     .where(Device.credential_hash == hash_secret(credential))).first()
-    if row is None or row[0].revoked:
+    if row is None or row[1]:
         raise Refused("unknown or revoked device credential")
-    return row[0], bool(row[1])
+    dev_id, _revoked, interval, rotate, used_before, is_waiting = row
+    require(actor_of(dev_id), "agent.checkin", dev_id)
+    values = checkin_values(read(), now)
+    if values.get("used_bytes") is None:
+        values["used_bytes"] = used_before
+    s.execute(update(Device).where(Device.id == dev_id).values(**values))
+    return CheckedIn(dev_id, int(interval), bool(is_waiting), bool(rotate))
 
 
 def _tier(t: Any) -> dict[str, Any]:
@@ -115,26 +139,27 @@ def _running(r: Any) -> dict[str, Any] | None:
             "command_id": text_value(r.command_id, "running command_id", 64, optional=True)}
 
 
-def apply_checkin(dev: Device, clock: Clock, msg: CheckIn) -> None:
-    """Store what a check-in says on the device row (validated first: all or nothing)."""
+def checkin_values(msg: CheckIn, now: Any) -> dict[str, Any]:
+    """The device columns a check-in sets (validated first: all or nothing)."""
     if not isinstance(msg.tiers, list) or len(msg.tiers) > MAX_TIERS:
         raise BadValue(f"tiers: a list of at most {MAX_TIERS}")
     if not isinstance(msg.sets, list) or len(msg.sets) > 100:
         raise BadValue("sets: a list of at most 100")
     tiers = [_tier(t) for t in msg.tiers]
-    running = _running(msg.running)
-    sets = json_value(msg.sets, "sets")
+    values: dict[str, Any] = {
+        "last_seen": now,
+        "version": text_value(msg.version, "version", MAX_NAME) or "",
+        "os": text_value(msg.os, "os", MAX_NAME) or "",
+        "host": text_value(msg.host, "host", MAX_NAME) or "",
+        "tiers": tiers, "running": _running(msg.running),
+        "sets": json_value(msg.sets, "sets"),
+    }
     selected = int_value(msg.selected_bytes, "selected_bytes", optional=True)
-    version = text_value(msg.version, "version", MAX_NAME)
-    os_name = text_value(msg.os, "os", MAX_NAME)
-    host = text_value(msg.host, "host", MAX_NAME)
-    dev.last_seen = clock.now()
-    dev.version, dev.os, dev.host = version or "", os_name or "", host or ""
-    dev.tiers, dev.running, dev.sets = tiers, running, sets
     if selected is not None:
-        dev.selected_bytes = selected
+        values["selected_bytes"] = selected
     used = [t["used_bytes"] for t in tiers if t["used_bytes"] is not None]
-    dev.used_bytes = max(used) if used else dev.used_bytes
+    values["used_bytes"] = max(used) if used else None
+    return values
 
 
 # -- the management side ----------------------------------------------------------------
