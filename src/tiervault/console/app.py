@@ -37,4 +37,6 @@ def create_app(ctx: AppContext, listen: bool = True) -> FastAPI:
     manage.install(app, ctx)
     web.install(app, ctx)
     app.add_middleware(errors.BodyLimit)
+    # Outermost, so that every answer (a 413 of BodyLimit too) carries the CSP.
+    app.add_middleware(web.SecurityHeaders)
     return app

@@ -1,0 +1,52 @@
+"""The one-line unattended install commands the tokens page shows (Linux and macOS).
+
+Each line installs tiervault for the user, enrols with the token (pinning the console's
+certificate fingerprint) and starts the daemon as a service: a systemd user unit on Linux
+(docs/daemon.md), a launchd agent on macOS. Values are shell-quoted: a console URL or a
+token never turns into shell syntax.
+"""
+
+from __future__ import annotations
+
+from shlex import quote
+
+UNIT = ("[Unit]\\nDescription=tiervault backup daemon\\nAfter=network-online.target\\n"
+        "Wants=network-online.target\\n\\n[Service]\\nExecStart=%%h/.local/bin/tiervault daemon\\n"
+        "KillSignal=SIGTERM\\nTimeoutStopSec=120\\nRestart=on-failure\\nRestartSec=30\\n"
+        "RestartPreventExitStatus=2 3 4\\n\\n[Install]\\nWantedBy=default.target\\n")
+LABEL = "org.tiervault.daemon"
+PLIST = ('<?xml version="1.0" encoding="UTF-8"?>\\n<plist version="1.0"><dict>'
+         f"<key>Label</key><string>{LABEL}</string>"
+         "<key>ProgramArguments</key><array><string>%s</string><string>daemon</string></array>"
+         "<key>RunAtLoad</key><true/><key>KeepAlive</key><dict><key>SuccessfulExit</key>"
+         "<false/></dict><key>ThrottleInterval</key><integer>30</integer>"
+         "<key>StandardErrorPath</key><string>%s/Library/Logs/tiervault.log</string>"
+         "</dict></plist>\\n")
+
+
+def _enrol(binary: str, url: str, token: str, fingerprint: str | None) -> str:
+    args = f"{binary} enrol {quote(url)} --token {quote(token)}"
+    if fingerprint:
+        args += f" --fingerprint {quote(fingerprint)}"
+    return args
+
+
+def linux(url: str, token: str, fingerprint: str | None) -> str:
+    """pip --user, enrol, a systemd user unit enabled now and kept after logout."""
+    unit = "~/.config/systemd/user/tiervault.service"
+    return ("python3 -m pip install --user 'tiervault' && "
+            + _enrol("~/.local/bin/tiervault", url, token, fingerprint)
+            + f" && mkdir -p ~/.config/systemd/user && printf '{UNIT}' > {unit}"
+            " && systemctl --user daemon-reload && systemctl --user enable --now tiervault"
+            ' && loginctl enable-linger "$USER"')
+
+
+def macos(url: str, token: str, fingerprint: str | None) -> str:
+    """pip --user, enrol, a launchd agent bootstrapped into the user's session."""
+    plist = f"~/Library/LaunchAgents/{LABEL}.plist"
+    return ("python3 -m pip install --user 'tiervault' && "
+            'TV="$(python3 -m site --user-base)/bin/tiervault" && '
+            + _enrol('"$TV"', url, token, fingerprint)
+            + " && mkdir -p ~/Library/LaunchAgents ~/Library/Logs"
+            f" && printf '{PLIST}' \"$TV\" \"$HOME\" > {plist}"
+            f" && launchctl bootstrap gui/$(id -u) {plist}")
