@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tiervault.console.web import install_cmd
+from tiervault.console.services import install_cmd
 
 NASTY_URL = "https://console.example:8443/$(touch pwned);`id`"
 TOKEN = "tve_abc-DEF_123"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from tiervault.console.clock import Clock, iso
 from tiervault.console.errors import BadValue, NotFound, Refused
-from tiervault.console.services import audit, customers
+from tiervault.console.services import audit, customers, install_cmd
 from tiervault.console.services.access import require
 from tiervault.console.services.actor import Actor, api_actor
 from tiervault.console.services.secrets import (
@@ -94,14 +93,11 @@ def revoke_enrol(s: Session, clock: Clock, actor: Actor, token_id: str) -> Enrol
 
 
 def unattended_command(console_url: str | None, secret: str, fingerprint: str | None) -> str:
-    """The one line that installs tiervault, enrols and starts the service (Linux, macOS)."""
-    url = console_url or "https://CONSOLE:8443"
-    enrol = ["tiervault", "enrol", url, "--token", secret]
-    if fingerprint:
-        enrol += ["--fingerprint", fingerprint]
-    return ("pip install --user tiervault && "
-            + " ".join(shlex.quote(a) for a in enrol)
-            + " && tiervault daemon install-service")
+    """The one line that installs tiervault, enrols and starts the service (Linux).
+
+    The same line the tokens page shows (services/install_cmd.py; macOS there too).
+    """
+    return install_cmd.linux(console_url or "https://CONSOLE:8443", secret, fingerprint)
 
 
 # -- API tokens -------------------------------------------------------------------------

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tiervault.console.errors import ConsoleError
-from tiervault.console.services import customers, tokens
-from tiervault.console.web import install_cmd
+from tiervault.console.services import customers, install_cmd, tokens
 from tiervault.console.web.base import PageUser, Web
 
 
