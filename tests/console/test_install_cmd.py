@@ -54,13 +54,20 @@ def test_linux_line_enrols_and_writes_the_systemd_unit(
     calls = _run(install_cmd.linux(NASTY_URL, TOKEN, FINGERPRINT), env, root)
     assert calls[0] == "python3 -m pip install --user tiervault"
     i = calls.index("tiervault")
-    assert calls[i:i + 7] == ["tiervault", "enrol", NASTY_URL, "--token", TOKEN,
-                              "--fingerprint", FINGERPRINT]
+    assert calls[i:i + 9] == ["tiervault", "--password-file",
+                              f"{env['HOME']}/.config/tiervault/passphrase", "enrol",
+                              NASTY_URL, "--token", TOKEN, "--fingerprint", FINGERPRINT]
     assert "systemctl --user enable --now tiervault" in calls
     assert "loginctl enable-linger me" in calls
     assert not (root / "pwned").exists()
     unit = (Path(env["HOME"]) / ".config/systemd/user/tiervault.service").read_text()
-    assert "ExecStart=%h/.local/bin/tiervault daemon\n" in unit
+    assert ("ExecStart=%h/.local/bin/tiervault --password-file "
+            "%h/.config/tiervault/passphrase daemon\n") in unit
+    passphrase = Path(env["HOME"]) / ".config/tiervault/passphrase"
+    assert passphrase.stat().st_mode & 0o777 == 0o600 and len(passphrase.read_text()) > 40
+    first = passphrase.read_text()
+    _run(install_cmd.linux(NASTY_URL, TOKEN, FINGERPRINT), env, root)
+    assert passphrase.read_text() == first   # a second run keeps the vault's passphrase
     assert "[Install]\nWantedBy=default.target\n" in unit
 
 
@@ -69,14 +76,18 @@ def test_macos_line_enrols_and_writes_the_launchd_agent(
     root, env = sandbox
     calls = _run(install_cmd.macos(NASTY_URL, TOKEN, None), env, root)
     i = calls.index("tiervault")
-    assert calls[i:i + 5] == ["tiervault", "enrol", NASTY_URL, "--token", TOKEN]
+    assert calls[i:i + 7] == ["tiervault", "--password-file",
+                              f"{env['HOME']}/.config/tiervault/passphrase", "enrol",
+                              NASTY_URL, "--token", TOKEN]
     assert "--fingerprint" not in calls
     plist_path = Path(env["HOME"]) / "Library/LaunchAgents/org.tiervault.daemon.plist"
     assert any(c.startswith("launchctl bootstrap gui/") and c.endswith(str(plist_path))
                for c in calls)
     plist = plistlib.loads(plist_path.read_bytes())
     assert plist["Label"] == "org.tiervault.daemon"
-    assert plist["ProgramArguments"] == [f"{env['HOME']}/.local/bin/tiervault", "daemon"]
+    assert plist["ProgramArguments"] == [
+        f"{env['HOME']}/.local/bin/tiervault", "--password-file",
+        f"{env['HOME']}/.config/tiervault/passphrase", "daemon"]
     assert plist["StandardErrorPath"] == f"{env['HOME']}/Library/Logs/tiervault.log"
     assert not (root / "pwned").exists()
     assert os.path.isdir(Path(env["HOME"]) / "Library/Logs")
