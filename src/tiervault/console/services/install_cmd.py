@@ -13,7 +13,8 @@ from __future__ import annotations
 from shlex import quote
 
 UNIT = ("[Unit]\\nDescription=tiervault backup daemon\\nAfter=network-online.target\\n"
-        "Wants=network-online.target\\n\\n[Service]\\nExecStart=%%h/.local/bin/tiervault --password-file %%h/.config/tiervault/passphrase daemon\\n"
+        "Wants=network-online.target\\n\\n[Service]\\nExecStart=%%h/.local/bin/tiervault "
+        "--password-file %%h/.config/tiervault/passphrase daemon\\n"
         "KillSignal=SIGTERM\\nTimeoutStopSec=120\\nRestart=on-failure\\nRestartSec=30\\n"
         "RestartPreventExitStatus=2 3 4\\n\\n[Install]\\nWantedBy=default.target\\n")
 LABEL = "org.tiervault.daemon"
