@@ -75,26 +75,24 @@ class PostgresServer:
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
-        log = self.root / "initdb.log"
-        with open(log, "wb") as out:
+        initdb_log = self.root / "initdb.log"
+        with open(initdb_log, "wb") as out:
             rc = subprocess.call(
                 self._as_owner([str(PG_BIN / "initdb"), "-D", str(data), "-U", _SUPERUSER,
                                 "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
                                 "--no-sync"]),
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
         if rc != 0:
-            raise RuntimeError(f"initdb failed ({rc}): {log.read_text(errors='replace')}")
+            raise RuntimeError(f"initdb failed ({rc}): {initdb_log.read_text(errors='replace')}")
         self.port = free_port()
-        self._proc = subprocess.Popen(
-            self._as_owner([
+        with open(self.root / "postgres.log", "wb") as log:   # the child keeps its own fd
+            self._proc = subprocess.Popen(self._as_owner([
                 str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
                 "-k", str(self.root), "-c", f"listen_addresses={_HOST}",
                 "-c", "fsync=off", "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off", "-c", "max_connections=200",
                 "-c", "logging_collector=off", "-c", "log_min_messages=warning",
-            ]),
-            stdout=open(self.root / "postgres.log", "wb"), stderr=subprocess.STDOUT,
-            cwd=self.root)
+            ]), stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
         self._wait_ready()
         return self
 
