@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from tests.servers.postgres import PostgresServer, available
 
 STORES = ("sqlite", "postgresql")
