@@ -119,32 +119,21 @@ class Console:
 
 
 @contextlib.contextmanager
-def start_console(data: Path, database_url: str | None) -> Iterator[Console]:
-    """A serve process with a user, an API token and an enrolment token (1000 uses)."""
+def serve(data: Path, database_url: str | None) -> Iterator[tuple[str, Path]]:
+    """A bare ``console serve`` process over HTTP on a free port; yields (base URL, log)."""
     store = ["--data", str(data)] + (["--database-url", database_url] if database_url else [])
     port = free_port()
-    log_path = data / "serve.log"
+    log_path = data / f"serve-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", BOOT, "console", "serve", *store,
              "--listen", f"127.0.0.1:{port}", "--insecure-http"],
             stdout=log, stderr=subprocess.STDOUT, env=tv_env())
     base = f"http://127.0.0.1:{port}"
-    c: Console | None = None
     try:
-        _wait_up(base, proc, log_path)
-        pw = data / "password"
-        pw.write_text(PASSWORD + "\n")
-        _ok(console_cli("user", "add", USER, "--password-file", str(pw), *store))
-        api = find_secret(json.loads(_ok(console_cli("api-token", "create", USER, "--json",
-                                                     *store))), "tva_")
-        out = _ok(console_cli("token", "create", "--customer", "hostile", "--uses", "1000",
-                              "--ttl", "24h", "--json", "--url", base, "--token", api))
-        c = Console(base, log_path, api, find_secret(json.loads(out), "tve_"))
-        yield c
+        wait_up(base, proc, log_path)
+        yield base, log_path
     finally:
-        if c is not None:
-            c.close()
         proc.terminate()
         try:
             proc.wait(timeout=20)
@@ -153,12 +142,44 @@ def start_console(data: Path, database_url: str | None) -> Iterator[Console]:
             proc.wait()
 
 
-def _ok(p: subprocess.CompletedProcess[str]) -> str:
+def admin(data: Path, database_url: str | None) -> str:
+    """Create the user (once per store) and a new API token for it; the token."""
+    store = ["--data", str(data)] + (["--database-url", database_url] if database_url else [])
+    pw = data / "password"
+    if not pw.exists():
+        pw.write_text(PASSWORD + "\n")
+        ok(console_cli("user", "add", USER, "--password-file", str(pw), *store))
+    return find_secret(json.loads(ok(console_cli("api-token", "create", USER, "--json",
+                                                 *store))), "tva_")
+
+
+def enrol_token(base: str, api: str, uses: int = 1000) -> str:
+    """A new enrolment token of customer "hostile" (through the remote CLI)."""
+    out = ok(console_cli("token", "create", "--customer", "hostile", "--uses", str(uses),
+                         "--ttl", "24h", "--json", "--url", base, "--token", api))
+    return find_secret(json.loads(out), "tve_")
+
+
+@contextlib.contextmanager
+def start_console(data: Path, database_url: str | None) -> Iterator[Console]:
+    """A serve process with a user, an API token and an enrolment token (1000 uses)."""
+    with serve(data, database_url) as (base, log_path):
+        api = admin(data, database_url)
+        c = Console(base, log_path, api, enrol_token(base, api))
+        try:
+            yield c
+        finally:
+            c.close()
+
+
+def ok(p: subprocess.CompletedProcess[str]) -> str:
+    """stdout of a CLI run that must succeed."""
     assert p.returncode == 0, (p.args, p.returncode, p.stdout, p.stderr)
     return p.stdout
 
 
-def _wait_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Return once the console answers HTTP (fail when the process ends first)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
