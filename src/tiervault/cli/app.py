@@ -17,6 +17,7 @@ from tiervault.state.home import resolve_home
 #: quick command (``sync``, ``tiers``) does not pay for loading all the others.
 COMMAND_MODULES = {
     "check": "cmd_check",
+    "console": "cmd_console",
     "key": "cmd_keys",
     **dict.fromkeys(("archive", "forget", "prune", "retention"), "cmd_retention"),
     **dict.fromkeys(("attach", "sync", "tier", "tiers"), "cmd_tiers"),

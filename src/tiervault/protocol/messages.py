@@ -125,6 +125,7 @@ class CheckInResponse:
     interval: int
     commands_waiting: bool
     server_time: str
+    rotate: bool = False            # the console asks for a new credential (POST /rotate)
 
 
 @dataclass

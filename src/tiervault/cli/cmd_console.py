@@ -1,0 +1,54 @@
+"""``tiervault console ...``: the web console, an optional extra.
+
+Its module (tiervault.console.cli) and dependencies are imported only when a console
+command runs; without the extra, one line says what to install (exit 2).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from tiervault.errors import UsageError
+
+EXTRA_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "argon2", "jinja2")
+INSTALL_HINT = "the console needs: pip install 'tiervault[console]'"
+
+
+def _real() -> click.Group:
+    for name in EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise UsageError(INSTALL_HINT) from None
+    mod = importlib.import_module("tiervault.console.cli")
+    group: click.Group = mod.console
+    return group
+
+
+class ConsoleGroup(click.Group):
+    """Stands in for the console's command group until one of its commands is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            return _real().list_commands(ctx)
+        except UsageError:
+            return []
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _real().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        _real()   # the hint, even for a bare `tiervault console`
+        return super().invoke(ctx)
+
+
+@click.group("console", cls=ConsoleGroup)
+def console() -> None:
+    """The web console: enrol, watch and command a fleet (pip install 'tiervault[console]')."""
+
+
+def register(group: click.Group) -> None:
+    """Add ``console`` to the tiervault command group."""
+    group.add_command(console)

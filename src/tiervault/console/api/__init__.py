@@ -1,0 +1,1 @@
+"""The console's HTTP APIs: the agent protocol and the management JSON API."""

@@ -1,0 +1,1 @@
+"""The console's store: SQLAlchemy models, the engine, Alembic migrations."""

@@ -1,0 +1,13 @@
+"""Alembic environment: the connection comes from tiervault.console.store.migrate."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from tiervault.console.store.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata,
+                  render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+with context.begin_transaction():
+    context.run_migrations()
