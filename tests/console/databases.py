@@ -75,3 +75,12 @@ def new_database_url(request: pytest.FixtureRequest,
 def console_database_url(new_database_url: Callable[[], str | None]) -> str | None:
     """None (SQLite in the data directory) or this module's PostgreSQL database URL."""
     return new_database_url()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(request: pytest.FixtureRequest,
+                 postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh empty PostgreSQL database for this module (PostgreSQL-only tests)."""
+    url = postgres_server.create_database(request.module.__name__.rsplit(".", 1)[-1])
+    yield url
+    postgres_server.drop_database(url)

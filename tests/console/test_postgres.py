@@ -49,7 +49,7 @@ def test_serve_migrates_an_empty_database_and_models_do_not_drift(
         try:
             with eng.connect() as conn:
                 ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-                head = ScriptDirectory.from_config(migrate.alembic_config(url)).get_current_head()
+                head = ScriptDirectory.from_config(migrate.config(conn)).get_current_head()
                 assert ctx.get_current_revision() == head
                 diff = compare_metadata(ctx, Base.metadata)
         finally:
