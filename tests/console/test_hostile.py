@@ -264,3 +264,47 @@ def test_html_in_names_and_files_stored_verbatim_and_escaped(console: Console) -
         assert "<iframe src=//evil>" not in text
         assert "onerror=alert(1)>" not in text.replace("&lt;img src=x onerror=alert(1)&gt;", "")
     assert any("&lt;script&gt;" in t for t in pages), "the device's name is not on its pages"
+
+
+def test_nul_characters_anywhere_are_4xx(console: Console) -> None:
+    """PostgreSQL cannot store NUL in text: every way of sending one is refused up front."""
+    dev = console.enrol("nul-probe")
+    h = {"authorization": f"Bearer {dev.credential}"}
+    nul = "a\x00b"
+    enrol = json.loads(m.to_json(m.EnrolRequest(token=console.enrol_token, name="n", host="h",
+                                                os="linux", version="1")))
+    for key in ("name", "host", "os", "version", "token"):
+        assert_4xx(console.http.post(f"{A}/enrol", json={**enrol, key: nul}))
+    tier = {"url": "/v", "state": "online"}
+    for over in ({"host": nul}, {"os": nul}, {"version": nul},
+                 {"tiers": [{**tier, "url": nul}]}, {"tiers": [{**tier, "last_online": nul}]},
+                 {"running": {"kind": "backup", "set": nul}}, {"sets": [{nul: 1}]},
+                 {"sets": [{"name": nul}]}):
+        assert_4xx(console.http.post(f"{A}/checkin", content=checkin_body(**over), headers=h))
+    for over in ({"session_id": nul}, {"set": nul}, {"snapshot": nul}, {"flags": nul},
+                 {"started": nul}, {"ended": nul}, {"tiers_received": [nul]},
+                 {"errors": [{"message": nul}]}, {"errors": [{"message": "m", "path": nul}]},
+                 {"command_id": nul}):
+        body = {"reports": [{**report("nul@x"), **over}]}
+        assert_4xx(console.http.post(f"{A}/sessions", json=body, headers=h))
+    assert sessions_of(console, dev.device_id) == []
+    for body in ({"state": "running", "result": {nul: 1}},
+                 {"state": "running", "result": {"k": nul}},
+                 {"state": "failed", "session_id": nul}):
+        assert_4xx(console.http.post(f"{A}/commands/x", json=body, headers=h))
+    for path in (f"{A}/commands/a%00b", "/api/v1/devices/a%00b", "/api/v1/commands/a%00b",
+                 "/api/v1/devices/a%00b/sessions", "/api/v1/devices?q=a%00b",
+                 "/api/v1/devices?customer=a%00b", "/api/v1/commands?device=a%00b"):
+        client = console.http if path.startswith(A) else console.api
+        method = "POST" if path.startswith(A) else "GET"
+        r = client.request(method, path, headers=h if path.startswith(A) else None,
+                           json={"state": "running"} if method == "POST" else None)
+        assert_4xx(r)
+    r = console.api.post("/api/v1/commands", json={"devices": [nul], "type": "backup",
+                                                   "params": {}})
+    assert_4xx(r)
+    r = console.api.post("/api/v1/commands", json={"devices": [dev.device_id],
+                                                   "type": "backup", "params": {nul: nul}})
+    assert_4xx(r)
+    r = console.api.post("/api/v1/tokens", json={"customer": nul})
+    assert_4xx(r)

@@ -36,6 +36,7 @@ def test_serve_migrates_an_empty_database_and_models_do_not_drift(
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
+
     from tiervault.console.store import migrate
     from tiervault.console.store.models import Base
 
