@@ -24,7 +24,7 @@ HTML_FILE = '<b>bold</b>"quoted" & <iframe src=//evil>.txt'
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory,
+def hostile(tmp_path_factory: pytest.TempPathFactory,
             console_database_url: str | None) -> Iterator[Console]:
     with start_console(tmp_path_factory.mktemp("hostile"), console_database_url) as c:
         yield c
@@ -63,7 +63,7 @@ def assert_4xx(r: httpx.Response, *codes: int) -> None:
 
 # -- credentials ------------------------------------------------------------------------
 
-def test_unknown_missing_and_malformed_credentials_are_refused(console: Console) -> None:
+def test_unknown_missing_and_malformed_credentials_are_refused(hostile: Console) -> None:
     dev = console.enrol("cred-probe")
     good = {"authorization": f"Bearer {dev.credential}"}
     assert console.http.post(f"{A}/checkin", content=checkin_body(), headers=good
@@ -93,7 +93,7 @@ def test_unknown_missing_and_malformed_credentials_are_refused(console: Console)
     assert_4xx(console.http.get("/api/v1/devices", headers=good), 401, 403)
 
 
-def test_revoked_credential_stops_at_once(console: Console) -> None:
+def test_revoked_credential_stops_at_once(hostile: Console) -> None:
     dev = console.enrol("to-revoke")
     h = {"authorization": f"Bearer {dev.credential}"}
     assert console.http.post(f"{A}/checkin", content=checkin_body(), headers=h
@@ -106,7 +106,7 @@ def test_revoked_credential_stops_at_once(console: Console) -> None:
     assert sessions_of(console, dev.device_id) == []
 
 
-def test_old_credential_refused_after_rotate(console: Console) -> None:
+def test_old_credential_refused_after_rotate(hostile: Console) -> None:
     dev = console.enrol("to-rotate")
     h = {"authorization": f"Bearer {dev.credential}"}
     r = console.http.post(f"{A}/rotate", headers=h)
@@ -118,7 +118,7 @@ def test_old_credential_refused_after_rotate(console: Console) -> None:
                              headers={"authorization": f"Bearer {new}"}).status_code == 200
 
 
-def test_used_up_or_unknown_enrolment_token_enrols_nothing(console: Console) -> None:
+def test_used_up_or_unknown_enrolment_token_enrols_nothing(hostile: Console) -> None:
     before = console.api.get("/api/v1/devices").json()
     for token in ("", "tve_" + secrets.token_urlsafe(32), console.api_token, "x" * 5000):
         body = m.to_json(m.EnrolRequest(token=token, name="intruder", host="h", os="linux",
@@ -129,7 +129,7 @@ def test_used_up_or_unknown_enrolment_token_enrols_nothing(console: Console) -> 
 
 # -- other devices' data, replays ---------------------------------------------------------
 
-def test_device_cannot_touch_another_devices_sessions_or_commands(console: Console) -> None:
+def test_device_cannot_touch_another_devices_sessions_or_commands(hostile: Console) -> None:
     a, b = console.enrol("victim"), console.enrol("attacker")
     ha = {"authorization": f"Bearer {a.credential}"}
     hb = {"authorization": f"Bearer {b.credential}"}
@@ -156,7 +156,7 @@ def test_device_cannot_touch_another_devices_sessions_or_commands(console: Conso
     assert console.api.get(f"/api/v1/commands/{cmd_id}").json()["state"] == "queued"
 
 
-def test_replayed_report_is_stored_once(console: Console) -> None:
+def test_replayed_report_is_stored_once(hostile: Console) -> None:
     dev = console.enrol("replayer")
     h = {"authorization": f"Bearer {dev.credential}"}
     batch = {"reports": [report("r1@replayer"), report("r2@replayer", status="failed")]}
@@ -184,7 +184,7 @@ def _deep_obj(n: int) -> bytes:
     return b'{"a":' * n + b"1" + b"}" * n
 
 
-def test_malformed_oversized_and_deep_payloads_are_4xx(console: Console) -> None:
+def test_malformed_oversized_and_deep_payloads_are_4xx(hostile: Console) -> None:
     dev = console.enrol("payloads")
     h = {"authorization": f"Bearer {dev.credential}", "content-type": "application/json"}
     big_text = "x" * (m.MAX_TEXT * 4)
@@ -244,7 +244,7 @@ def test_malformed_oversized_and_deep_payloads_are_4xx(console: Console) -> None
 
 # -- HTML -------------------------------------------------------------------------------
 
-def test_html_in_names_and_files_stored_verbatim_and_escaped(console: Console) -> None:
+def test_html_in_names_and_files_stored_verbatim_and_escaped(hostile: Console) -> None:
     dev = console.enrol(HTML_NAME)
     h = {"authorization": f"Bearer {dev.credential}"}
     body = checkin_body(host=HTML_NAME, tiers=[{"url": "/srv/<b>v</b>", "state": "online"}])
@@ -266,7 +266,7 @@ def test_html_in_names_and_files_stored_verbatim_and_escaped(console: Console) -
     assert any("&lt;script&gt;" in t for t in pages), "the device's name is not on its pages"
 
 
-def test_nul_characters_anywhere_are_4xx(console: Console) -> None:
+def test_nul_characters_anywhere_are_4xx(hostile: Console) -> None:
     """PostgreSQL cannot store NUL in text: every way of sending one is refused up front."""
     dev = console.enrol("nul-probe")
     h = {"authorization": f"Bearer {dev.credential}"}

@@ -7,6 +7,7 @@ command runs; without the extra, one line says what to install (exit 2).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
@@ -19,9 +20,11 @@ INSTALL_HINT = "the console needs: pip install 'tiervault[console]'"
 def _real() -> click.Group:
     for name in EXTRA_MODULES:
         try:
-            importlib.import_module(name)
-        except ImportError:
-            raise UsageError(INSTALL_HINT) from None
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):   # ValueError: blocked in sys.modules
+            found = False
+        if not found:
+            raise UsageError(INSTALL_HINT)
     mod = importlib.import_module("tiervault.console.cli")
     group: click.Group = mod.console
     return group

@@ -46,7 +46,7 @@ class LocalOps:
         from tiervault.console.context import AppContext, Settings
         from tiervault.console.serve import read_serve_info
         from tiervault.console.services.actor import Actor
-        from tiervault.console.store.migrate import upgrade
+        from tiervault.console.store.migrate import ensure_current
 
         self.data_dir = Path(data_dir)
         settings = Settings(data_dir=self.data_dir, database_url=database_url)
@@ -54,7 +54,7 @@ class LocalOps:
         settings.public_url = info.get("url")
         settings.fingerprint = info.get("fingerprint")
         self.ctx = AppContext.create(settings)
-        upgrade(self.ctx.db)
+        ensure_current(self.ctx.db)
         self.actor = Actor("user", "cli", f"cli:{getpass.getuser()}")
 
     def _db(self, fn: Callable[[Session], T]) -> T:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tiervault.console.api.errors import bearer
+from tiervault.console.clock import iso
 from tiervault.console.context import AppContext
 from tiervault.console.errors import Refused
 from tiervault.console.services import commands, devices, sessions, tokens, users
@@ -215,6 +216,12 @@ def router(ctx: AppContext) -> APIRouter:
             user = s.get(User, tok.user_id)
             return tokens.api_json(tok, user.name if user else "")
         return db(work)
+
+    @r.get("/status")
+    def status(actor: Actor = Depends(actor_of)) -> dict[str, Any]:
+        require(actor, "devices.read")
+        return {"long_polls": ctx.waker.waiting(), "database": ctx.db.engine.dialect.name,
+                "server_time": iso(clock.now())}
 
     @r.get("/whoami")
     def whoami(actor: Actor = Depends(actor_of)) -> dict[str, Any]:
