@@ -64,9 +64,9 @@ def assert_4xx(r: httpx.Response, *codes: int) -> None:
 # -- credentials ------------------------------------------------------------------------
 
 def test_unknown_missing_and_malformed_credentials_are_refused(hostile: Console) -> None:
-    dev = console.enrol("cred-probe")
+    dev = hostile.enrol("cred-probe")
     good = {"authorization": f"Bearer {dev.credential}"}
-    assert console.http.post(f"{A}/checkin", content=checkin_body(), headers=good
+    assert hostile.http.post(f"{A}/checkin", content=checkin_body(), headers=good
                              ).status_code == 200
     forged = dev.credential[:-4] + ("AAAA" if not dev.credential.endswith("AAAA") else "BBBB")
     bad_headers: list[dict[str, str]] = [
@@ -78,8 +78,8 @@ def test_unknown_missing_and_malformed_credentials_are_refused(hostile: Console)
         {"authorization": f"Basic {dev.credential}"},
         {"authorization": "Bearer"},
         {"authorization": "Bearer " + "A" * 100_000},
-        {"authorization": f"Bearer {console.api_token}"},       # an API token is no device
-        {"authorization": f"Bearer {console.enrol_token}"},     # nor is an enrolment token
+        {"authorization": f"Bearer {hostile.api_token}"},       # an API token is no device
+        {"authorization": f"Bearer {hostile.enrol_token}"},     # nor is an enrolment token
     ]
     for headers in bad_headers:
         for method, path, body in (("POST", "/checkin", checkin_body()),
@@ -87,89 +87,89 @@ def test_unknown_missing_and_malformed_credentials_are_refused(hostile: Console)
                                    ("GET", "/commands?wait=0", None),
                                    ("POST", "/commands/x", b'{"state":"running"}'),
                                    ("POST", "/rotate", b"")):
-            r = console.http.request(method, A + path, content=body, headers=headers)
+            r = hostile.http.request(method, A + path, content=body, headers=headers)
             assert_4xx(r, 400, 401, 403, 431)
     # A device credential opens no management route.
-    assert_4xx(console.http.get("/api/v1/devices", headers=good), 401, 403)
+    assert_4xx(hostile.http.get("/api/v1/devices", headers=good), 401, 403)
 
 
 def test_revoked_credential_stops_at_once(hostile: Console) -> None:
-    dev = console.enrol("to-revoke")
+    dev = hostile.enrol("to-revoke")
     h = {"authorization": f"Bearer {dev.credential}"}
-    assert console.http.post(f"{A}/checkin", content=checkin_body(), headers=h
+    assert hostile.http.post(f"{A}/checkin", content=checkin_body(), headers=h
                              ).status_code == 200
-    r = console.api.post(f"/api/v1/devices/{dev.device_id}/revoke")
+    r = hostile.api.post(f"/api/v1/devices/{dev.device_id}/revoke")
     assert r.status_code == 200, r.text
-    assert_4xx(console.http.post(f"{A}/checkin", content=checkin_body(), headers=h), 401, 403)
+    assert_4xx(hostile.http.post(f"{A}/checkin", content=checkin_body(), headers=h), 401, 403)
     rep = {"reports": [report("after-revoke@x")]}
-    assert_4xx(console.http.post(f"{A}/sessions", json=rep, headers=h), 401, 403)
-    assert sessions_of(console, dev.device_id) == []
+    assert_4xx(hostile.http.post(f"{A}/sessions", json=rep, headers=h), 401, 403)
+    assert sessions_of(hostile, dev.device_id) == []
 
 
 def test_old_credential_refused_after_rotate(hostile: Console) -> None:
-    dev = console.enrol("to-rotate")
+    dev = hostile.enrol("to-rotate")
     h = {"authorization": f"Bearer {dev.credential}"}
-    r = console.http.post(f"{A}/rotate", headers=h)
+    r = hostile.http.post(f"{A}/rotate", headers=h)
     assert r.status_code == 200, r.text
     new = m.parse(m.RotateResponse, r.content).credential
     assert new != dev.credential
-    assert_4xx(console.http.post(f"{A}/checkin", content=checkin_body(), headers=h), 401, 403)
-    assert console.http.post(f"{A}/checkin", content=checkin_body(),
+    assert_4xx(hostile.http.post(f"{A}/checkin", content=checkin_body(), headers=h), 401, 403)
+    assert hostile.http.post(f"{A}/checkin", content=checkin_body(),
                              headers={"authorization": f"Bearer {new}"}).status_code == 200
 
 
 def test_used_up_or_unknown_enrolment_token_enrols_nothing(hostile: Console) -> None:
-    before = console.api.get("/api/v1/devices").json()
-    for token in ("", "tve_" + secrets.token_urlsafe(32), console.api_token, "x" * 5000):
+    before = hostile.api.get("/api/v1/devices").json()
+    for token in ("", "tve_" + secrets.token_urlsafe(32), hostile.api_token, "x" * 5000):
         body = m.to_json(m.EnrolRequest(token=token, name="intruder", host="h", os="linux",
                                         version="1"))
-        assert_4xx(console.http.post(f"{A}/enrol", content=body), 400, 401, 403, 422)
-    assert len(console.api.get("/api/v1/devices").json()) == len(before)
+        assert_4xx(hostile.http.post(f"{A}/enrol", content=body), 400, 401, 403, 422)
+    assert len(hostile.api.get("/api/v1/devices").json()) == len(before)
 
 
 # -- other devices' data, replays ---------------------------------------------------------
 
 def test_device_cannot_touch_another_devices_sessions_or_commands(hostile: Console) -> None:
-    a, b = console.enrol("victim"), console.enrol("attacker")
+    a, b = hostile.enrol("victim"), hostile.enrol("attacker")
     ha = {"authorization": f"Bearer {a.credential}"}
     hb = {"authorization": f"Bearer {b.credential}"}
-    r = console.http.post(f"{A}/sessions", json={"reports": [report("s1@victim")]}, headers=ha)
+    r = hostile.http.post(f"{A}/sessions", json={"reports": [report("s1@victim")]}, headers=ha)
     assert r.status_code == 200, r.text
     # b sends a report with a's session id and different figures, and one naming a's device.
     evil = report("s1@victim", status="failed", files_selected=999, device_id=a.device_id)
-    r = console.http.post(f"{A}/sessions", json={"reports": [evil]}, headers=hb)
+    r = hostile.http.post(f"{A}/sessions", json={"reports": [evil]}, headers=hb)
     assert r.status_code < 500, r.text
-    mine = sessions_of(console, a.device_id)
+    mine = sessions_of(hostile, a.device_id)
     assert len(mine) == 1 and mine[0]["status"] == "success", mine
     assert mine[0].get("files_selected", 3) == 3
     # A command queued for a: b can neither take it nor change its state.
-    r = console.api.post("/api/v1/commands", json={"devices": [a.device_id], "type": "backup",
+    r = hostile.api.post("/api/v1/commands", json={"devices": [a.device_id], "type": "backup",
                                                    "params": {}})
     assert r.status_code == 200, r.text
     cmd_id = r.json()[0]["id"]
-    batch = console.http.get(f"{A}/commands", params={"wait": 0}, headers=hb)
+    batch = hostile.http.get(f"{A}/commands", params={"wait": 0}, headers=hb)
     assert batch.status_code == 200
     assert cmd_id not in batch.text
     for state in ("running", "succeeded", "failed"):
-        r = console.http.post(f"{A}/commands/{cmd_id}", json={"state": state}, headers=hb)
+        r = hostile.http.post(f"{A}/commands/{cmd_id}", json={"state": state}, headers=hb)
         assert_4xx(r, 403, 404, 409)
-    assert console.api.get(f"/api/v1/commands/{cmd_id}").json()["state"] == "queued"
+    assert hostile.api.get(f"/api/v1/commands/{cmd_id}").json()["state"] == "queued"
 
 
 def test_replayed_report_is_stored_once(hostile: Console) -> None:
-    dev = console.enrol("replayer")
+    dev = hostile.enrol("replayer")
     h = {"authorization": f"Bearer {dev.credential}"}
     batch = {"reports": [report("r1@replayer"), report("r2@replayer", status="failed")]}
     for _ in range(3):
-        r = console.http.post(f"{A}/sessions", json=batch, headers=h)
+        r = hostile.http.post(f"{A}/sessions", json=batch, headers=h)
         assert r.status_code == 200, r.text
         assert sorted(m.parse(m.SessionAck, r.content).accepted) == ["r1@replayer",
                                                                      "r2@replayer"]
     # The same id inside one batch, twice.
-    r = console.http.post(f"{A}/sessions", json={"reports": [report("r3@replayer")] * 2},
+    r = hostile.http.post(f"{A}/sessions", json={"reports": [report("r3@replayer")] * 2},
                           headers=h)
     assert r.status_code in (200, 400, 422), r.text
-    ids = sorted(s["session_id"] for s in sessions_of(console, dev.device_id))
+    ids = sorted(s["session_id"] for s in sessions_of(hostile, dev.device_id))
     assert ids in (["r1@replayer", "r2@replayer", "r3@replayer"],
                    ["r1@replayer", "r2@replayer"])
 
@@ -185,7 +185,7 @@ def _deep_obj(n: int) -> bytes:
 
 
 def test_malformed_oversized_and_deep_payloads_are_4xx(hostile: Console) -> None:
-    dev = console.enrol("payloads")
+    dev = hostile.enrol("payloads")
     h = {"authorization": f"Bearer {dev.credential}", "content-type": "application/json"}
     big_text = "x" * (m.MAX_TEXT * 4)
     bodies: list[bytes] = [
@@ -204,7 +204,7 @@ def test_malformed_oversized_and_deep_payloads_are_4xx(hostile: Console) -> None
         b'"selected_bytes": Infinity}',
     ]
     for body in bodies:
-        r = console.http.post(f"{A}/checkin", content=body, headers=h)
+        r = hostile.http.post(f"{A}/checkin", content=body, headers=h)
         assert r.status_code < 500, (body[:80], r.status_code, r.text[:300])
         if body not in (checkin_body(sets=[{"name": big_text}] * 1000),):
             assert r.status_code != 200 or body.startswith(b'{"version":"1"'), body[:80]
@@ -221,42 +221,42 @@ def test_malformed_oversized_and_deep_payloads_are_4xx(hostile: Console) -> None
         {"reports": [report("x" * 100_000)]},
     ]
     for body in reports:
-        r = console.http.post(f"{A}/sessions", json=body, headers=h)
+        r = hostile.http.post(f"{A}/sessions", json=body, headers=h)
         assert_4xx(r)
     for body in (_deep(100_000), b"{" * 10, b'{"reports":' + _deep(90_000) + b"}"):
-        assert_4xx(console.http.post(f"{A}/sessions", content=body, headers=h))
-    assert sessions_of(console, dev.device_id) == []
+        assert_4xx(hostile.http.post(f"{A}/sessions", content=body, headers=h))
+    assert sessions_of(hostile, dev.device_id) == []
     # Over MAX_BODY, announced or streamed without a length: 413 (or 400), never read whole.
     huge = b'{"reports":[' + b" " * (m.MAX_BODY * 2) + b"]}"
-    assert_4xx(console.http.post(f"{A}/sessions", content=huge, headers=h), 400, 413)
+    assert_4xx(hostile.http.post(f"{A}/sessions", content=huge, headers=h), 400, 413)
 
     def chunks() -> Iterator[bytes]:
         for _ in range(40):
             yield b" " * 65536
 
-    assert_4xx(console.http.post(f"{A}/sessions", content=chunks(), headers=h), 400, 413)
+    assert_4xx(hostile.http.post(f"{A}/sessions", content=chunks(), headers=h), 400, 413)
     for q in ("wait=-1", "wait=abc", "wait=1e400", "wait=" + "9" * 400, "wait=nan"):
-        assert_4xx(console.http.get(f"{A}/commands?{q}", headers=h))
+        assert_4xx(hostile.http.get(f"{A}/commands?{q}", headers=h))
     for body in (b"{", b'{"state":"exploded"}', _deep(100_000), b'{"state":"running",'
                  b'"result":' + _deep(10_000) + b"}"):
-        assert_4xx(console.http.post(f"{A}/commands/nope", content=body, headers=h))
+        assert_4xx(hostile.http.post(f"{A}/commands/nope", content=body, headers=h))
 
 
 # -- HTML -------------------------------------------------------------------------------
 
 def test_html_in_names_and_files_stored_verbatim_and_escaped(hostile: Console) -> None:
-    dev = console.enrol(HTML_NAME)
+    dev = hostile.enrol(HTML_NAME)
     h = {"authorization": f"Bearer {dev.credential}"}
     body = checkin_body(host=HTML_NAME, tiers=[{"url": "/srv/<b>v</b>", "state": "online"}])
-    assert console.http.post(f"{A}/checkin", content=body, headers=h).status_code == 200
+    assert hostile.http.post(f"{A}/checkin", content=body, headers=h).status_code == 200
     rep = report("html@x", status="failed", errors=[{"message": HTML_FILE, "path": HTML_FILE}])
-    assert console.http.post(f"{A}/sessions", json={"reports": [rep]},
+    assert hostile.http.post(f"{A}/sessions", json={"reports": [rep]},
                              headers=h).status_code == 200
-    shown = console.api.get(f"/api/v1/devices/{dev.device_id}").json()
+    shown = hostile.api.get(f"/api/v1/devices/{dev.device_id}").json()
     assert shown["name"] == HTML_NAME
-    (stored,) = sessions_of(console, dev.device_id)
+    (stored,) = sessions_of(hostile, dev.device_id)
     assert [(e["message"], e["path"]) for e in stored["errors"]] == [(HTML_FILE, HTML_FILE)]
-    pages = console.pages(f"/devices/{dev.device_id}", "/")
+    pages = hostile.pages(f"/devices/{dev.device_id}", "/")
     if not pages:
         pytest.skip("the console has no pages to log in to yet")
     for text in pages:
@@ -268,43 +268,43 @@ def test_html_in_names_and_files_stored_verbatim_and_escaped(hostile: Console) -
 
 def test_nul_characters_anywhere_are_4xx(hostile: Console) -> None:
     """PostgreSQL cannot store NUL in text: every way of sending one is refused up front."""
-    dev = console.enrol("nul-probe")
+    dev = hostile.enrol("nul-probe")
     h = {"authorization": f"Bearer {dev.credential}"}
     nul = "a\x00b"
-    enrol = json.loads(m.to_json(m.EnrolRequest(token=console.enrol_token, name="n", host="h",
+    enrol = json.loads(m.to_json(m.EnrolRequest(token=hostile.enrol_token, name="n", host="h",
                                                 os="linux", version="1")))
     for key in ("name", "host", "os", "version", "token"):
-        assert_4xx(console.http.post(f"{A}/enrol", json={**enrol, key: nul}))
+        assert_4xx(hostile.http.post(f"{A}/enrol", json={**enrol, key: nul}))
     tier = {"url": "/v", "state": "online"}
     for over in ({"host": nul}, {"os": nul}, {"version": nul},
                  {"tiers": [{**tier, "url": nul}]}, {"tiers": [{**tier, "last_online": nul}]},
                  {"running": {"kind": "backup", "set": nul}}, {"sets": [{nul: 1}]},
                  {"sets": [{"name": nul}]}):
-        assert_4xx(console.http.post(f"{A}/checkin", content=checkin_body(**over), headers=h))
+        assert_4xx(hostile.http.post(f"{A}/checkin", content=checkin_body(**over), headers=h))
     for over in ({"session_id": nul}, {"set": nul}, {"snapshot": nul}, {"flags": nul},
                  {"started": nul}, {"ended": nul}, {"tiers_received": [nul]},
                  {"errors": [{"message": nul}]}, {"errors": [{"message": "m", "path": nul}]},
                  {"command_id": nul}):
         body = {"reports": [{**report("nul@x"), **over}]}
-        assert_4xx(console.http.post(f"{A}/sessions", json=body, headers=h))
-    assert sessions_of(console, dev.device_id) == []
+        assert_4xx(hostile.http.post(f"{A}/sessions", json=body, headers=h))
+    assert sessions_of(hostile, dev.device_id) == []
     for body in ({"state": "running", "result": {nul: 1}},
                  {"state": "running", "result": {"k": nul}},
                  {"state": "failed", "session_id": nul}):
-        assert_4xx(console.http.post(f"{A}/commands/x", json=body, headers=h))
+        assert_4xx(hostile.http.post(f"{A}/commands/x", json=body, headers=h))
     for path in (f"{A}/commands/a%00b", "/api/v1/devices/a%00b", "/api/v1/commands/a%00b",
                  "/api/v1/devices/a%00b/sessions", "/api/v1/devices?q=a%00b",
                  "/api/v1/devices?customer=a%00b", "/api/v1/commands?device=a%00b"):
-        client = console.http if path.startswith(A) else console.api
+        client = hostile.http if path.startswith(A) else hostile.api
         method = "POST" if path.startswith(A) else "GET"
         r = client.request(method, path, headers=h if path.startswith(A) else None,
                            json={"state": "running"} if method == "POST" else None)
         assert_4xx(r)
-    r = console.api.post("/api/v1/commands", json={"devices": [nul], "type": "backup",
+    r = hostile.api.post("/api/v1/commands", json={"devices": [nul], "type": "backup",
                                                    "params": {}})
     assert_4xx(r)
-    r = console.api.post("/api/v1/commands", json={"devices": [dev.device_id],
+    r = hostile.api.post("/api/v1/commands", json={"devices": [dev.device_id],
                                                    "type": "backup", "params": {nul: nul}})
     assert_4xx(r)
-    r = console.api.post("/api/v1/tokens", json={"customer": nul})
+    r = hostile.api.post("/api/v1/tokens", json={"customer": nul})
     assert_4xx(r)
