@@ -187,8 +187,18 @@ async def _queue_commands(fleet: fa.Fleet, devices: list[fa.Device], api: str,
         await client.aclose()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def run_fleet(urls: list[str], api: str, token: str, args: argparse.Namespace,
-                    n: int) -> dict[str, Any]:
+                    n: int, pids: list[int]) -> dict[str, Any]:
     """Enrol ``n`` devices, warm up one interval, measure; the summary."""
     rec = fa.Recorder()
     per_poll = 200
@@ -206,8 +216,11 @@ async def run_fleet(urls: list[str], api: str, token: str, args: argparse.Namesp
     tasks.append(asyncio.create_task(_queue_commands(fleet, devices, api, args.command_every)))
     await asyncio.sleep(args.interval)   # warm-up: every device checked in once, polls held
     rec.active = True
+    cpu0, own0 = cpu_seconds(pids), time.process_time()
     await asyncio.sleep(args.measure)
     rec.active = False
+    server_cpu = (cpu_seconds(pids) - cpu0) / args.measure
+    agents_cpu = (time.process_time() - own0) / args.measure
     fleet.stop.set()
     await asyncio.wait(tasks, timeout=args.wait + 30)
     for c in fleet.clients + fleet.poll_clients:
@@ -216,6 +229,9 @@ async def run_fleet(urls: list[str], api: str, token: str, args: argparse.Namesp
     out["devices"] = n
     out["enrol_seconds"] = round(enrol_s, 1)
     out["checkins_per_second"] = round(n / args.interval, 1)
+    out["load_average_1m"] = round(os.getloadavg()[0], 2)   # the whole machine, at the end
+    out["server_cpu_percent"] = round(100 * server_cpu)     # of one core, all processes
+    out["agents_cpu_percent"] = round(100 * agents_cpu)     # the simulated fleet itself
     return out
 
 
@@ -228,9 +244,9 @@ def passes(result: dict[str, Any]) -> bool:
 
 def one_size(n: int, args: argparse.Namespace, db_url: str | None) -> dict[str, Any]:
     """Fresh console (and database), one fleet of ``n`` devices."""
-    with console(args.processes, db_url) as (urls, data, _pids):
+    with console(args.processes, db_url) as (urls, data, pids):
         api, token = prepare(urls[0], data, db_url, n)
-        result = asyncio.run(run_fleet(urls, api, token, args, n))
+        result = asyncio.run(run_fleet(urls, api, token, args, n, pids))
     result["processes"] = args.processes
     result["store"] = "postgresql" if db_url else "sqlite"
     result["pass"] = passes(result)
