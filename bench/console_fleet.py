@@ -222,7 +222,10 @@ async def run_fleet(urls: list[str], api: str, token: str, args: argparse.Namesp
     server_cpu = (cpu_seconds(pids) - cpu0) / args.measure
     agents_cpu = (time.process_time() - own0) / args.measure
     fleet.stop.set()
-    await asyncio.wait(tasks, timeout=args.wait + 30)
+    await asyncio.wait(tasks, timeout=5)
+    for t in tasks:   # long-polls still held: let go of them
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     for c in fleet.clients + fleet.poll_clients:
         await c.aclose()
     out = fa.summary(rec)

@@ -143,7 +143,9 @@ class Device:
         while not self.fleet.stop.is_set():
             await self._timed_post("checkin", "/checkin", self._checkin_body())
             self.checkins += 1
-            if self.fleet.session_every and self.checkins % self.fleet.session_every == 0:
+            every = self.fleet.session_every
+            # Phased by index, so reports come at the steady rate from the first interval on.
+            if every and (self.checkins + self.index) % every == 0:
                 await self._timed_post("sessions", "/sessions", self._report_body())
             next_at += self.fleet.interval
             if await _sleep_or_stop(self.fleet.stop, max(0.0, next_at - time.monotonic())):
