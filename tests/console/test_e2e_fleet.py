@@ -100,7 +100,7 @@ def _installation_id(home: Path) -> str:
 
 @pytest.fixture(name="fleet")
 def fleet_fixture(tmp_path: Path, console_database_url: str | None) -> Iterator[Fleet]:
-    """SQLite, or PostgreSQL when the suite is run with TIERVAULT_TEST_CONSOLE_PG."""
+    """SQLite, or a fresh PostgreSQL database (tests/console/databases.py)."""
     f = Fleet(tmp_path, console_database_url)
     f.ftp.start()
     f.console.start()

@@ -1,5 +1,5 @@
 """Two ``serve`` processes on one PostgreSQL share the devices and wake each other's
-long-polls (LISTEN/NOTIFY). Runs when TIERVAULT_TEST_CONSOLE_PG names a PostgreSQL."""
+long-polls (LISTEN/NOTIFY): the PostgreSQL run of the console tests."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.console.consolekit import Agent, ConsoleServer
 def second(request: pytest.FixtureRequest, console_database_url: str | None,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
     if not console_database_url:
-        pytest.skip("needs PostgreSQL (TIERVAULT_TEST_CONSOLE_PG)")
+        pytest.skip("several serve processes share a store on PostgreSQL only")
     console: ConsoleServer = request.getfixturevalue("console")
     data: Path = tmp_path_factory.mktemp("console-b") / "data"
     other = ConsoleServer(data, database_url=console.database_url).start()

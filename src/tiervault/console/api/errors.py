@@ -15,7 +15,8 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes is answered 413."""
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413, a NUL
+    character in the path or the query string 400."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
         self.app = app
@@ -24,6 +25,10 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b""):
+            # No id, name or filter holds a NUL, and PostgreSQL refuses one in any text.
+            await _answer(send, 400, "NUL character in the request's path or query")
             return
         for k, v in scope.get("headers", []):
             if k == b"content-length":
