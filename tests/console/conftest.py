@@ -13,6 +13,7 @@ import pytest
 
 from tests.console.consolekit import ConsoleServer
 
+
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory,
             console_database_url: str | None) -> Iterator[ConsoleServer]:
