@@ -99,9 +99,10 @@ def _installation_id(home: Path) -> str:
 
 
 @pytest.fixture(name="fleet")
-def fleet_fixture(tmp_path: Path, console_database_url: str | None) -> Iterator[Fleet]:
-    """SQLite, or a fresh PostgreSQL database (tests/console/databases.py)."""
-    f = Fleet(tmp_path, console_database_url)
+def fleet_fixture(tmp_path: Path,
+                  new_database_url: Callable[[], str | None]) -> Iterator[Fleet]:
+    """SQLite, or a fresh PostgreSQL database per test (tests/console/databases.py)."""
+    f = Fleet(tmp_path, new_database_url())
     f.ftp.start()
     f.console.start()
     try:
