@@ -30,16 +30,16 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Tests whose bounds are about time run alone after the rest, which runs on 3 workers
+# Tests whose bounds are about time run alone after the rest, which runs on 4 workers
 # (most tests wait on servers and processes more than they compute).
 TIMING_TESTS := tests/test_slow_tier.py tests/test_e2e_wait.py tests/test_tier_wait.py \
 	tests/test_throttle.py tests/test_cli_interrupt.py tests/test_misbehaving_servers.py \
 	tests/test_read_races.py tests/test_daemon_sync_abort.py
 
 test: system-deps $(BIN)/.installed lint
-	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider -n 3 \
+	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider -n 4 --durations=15 \
 		$(addprefix --ignore=,$(TIMING_TESTS))
-	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider $(TIMING_TESTS)
+	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider --durations=10 $(TIMING_TESTS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py --scale 0.3
