@@ -11,7 +11,7 @@ import importlib.util
 
 import click
 
-from tiervault.errors import UsageError
+from tiervault.errors import TierVaultError, UsageError
 
 EXTRA_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "argon2", "jinja2")
 INSTALL_HINT = "the console needs: pip install 'tiervault[console]'"
@@ -44,7 +44,17 @@ class ConsoleGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         _real()   # the hint, even for a bare `tiervault console`
-        return super().invoke(ctx)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
+                TierVaultError, KeyboardInterrupt):
+            raise
+        except Exception as e:   # the store's failures become one line
+            errors = importlib.import_module("tiervault.console.errors")
+            one_line = errors.from_store_error(e)
+            if one_line is None:
+                raise
+            raise one_line from None
 
 
 @click.group("console", cls=ConsoleGroup)

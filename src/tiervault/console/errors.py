@@ -59,3 +59,31 @@ class Unreachable(ConsoleError):
 
     exit_code = EXIT_UNREACHABLE
     status = 503
+
+
+def from_store_error(e: BaseException) -> ConsoleError | None:
+    """One line for a failure of the console's database or data directory (else None).
+
+    A bad ``--database-url``, a PostgreSQL that does not answer, a data directory that is
+    read-only or full: what failed and what to do, never a traceback.
+    """
+    from sqlalchemy import exc
+
+    first = str(getattr(e, "orig", None) or e).strip().splitlines()
+    detail = first[0] if first else type(e).__name__
+    if isinstance(e, exc.NoSuchModuleError | exc.ArgumentError | ImportError):
+        return BadValue("--database-url: not a database URL the console can use (sqlite:///PATH "
+                        "or postgresql+psycopg://USER:PASS@HOST/DB)")
+    if isinstance(e, exc.OperationalError):
+        if "sqlite" in type(getattr(e, "orig", e)).__module__:
+            return ConsoleError(f"the console's database: {detail}; check that the data "
+                                "directory is writable and has free space")
+        return Unreachable(f"cannot reach the console's database: {detail}; check "
+                           "--database-url and that the database server runs")
+    if isinstance(e, exc.SQLAlchemyError):
+        return ConsoleError(f"the console's database: {detail}")
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        return ConsoleError(f"{e.strerror or e}{where}; check the console's data directory "
+                            "(permissions, free space)")
+    return None

@@ -34,6 +34,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _private(path: str | None) -> None:
+    """The SQLite file (its -wal/-shm take its mode) readable by its owner only: it holds
+    the key that signs login cookies and every device's credential hash."""
+    if not path or path == ":memory:":
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class Database:
     """One engine and its session factory."""
 
@@ -47,6 +59,7 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
+            _private(self.engine.url.database)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 

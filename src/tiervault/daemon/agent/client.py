@@ -140,6 +140,7 @@ def _detail(data: bytes) -> str:
         doc = json.loads(data)
     except ValueError:
         return data[:200].decode(errors="replace") or "no detail"
-    if isinstance(doc, dict) and "detail" in doc:
-        return str(doc["detail"])[:300]
+    for key in ("error", "detail"):   # the console's {"error": ...}; a framework's detail
+        if isinstance(doc, dict) and key in doc:
+            return str(doc[key])[:300]
     return str(doc)[:300]

@@ -14,7 +14,8 @@ A profile is JSON (the console stores it with the token)::
 - ``retention``: given to every profile set without a retention table of its own.
 - ``throttle``: ``[[throttle]]`` rules, set when the installation has none.
 - ``tiers``: URL templates (``{host}``, ``{name}``, ``{device_id}``, ``{customer}``,
-  ``{site}``), used only when the installation has no vault yet: enrolment then
+  ``{site}``; each value made one safe path component), used only when the
+  installation has no vault yet: enrolment then
   creates one there (it needs the passphrase: TIERVAULT_PASSWORD or
   --password-file). An installation with tiers keeps its own.
 """
@@ -22,6 +23,7 @@ A profile is JSON (the console stores it with the token)::
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from tiervault.daemon.sets import parse_set
@@ -43,13 +45,22 @@ def _check(profile: Any) -> dict[str, Any]:
     return profile
 
 
+def _path_safe(value: str) -> str:
+    """A name as one path component: a device named ``a/../b`` or ``<x>`` must not pick
+    another directory of the tier (anything but letters, digits, ``.``, ``_``, ``-``
+    becomes ``-``; ``.`` and ``..`` are refused as such)."""
+    out = re.sub(r"[^A-Za-z0-9._-]", "-", value)[:100]
+    return "-" if out.strip(".") == "" else out
+
+
 def tier_urls(profile: Any, values: dict[str, str]) -> list[str]:
     """The profile's tier templates filled in (``{host}`` etc.)."""
     tiers = _check(profile).get("tiers") or []
     if not isinstance(tiers, list) or not all(isinstance(t, str) for t in tiers):
         raise UsageError("the token's profile: tiers must be a list of URL templates")
+    safe = {k: _path_safe(v) for k, v in values.items()}
     try:
-        return [t.format(**values) for t in tiers]
+        return [t.format(**safe) for t in tiers]
     except (KeyError, IndexError, ValueError) as e:
         raise UsageError(f"the token's profile: a tier template names {e}; use {{host}}, "
                          "{name}, {device_id}, {customer} or {site}") from None
