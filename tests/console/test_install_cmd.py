@@ -91,3 +91,11 @@ def test_macos_line_enrols_and_writes_the_launchd_agent(
     assert plist["StandardErrorPath"] == f"{env['HOME']}/Library/Logs/tiervault.log"
     assert not (root / "pwned").exists()
     assert os.path.isdir(Path(env["HOME"]) / "Library/Logs")
+
+
+def test_the_package_pip_installs_is_the_consoles_choice(
+        sandbox: tuple[Path, dict[str, str]]) -> None:
+    root, env = sandbox
+    wheel = "https://files.example/tiervault-0.2.0-py3-none-any.whl"
+    calls = _run(install_cmd.linux(NASTY_URL, TOKEN, None, wheel), env, root)
+    assert calls[0] == f"python3 -m pip install --user {wheel}"

@@ -112,15 +112,18 @@ def console() -> None:
 @click.option("--interval", type=click.IntRange(1, 86400), default=60, show_default=True,
               help="Seconds between device check-ins (told to devices at enrolment).")
 @click.option("--public-url", metavar="URL", help="The URL devices dial, if not the listener.")
+@click.option("--package", metavar="SPEC", default="tiervault", show_default=True,
+              help="What the device install line gives pip (a wheel URL, a path, NAME==VER).")
 def serve_cmd(data_dir: str, listen: str, database_url: str | None, cert: str | None,
               key: str | None, insecure_http: bool, interval: int,
-              public_url: str | None) -> None:
+              public_url: str | None, package: str) -> None:
     """Run the console (migrations first; HTTPS with a self-signed certificate)."""
     from tiervault.console.serve import ServeOptions, run
 
     run(ServeOptions(data_dir=Path(data_dir), listen=listen, database_url=database_url,
                      cert=Path(cert) if cert else None, key=Path(key) if key else None,
-                     insecure_http=insecure_http, interval=interval, public_url=public_url))
+                     insecure_http=insecure_http, interval=interval, public_url=public_url,
+                     package=package))
 
 
 # -- users and tokens ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ class Settings:
     setup_code: str | None = None           # printed on the terminal until a user exists
     public_url: str | None = None           # what devices dial (the unattended command)
     fingerprint: str | None = None          # SHA256:<hex> of the TLS certificate
+    package: str = "tiervault"              # what the device install line gives pip
 
     @property
     def url(self) -> str:

@@ -53,6 +53,7 @@ class LocalOps:
         info = read_serve_info(self.data_dir)
         settings.public_url = info.get("url")
         settings.fingerprint = info.get("fingerprint")
+        settings.package = str(info.get("package") or "tiervault")
         self.ctx = AppContext.create(settings)
         ensure_current(self.ctx.db)
         self.actor = Actor("user", "cli", f"cli:{getpass.getuser()}")
@@ -122,8 +123,9 @@ class LocalOps:
                                               ttl, uses, profile)
             out = tokens.enrol_json(s, tok, self.ctx.clock)
             out["token"] = secret
-            out["command"] = tokens.unattended_command(self.ctx.settings.public_url, secret,
-                                                       self.ctx.settings.fingerprint)
+            out["command"] = tokens.unattended_command(
+                self.ctx.settings.public_url, secret, self.ctx.settings.fingerprint,
+                self.ctx.settings.package)
             return out
         return self._db(work)
 

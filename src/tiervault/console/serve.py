@@ -33,6 +33,7 @@ class ServeOptions:
     insecure_http: bool = False
     interval: int = 60
     public_url: str | None = None
+    package: str = "tiervault"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -93,6 +94,7 @@ def run(opts: ServeOptions) -> None:
     scheme = "http" if opts.insecure_http else "https"
     shown = host if host not in ("0.0.0.0", "::") else socket.getfqdn()
     settings.public_url = opts.public_url or f"{scheme}://{shown}:{port}"
+    settings.package = opts.package
     with ctx.db.session() as s:
         if users.count(s) == 0:
             settings.setup_code = f"{secrets.token_hex(3)}-{secrets.token_hex(3)}"
@@ -101,7 +103,7 @@ def run(opts: ServeOptions) -> None:
               "reports travel unencrypted; use HTTPS (drop --insecure-http)",
               file=sys.stderr, flush=True)
     info = {"url": settings.public_url, "fingerprint": settings.fingerprint,
-            "pid": os.getpid()}
+            "package": settings.package, "pid": os.getpid()}
     (opts.data_dir / "serve.json").write_text(json.dumps(info))
     _say(f"listening on {scheme}://{host}:{port} (devices dial {settings.public_url})")
     if settings.fingerprint:

@@ -175,8 +175,9 @@ def router(ctx: AppContext) -> APIRouter:
                                               body.ttl, body.uses, body.profile)
             out = tokens.enrol_json(s, tok, clock)
             out["token"] = secret
-            out["command"] = tokens.unattended_command(ctx.settings.public_url, secret,
-                                                       ctx.settings.fingerprint)
+            out["command"] = tokens.unattended_command(
+                ctx.settings.public_url, secret, ctx.settings.fingerprint,
+                ctx.settings.package)
             return out
         return db(work)
 

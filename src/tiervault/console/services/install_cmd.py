@@ -42,20 +42,20 @@ def _enrol(binary: str, url: str, token: str, fingerprint: str | None) -> str:
     return args
 
 
-def linux(url: str, token: str, fingerprint: str | None) -> str:
+def linux(url: str, token: str, fingerprint: str | None, package: str = "tiervault") -> str:
     """pip --user, enrol, a systemd user unit enabled now and kept after logout."""
     unit = "~/.config/systemd/user/tiervault.service"
-    return ("python3 -m pip install --user 'tiervault' && "
+    return (f"python3 -m pip install --user {quote(package)} && "
             + _enrol("~/.local/bin/tiervault", url, token, fingerprint)
             + f" && mkdir -p ~/.config/systemd/user && printf '{UNIT}' > {unit}"
             " && systemctl --user daemon-reload && systemctl --user enable --now tiervault"
             ' && loginctl enable-linger "$USER"')
 
 
-def macos(url: str, token: str, fingerprint: str | None) -> str:
+def macos(url: str, token: str, fingerprint: str | None, package: str = "tiervault") -> str:
     """pip --user, enrol, a launchd agent bootstrapped into the user's session."""
     plist = f"~/Library/LaunchAgents/{LABEL}.plist"
-    return ("python3 -m pip install --user 'tiervault' && "
+    return (f"python3 -m pip install --user {quote(package)} && "
             'TV="$(python3 -m site --user-base)/bin/tiervault" && '
             + _enrol('"$TV"', url, token, fingerprint)
             + " && mkdir -p ~/Library/LaunchAgents ~/Library/Logs"

@@ -92,12 +92,14 @@ def revoke_enrol(s: Session, clock: Clock, actor: Actor, token_id: str) -> Enrol
     return tok
 
 
-def unattended_command(console_url: str | None, secret: str, fingerprint: str | None) -> str:
+def unattended_command(console_url: str | None, secret: str, fingerprint: str | None,
+                       package: str = "tiervault") -> str:
     """The one line that installs tiervault, enrols and starts the service (Linux).
 
     The same line the tokens page shows (services/install_cmd.py; macOS there too).
     """
-    return install_cmd.linux(console_url or "https://CONSOLE:8443", secret, fingerprint)
+    return install_cmd.linux(console_url or "https://CONSOLE:8443", secret, fingerprint,
+                             package)
 
 
 # -- API tokens -------------------------------------------------------------------------

@@ -31,7 +31,8 @@ def router(web: Web) -> APIRouter:
         extra.setdefault("error", "")
         return web.render(request, "tokens.html", user, status=status, tokens=rows,
                           customers=names, fingerprint=fp,
-                          linux_shape=install_cmd.linux(console_url(web, request), "TOKEN", fp),
+                          linux_shape=install_cmd.linux(console_url(web, request), "TOKEN", fp,
+                                                        web.ctx.settings.package),
                           **extra)
 
     @r.get("/tokens", include_in_schema=False)
@@ -63,8 +64,8 @@ def router(web: Web) -> APIRouter:
             return page(request, user, status=400, error=str(e))
         url, fp = console_url(web, request), web.ctx.settings.fingerprint
         return page(request, user, created=created, secret=secret,
-                    linux=install_cmd.linux(url, secret, fp),
-                    macos=install_cmd.macos(url, secret, fp))
+                    linux=install_cmd.linux(url, secret, fp, web.ctx.settings.package),
+                    macos=install_cmd.macos(url, secret, fp, web.ctx.settings.package))
 
     @r.post("/tokens/{token_id}/revoke", include_in_schema=False)
     async def revoke(request: Request, token_id: str) -> Response:
