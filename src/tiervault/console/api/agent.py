@@ -113,7 +113,10 @@ def router(ctx: AppContext) -> APIRouter:
             raise BadValue("wait: seconds between 0 and 3600")
         credential = bearer(request)
 
-        def deliver(s: Session, dev_id: str) -> tuple[str, list[Any]]:
+        def deliver(s: Session) -> tuple[str, list[Any]]:
+            dev_id, pending = devices.authenticate_pending(s, credential)
+            if not pending:
+                return dev_id, []
             return dev_id, commands.deliver(s, ctx.clock, device_actor(dev_id), dev_id)
 
         dev_id = known.get(hash_secret(credential)) if credential else None
@@ -122,18 +125,18 @@ def router(ctx: AppContext) -> APIRouter:
             remember(credential, dev_id)
         ev = ctx.waker.subscribe(dev_id)
         try:
-            got_id, batch = await as_device_id(request, deliver)
+            got_id, batch = await in_db(deliver)
             if got_id != dev_id:   # cannot happen (a hash names one device): be safe
                 known.pop(hash_secret(credential or ""), None)
                 ctx.waker.unsubscribe(dev_id, ev)
                 dev_id, ev = got_id, ctx.waker.subscribe(got_id)
-                got_id, batch = await as_device_id(request, deliver)
+                got_id, batch = await in_db(deliver)
             if not batch and wait > 0:
                 woken = await wait_event(ev, min(wait, ctx.settings.long_poll_max))
                 if await request.is_disconnected():
                     return Response(status_code=204)
                 if woken:
-                    _, batch = await as_device_id(request, deliver)
+                    _, batch = await in_db(deliver)
         finally:
             ctx.waker.unsubscribe(dev_id, ev)
         return _reply(CommandBatch(commands=batch))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam, exists, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, or_, select, update
 
 from tiervault.console.store.models import CommandRow, Device
 
@@ -39,10 +39,15 @@ CHECKIN_WRITE = (
             used_bytes=func.coalesce(bindparam("used_bytes", type_=_D.c.used_bytes.type),
                                      _D.c.used_bytes)))
 
+_OPEN = or_(_C.c.state == "queued", _C.c.state == "delivered")   # no expanding IN per call
+
 #: Whether device ``d`` has a command queued or delivered (a long-poll's usual answer: no).
-PENDING = (select(_C.c.id)
-           .where(_C.c.device_id == bindparam("d"), _C.c.state.in_(("queued", "delivered")))
-           .limit(1))
+PENDING = select(_C.c.id).where(_C.c.device_id == bindparam("d"), _OPEN).limit(1)
+
+#: A long-poll's read: (id, revoked, a command queued or delivered) of credential hash ``h``.
+AUTH_PENDING = select(
+    _D.c.id, _D.c.revoked, exists().where(_C.c.device_id == _D.c.id, _OPEN),
+).where(_D.c.credential_hash == bindparam("h"))
 
 
 def checkin_params(dev_id: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,18 @@ def authenticate_id(s: Session, credential: str | None) -> str:
     return str(row[0])
 
 
+def authenticate_pending(s: Session, credential: str | None) -> tuple[str, bool]:
+    """(device id, whether a command is queued or delivered for it) of a credential: one
+    statement, a long-poll's whole transaction when nothing waits. Refused as above."""
+    if not credential or not credential.startswith(DEVICE_PREFIX) or len(credential) > 200:
+        raise Refused("no device credential (Authorization: Bearer tvd_...)")
+    row = s.connection().execute(agent_sql.AUTH_PENDING,
+                                 {"h": hash_secret(credential)}).first()
+    if row is None or row[1]:
+        raise Refused("unknown or revoked device credential")
+    return str(row[0]), bool(row[2])
+
+
 @dataclass
 class CheckedIn:
     """What the check-in route answers with."""
