@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from tiervault.console.clock import iso
@@ -48,15 +49,15 @@ class AgentCore:
         """Authenticate and store a check-in."""
         ctx = self.ctx
 
-        def work(s: Session) -> CheckInResponse:
-            done = devices.checkin(s, ctx.clock, device_actor, credential,
+        def work(conn: Connection) -> CheckInResponse:
+            done = devices.checkin(conn, ctx.clock, device_actor, credential,
                                    lambda: parse(CheckIn, body))
             self.remember(credential, done.device_id)
             return CheckInResponse(interval=done.interval,
                                    commands_waiting=done.commands_waiting,
                                    server_time=iso(ctx.clock.now()) or "",
                                    rotate=done.rotate)
-        return await ctx.db.run(work)
+        return await ctx.db.run_core(work)
 
     async def poll(self, credential: str | None, wait: float,
                    disconnected: Callable[[], Awaitable[bool]]) -> CommandBatch | None:
@@ -66,11 +67,15 @@ class AgentCore:
         if not 0 <= wait <= 3600:
             raise BadValue("wait: seconds between 0 and 3600")
 
-        def deliver(s: Session) -> tuple[str, list[Any]]:
-            dev_id, pending = devices.authenticate_pending(s, credential)
-            if not pending:
-                return dev_id, []
-            return dev_id, commands.deliver(s, ctx.clock, device_actor(dev_id), dev_id)
+        def hand_out(s: Session) -> list[Any]:
+            dev = devices.authenticate_id(s, credential)   # again, in this transaction
+            return commands.deliver(s, ctx.clock, device_actor(dev), dev)
+
+        async def deliver() -> tuple[str, list[Any]]:
+            # One statement, no ORM session, when nothing is queued (the usual answer).
+            dev, pending = await ctx.db.run_core(
+                lambda conn: devices.authenticate_pending(conn, credential))
+            return dev, (await ctx.db.run(hand_out) if pending else [])
 
         dev_id = self._known.get(hash_secret(credential)) if credential else None
         if dev_id is None:   # not seen yet: learn who it is first (one more transaction)
@@ -78,18 +83,18 @@ class AgentCore:
             self.remember(credential, dev_id)
         ev = ctx.waker.subscribe(dev_id)
         try:
-            got_id, batch = await ctx.db.run(deliver)
+            got_id, batch = await deliver()
             if got_id != dev_id:   # cannot happen (a hash names one device): be safe
                 self._known.pop(hash_secret(credential or ""), None)
                 ctx.waker.unsubscribe(dev_id, ev)
                 dev_id, ev = got_id, ctx.waker.subscribe(got_id)
-                got_id, batch = await ctx.db.run(deliver)
+                got_id, batch = await deliver()
             if not batch and wait > 0:
                 woken = await wait_event(ev, min(wait, ctx.settings.long_poll_max))
                 if await disconnected():
                     return None
                 if woken:
-                    _, batch = await ctx.db.run(deliver)
+                    _, batch = await deliver()
         finally:
             ctx.waker.unsubscribe(dev_id, ev)
         return CommandBatch(commands=batch)

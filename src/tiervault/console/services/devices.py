@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Connection, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from tiervault.console.clock import Clock, iso
@@ -83,13 +83,12 @@ def authenticate_id(s: Session, credential: str | None) -> str:
     return str(row[0])
 
 
-def authenticate_pending(s: Session, credential: str | None) -> tuple[str, bool]:
+def authenticate_pending(conn: Connection, credential: str | None) -> tuple[str, bool]:
     """(device id, whether a command is queued or delivered for it) of a credential: one
     statement, a long-poll's whole transaction when nothing waits. Refused as above."""
     if not credential or not credential.startswith(DEVICE_PREFIX) or len(credential) > 200:
         raise Refused("no device credential (Authorization: Bearer tvd_...)")
-    row = s.connection().execute(agent_sql.AUTH_PENDING,
-                                 {"h": hash_secret(credential)}).first()
+    row = conn.execute(agent_sql.AUTH_PENDING, {"h": hash_secret(credential)}).first()
     if row is None or row[1]:
         raise Refused("unknown or revoked device credential")
     return str(row[0]), bool(row[2])
@@ -105,7 +104,7 @@ class CheckedIn:
     rotate: bool
 
 
-def checkin(s: Session, clock: Clock, actor_of: Callable[[str], Actor],
+def checkin(conn: Connection, clock: Clock, actor_of: Callable[[str], Actor],
             credential: str | None, read: Callable[[], CheckIn]) -> CheckedIn:
     """Authenticate and store a check-in: one indexed read and one UPDATE (statements of
     services/agent_sql.py: this is the route every device calls every interval).
@@ -116,7 +115,6 @@ def checkin(s: Session, clock: Clock, actor_of: Callable[[str], Actor],
     if not credential or not credential.startswith(DEVICE_PREFIX) or len(credential) > 200:
         raise Refused("no device credential (Authorization: Bearer tvd_...)")
     now = clock.now()
-    conn = s.connection()
     row = conn.execute(agent_sql.CHECKIN_READ, {"h": hash_secret(credential), "now": now}).first()
     if row is None or row[1]:
         raise Refused("unknown or revoked device credential")

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_NAME = "console.db"
@@ -86,15 +86,24 @@ class Database:
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         """``fn(session)`` in one transaction (``session``), on the store's executor."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=1 if self.is_sqlite else PG_WORKERS, thread_name_prefix="console-db")
-        executor = self._executor
-
         def work() -> T:
             with self.session() as s:
                 return fn(s)
-        return await asyncio.get_running_loop().run_in_executor(executor, work)
+        return await asyncio.get_running_loop().run_in_executor(self._executor_(), work)
+
+    async def run_core(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` in one transaction on the store's executor, without an ORM
+        session (the agent's hot path: SQL core statements only)."""
+        def work() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor_(), work)
+
+    def _executor_(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1 if self.is_sqlite else PG_WORKERS, thread_name_prefix="console-db")
+        return self._executor
 
     def dispose(self) -> None:
         """Stop the executor and close every pooled connection."""
