@@ -14,7 +14,8 @@ device's). Latencies are recorded during ``--measure`` seconds after one warm-up
     python bench/console_fleet.py --search 1000,2000,5000,10000 [--postgres --processes 2]
 
 With ``--postgres`` the bench starts its own PostgreSQL (tests/servers/postgres.py), or
-uses ``--database-url``. The simulated devices run in this process, on the same machine:
+uses ``--database-url``. The simulated devices run in ``--fleet-processes`` processes
+(default 1) on the same machine, over a minimal HTTP/1.1 client (bench/fleet_http.py):
 their CPU is not the server's, and on a 2-core machine they compete with it.
 """
 
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import fleet_agent as fa  # noqa: E402
+import fleet_http as fh  # noqa: E402
 
 _BOOT = "import sys; from tiervault.cli.main import main; main(sys.argv[1:])"
 P99_TARGET_MS = 200.0
@@ -140,51 +144,42 @@ def prepare(base: str, data: Path, db_url: str | None, devices: int) -> tuple[st
     return api, _secret(json.loads(out), "tve_")
 
 
-def _clients(n: int, per: int) -> list[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
-    timeout = httpx.Timeout(120.0, connect=30.0, pool=120.0)
-    return [httpx.AsyncClient(limits=limits, timeout=timeout) for _ in range(n)]
-
-
-async def _enrol_all(fleet: fa.Fleet, token: str, n: int) -> list[fa.Device]:
+async def _enrol_all(fleet: fa.Fleet, token: str, indices: list[int]) -> list[fa.Device]:
     sem = asyncio.Semaphore(32)
 
     async def one(i: int) -> fa.Device:
         async with sem:
-            dev_id, cred = await fa.enrol(fleet.clients[i % len(fleet.clients)],
-                                          fleet.base_urls[i % len(fleet.base_urls)],
-                                          token, f"bench-{i:05d}")
+            dev_id, cred = await fa.enrol(fleet.pools[i % len(fleet.pools)], token,
+                                          f"bench-{i:05d}")
         return fa.Device(fleet, i, dev_id, cred)
 
-    return list(await asyncio.gather(*(one(i) for i in range(n))))
+    return list(await asyncio.gather(*(one(i) for i in indices)))
 
 
 async def _queue_commands(fleet: fa.Fleet, devices: list[fa.Device], api: str,
                           every: float) -> None:
     """Queue a backup for a random device every ``every`` s, through another process."""
-    rnd = random.Random(1)
-    client = httpx.AsyncClient(timeout=30, headers={"authorization": f"Bearer {api}"})
-    try:
-        while not await fa._sleep_or_stop(fleet.stop, every):
-            dev = rnd.choice(devices)
-            other = fleet.base_urls[(dev.index + 1) % len(fleet.base_urls)]
-            t0 = time.monotonic()
-            try:
-                r = await client.post(f"{other}/api/v1/commands", json={
-                    "devices": [dev.device_id], "type": "backup", "params": {}})
-            except httpx.HTTPError:
-                fleet.recorder.fail("command-queue")
-                continue
-            if r.status_code != 200:
-                fleet.recorder.fail("command-queue")
-                continue
-            fleet.recorder.ok("command-queue", time.monotonic() - t0)
-            body = r.json()
-            for cmd in body if isinstance(body, list) else [body]:
-                if fleet.recorder.active:
-                    fleet.recorder.sent_at[cmd["id"]] = t0
-    finally:
-        await client.aclose()
+    rnd = random.Random(devices[0].index if devices else 1)
+    headers = f"Authorization: Bearer {api}\r\n".encode() + fa.JSON
+    while not await fa._sleep_or_stop(fleet.stop, every):
+        dev = rnd.choice(devices)
+        other = fleet.pools[(dev.index + 1) % len(fleet.pools)]
+        body = json.dumps({"devices": [dev.device_id], "type": "backup", "params": {}})
+        t0 = time.monotonic()
+        try:
+            status, data = await other.request("POST", "/api/v1/commands", headers,
+                                               body.encode())
+        except fh.HTTPError:
+            fleet.recorder.fail("command-queue")
+            continue
+        if status != 200:
+            fleet.recorder.fail("command-queue")
+            continue
+        fleet.recorder.ok("command-queue", time.monotonic() - t0)
+        out = json.loads(data)
+        for cmd in out if isinstance(out, list) else [out]:
+            if fleet.recorder.active:
+                fleet.recorder.sent_at[cmd["id"]] = t0
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -197,44 +192,112 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-async def run_fleet(urls: list[str], api: str, token: str, args: argparse.Namespace,
-                    n: int, pids: list[int]) -> dict[str, Any]:
-    """Enrol ``n`` devices, warm up one interval, measure; the summary."""
+async def _share(share: int, shares: int, urls: list[str], api: str, token: str,
+                 args: argparse.Namespace, n: int, pipe: Connection) -> dict[str, Any]:
+    """One fleet process's devices (index % shares == share): enrol, wait for the common
+    start, run, measure; its raw figures."""
     rec = fa.Recorder()
-    per_poll = 200
     fleet = fa.Fleet(base_urls=urls, interval=args.interval, wait=args.wait,
                      session_every=args.session_every, recorder=rec,
-                     clients=_clients(4, 64), poll_clients=_clients(n // per_poll + 1, per_poll))
+                     pools=[fh.Pool(u, 32) for u in urls])
     t0 = time.monotonic()
-    devices = await _enrol_all(fleet, token, n)
+    devices = await _enrol_all(fleet, token, list(range(share, n, shares)))
     enrol_s = time.monotonic() - t0
+    pipe.send(("enrolled", enrol_s))
+    start_at = await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     tasks = []
     for d in devices:
         offset = d.index * args.interval / n
         tasks.append(asyncio.create_task(d.run_checkins(offset)))
         tasks.append(asyncio.create_task(d.run_longpoll(offset)))
-    tasks.append(asyncio.create_task(_queue_commands(fleet, devices, api, args.command_every)))
-    await asyncio.sleep(args.interval)   # warm-up: every device checked in once, polls held
+    tasks.append(asyncio.create_task(
+        _queue_commands(fleet, devices, api, args.command_every * shares)))
+    await asyncio.sleep(max(0.0, start_at + args.interval - time.monotonic()))   # warm-up
     rec.active = True
-    cpu0, own0 = cpu_seconds(pids), time.process_time()
-    await asyncio.sleep(args.measure)
+    own0 = time.process_time()
+    await asyncio.sleep(max(0.0, start_at + args.interval + args.measure - time.monotonic()))
     rec.active = False
-    server_cpu = (cpu_seconds(pids) - cpu0) / args.measure
-    agents_cpu = (time.process_time() - own0) / args.measure
+    own = time.process_time() - own0
     fleet.stop.set()
     await asyncio.wait(tasks, timeout=5)
     for t in tasks:   # long-polls still held: let go of them
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    for c in fleet.clients + fleet.poll_clients:
-        await c.aclose()
+    for p in fleet.pools:
+        p.close()
+    return {"latencies": rec.latencies, "errors": rec.errors, "sent_at": rec.sent_at,
+            "got_at": rec.got_at, "cpu": own, "enrol_seconds": enrol_s}
+
+
+def _share_main(share: int, shares: int, urls: list[str], api: str, token: str,
+                args: argparse.Namespace, n: int, pipe: Connection) -> None:
+    """Entry of one fleet process: runs ``_share`` (on uvloop when it is installed)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+        uvloop.install()
+    try:
+        pipe.send(("done", asyncio.run(_share(share, shares, urls, api, token, args, n,
+                                              pipe))))
+    except BaseException as e:
+        pipe.send(("error", f"{type(e).__name__}: {e}"))
+        raise
+
+
+def run_fleet(urls: list[str], api: str, token: str, args: argparse.Namespace,
+              n: int, pids: list[int]) -> dict[str, Any]:
+    """Enrol ``n`` devices over ``--fleet-processes`` processes, warm up one interval,
+    measure; the summary."""
+    shares = max(1, min(args.fleet_processes, n))
+    mp = multiprocessing.get_context("spawn")
+    pipes, procs = [], []
+    for i in range(shares):
+        mine, theirs = mp.Pipe()
+        p = mp.Process(target=_share_main, args=(i, shares, urls, api, token, args, n, theirs),
+                       daemon=True)
+        p.start()
+        pipes.append(mine)
+        procs.append(p)
+    try:
+        enrol_s = 0.0
+        for c in pipes:
+            what, value = c.recv()
+            if what != "enrolled":
+                raise RuntimeError(f"fleet process failed: {value}")
+            enrol_s = max(enrol_s, value)
+        start_at = time.monotonic() + 1.0
+        for c in pipes:
+            c.send(start_at)
+        time.sleep(max(0.0, start_at + args.interval - time.monotonic()))
+        cpu0 = cpu_seconds(pids)
+        time.sleep(max(0.0, start_at + args.interval + args.measure - time.monotonic()))
+        server_cpu = (cpu_seconds(pids) - cpu0) / args.measure
+        rec = fa.Recorder()
+        fleet_cpu = 0.0
+        for c in pipes:
+            what, value = c.recv()
+            if what != "done":
+                raise RuntimeError(f"fleet process failed: {value}")
+            for k, v in value["latencies"].items():
+                rec.latencies.setdefault(k, []).extend(v)
+            for k, v in value["errors"].items():
+                rec.errors[k] = rec.errors.get(k, 0) + v
+            rec.sent_at.update(value["sent_at"])
+            rec.got_at.update(value["got_at"])
+            fleet_cpu += value["cpu"]
+    finally:
+        for p in procs:
+            p.join(timeout=20)
+            if p.is_alive():
+                p.kill()
     out = fa.summary(rec)
     out["devices"] = n
     out["enrol_seconds"] = round(enrol_s, 1)
     out["checkins_per_second"] = round(n / args.interval, 1)
     out["load_average_1m"] = round(os.getloadavg()[0], 2)   # the whole machine, at the end
     out["server_cpu_percent"] = round(100 * server_cpu)     # of one core, all processes
-    out["agents_cpu_percent"] = round(100 * agents_cpu)     # the simulated fleet itself
+    out["fleet_processes"] = shares
+    out["agents_cpu_percent"] = round(100 * fleet_cpu / args.measure)   # the whole fleet
     return out
 
 
@@ -249,7 +312,7 @@ def one_size(n: int, args: argparse.Namespace, db_url: str | None) -> dict[str, 
     """Fresh console (and database), one fleet of ``n`` devices."""
     with console(args.processes, db_url) as (urls, data, pids):
         api, token = prepare(urls[0], data, db_url, n)
-        result = asyncio.run(run_fleet(urls, api, token, args, n, pids))
+        result = run_fleet(urls, api, token, args, n, pids)
     result["processes"] = args.processes
     result["store"] = "postgresql" if db_url else "sqlite"
     result["pass"] = passes(result)
@@ -268,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--session-every", type=int, default=10)
     ap.add_argument("--command-every", type=float, default=1.0)
     ap.add_argument("--measure", type=float, default=120.0)
+    ap.add_argument("--fleet-processes", type=int, default=1,
+                    help="simulate the fleet in this many processes (devices split evenly)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.search.split(",")] if args.search else [args.devices]

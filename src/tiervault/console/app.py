@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from tiervault.console import web
 from tiervault.console.api import agent, errors, manage
+from tiervault.console.api.agent_core import AgentCore
+from tiervault.console.api.fastpath import AgentFastPath
 from tiervault.console.context import AppContext
 
 
@@ -33,9 +35,11 @@ def create_app(ctx: AppContext, listen: bool = True) -> FastAPI:
                   docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.ctx = ctx
     errors.install(app)
-    agent.install(app, ctx)
+    core = AgentCore(ctx)
+    agent.install(app, ctx, core)
     manage.install(app, ctx)
     web.install(app, ctx)
+    app.add_middleware(AgentFastPath, core=core)   # check-ins and polls: no routing
     app.add_middleware(errors.BodyLimit)
     # Outermost, so that every answer (a 413 of BodyLimit too) carries the CSP.
     app.add_middleware(web.SecurityHeaders)

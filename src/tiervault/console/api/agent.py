@@ -1,8 +1,10 @@
 """The agent protocol's routes (tiervault.protocol.messages), under AGENT_PREFIX.
 
 Devices only dial out: enrol once, check in every interval, report sessions, long-poll
-for commands and say what became of them. Database work runs in the thread pool; only
-the long-poll's waiting happens on the event loop, so thousands of polls cost no threads.
+for commands and say what became of them. Database work runs on the store's executor
+(``Database.run``: one thread on SQLite, so the agent's writes never wait on each other).
+Check-in and long-poll are api/agent_core.py (api/fastpath.py answers them without the
+framework's routing; these routes stay for the OpenAPI document and as the fallback).
 """
 
 from __future__ import annotations
@@ -12,21 +14,15 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
+from tiervault.console.api.agent_core import AgentCore
 from tiervault.console.api.errors import bearer
-from tiervault.console.clock import iso
 from tiervault.console.context import AppContext
-from tiervault.console.errors import BadValue
 from tiervault.console.services import commands, devices, enrol, sessions
 from tiervault.console.services.actor import device_actor
-from tiervault.console.services.waker import wait_event
 from tiervault.console.store.models import Device
 from tiervault.protocol.messages import (
     AGENT_PREFIX,
-    CheckIn,
-    CheckInResponse,
-    CommandBatch,
     CommandUpdate,
     CommandUpdateAck,
     EnrolRequest,
@@ -38,27 +34,31 @@ from tiervault.protocol.messages import (
 )
 
 T = TypeVar("T")
+KNOWN_MAX = 200_000    # credential hashes -> device ids remembered for long-polls
 
 
 def _reply(msg: Any) -> Response:
     return Response(content=to_json(msg), media_type="application/json")
 
 
-def router(ctx: AppContext) -> APIRouter:
+def router(ctx: AppContext, core: AgentCore) -> APIRouter:
     """The agent routes for one console."""
     r = APIRouter(prefix=AGENT_PREFIX, tags=["agent"])
 
-    async def in_db(fn: Callable[[Session], T]) -> T:
-        def work() -> T:
-            with ctx.db.session() as s:
-                return fn(s)
-        return await run_in_threadpool(work)
+    in_db = ctx.db.run
 
     async def as_device(request: Request, fn: Callable[[Session, Device], T]) -> T:
         credential = bearer(request)
 
         def work(s: Session) -> T:
             return fn(s, devices.authenticate(s, credential))
+        return await in_db(work)
+
+    async def as_device_id(request: Request, fn: Callable[[Session, str], T]) -> T:
+        credential = bearer(request)
+
+        def work(s: Session) -> T:
+            return fn(s, devices.authenticate_id(s, credential))
         return await in_db(work)
 
     @r.post("/enrol")
@@ -70,16 +70,7 @@ def router(ctx: AppContext) -> APIRouter:
     @r.post("/checkin")
     async def checkin_route(request: Request) -> Response:
         body = await request.body()
-        credential = bearer(request)
-
-        def work(s: Session) -> CheckInResponse:
-            done = devices.checkin(s, ctx.clock, device_actor, credential,
-                                   lambda: parse(CheckIn, body))
-            return CheckInResponse(interval=done.interval,
-                                   commands_waiting=done.commands_waiting,
-                                   server_time=iso(ctx.clock.now()) or "",
-                                   rotate=done.rotate)
-        return _reply(await in_db(work))
+        return _reply(await core.checkin(bearer(request), body))
 
     @r.post("/sessions")
     async def sessions_route(request: Request) -> Response:
@@ -90,32 +81,18 @@ def router(ctx: AppContext) -> APIRouter:
 
     @r.get("/commands")
     async def commands_route(request: Request, wait: float = 0) -> Response:
-        if not 0 <= wait <= 3600:
-            raise BadValue("wait: seconds between 0 and 3600")
-        dev_id = await as_device(request, lambda _s, dev: dev.id)
-        ev = ctx.waker.subscribe(dev_id)
-        try:
-            batch = await as_device(request, lambda s, dev: commands.deliver(
-                s, ctx.clock, device_actor(dev.id), dev))
-            if not batch and wait > 0:
-                await wait_event(ev, min(wait, ctx.settings.long_poll_max))
-                if await request.is_disconnected():
-                    return Response(status_code=204)
-                batch = await as_device(request, lambda s, dev: commands.deliver(
-                    s, ctx.clock, device_actor(dev.id), dev))
-        finally:
-            ctx.waker.unsubscribe(dev_id, ev)
-        return _reply(CommandBatch(commands=batch))
+        batch = await core.poll(bearer(request), wait, request.is_disconnected)
+        return Response(status_code=204) if batch is None else _reply(batch)
 
     @r.post("/commands/{command_id}")
     async def command_update_route(command_id: str, request: Request) -> Response:
         body = await request.body()
 
-        def work(s: Session, dev: Device) -> CommandUpdateAck:
-            row = commands.device_update(s, ctx.clock, device_actor(dev.id), dev,
+        def work(s: Session, dev_id: str) -> CommandUpdateAck:
+            row = commands.device_update(s, ctx.clock, device_actor(dev_id), dev_id,
                                          command_id[:64], parse(CommandUpdate, body))
             return CommandUpdateAck(id=row.id, state=row.state)
-        return _reply(await as_device(request, work))
+        return _reply(await as_device_id(request, work))
 
     @r.post("/rotate")
     async def rotate_route(request: Request) -> Response:
@@ -126,6 +103,6 @@ def router(ctx: AppContext) -> APIRouter:
     return r
 
 
-def install(app: FastAPI, ctx: AppContext) -> None:
+def install(app: FastAPI, ctx: AppContext, core: AgentCore) -> None:
     """Mount the agent routes."""
-    app.include_router(router(ctx))
+    app.include_router(router(ctx, core))

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Select, exists, func, or_, select, update
+from sqlalchemy import Connection, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from tiervault.console.clock import Clock, iso
 from tiervault.console.errors import BadValue, NotFound, Refused
-from tiervault.console.services import audit, colours
+from tiervault.console.services import agent_sql, audit, colours
 from tiervault.console.services.access import require
 from tiervault.console.services.actor import Actor
 from tiervault.console.services.fleet_sql import colour_expr, online_expr
@@ -28,7 +28,7 @@ from tiervault.console.services.validate import (
     number_value,
     text_value,
 )
-from tiervault.console.store.models import CommandRow, Customer, Device, Site
+from tiervault.console.store.models import Customer, Device, Site
 from tiervault.protocol.messages import (
     MAX_NAME,
     MAX_TIERS,
@@ -72,6 +72,28 @@ def authenticate(s: Session, credential: str | None) -> Device:
     return dev
 
 
+def authenticate_id(s: Session, credential: str | None) -> str:
+    """The id of a credential's device (one indexed read of two columns, no ORM object);
+    Refused for a missing, unknown or revoked one."""
+    if not credential or not credential.startswith(DEVICE_PREFIX) or len(credential) > 200:
+        raise Refused("no device credential (Authorization: Bearer tvd_...)")
+    row = s.connection().execute(agent_sql.AUTH, {"h": hash_secret(credential)}).first()
+    if row is None or row[1]:
+        raise Refused("unknown or revoked device credential")
+    return str(row[0])
+
+
+def authenticate_pending(conn: Connection, credential: str | None) -> tuple[str, bool]:
+    """(device id, whether a command is queued or delivered for it) of a credential: one
+    statement, a long-poll's whole transaction when nothing waits. Refused as above."""
+    if not credential or not credential.startswith(DEVICE_PREFIX) or len(credential) > 200:
+        raise Refused("no device credential (Authorization: Bearer tvd_...)")
+    row = conn.execute(agent_sql.AUTH_PENDING, {"h": hash_secret(credential)}).first()
+    if row is None or row[1]:
+        raise Refused("unknown or revoked device credential")
+    return str(row[0]), bool(row[2])
+
+
 @dataclass
 class CheckedIn:
     """What the check-in route answers with."""
@@ -82,10 +104,10 @@ class CheckedIn:
     rotate: bool
 
 
-def checkin(s: Session, clock: Clock, actor_of: Callable[[str], Actor],
+def checkin(conn: Connection, clock: Clock, actor_of: Callable[[str], Actor],
             credential: str | None, read: Callable[[], CheckIn]) -> CheckedIn:
-    """Authenticate and store a check-in: one indexed read and one UPDATE (SQL core, no
-    ORM unit of work: this is the route every device calls every interval).
+    """Authenticate and store a check-in: one indexed read and one UPDATE (statements of
+    services/agent_sql.py: this is the route every device calls every interval).
 
     ``actor_of(device_id)`` gives the actor whose permission is checked; ``read()`` parses
     the message (after the credential is checked: a stranger gets 401, not 400).
@@ -93,19 +115,13 @@ def checkin(s: Session, clock: Clock, actor_of: Callable[[str], Actor],
     if not credential or not credential.startswith(DEVICE_PREFIX) or len(credential) > 200:
         raise Refused("no device credential (Authorization: Bearer tvd_...)")
     now = clock.now()
-    waiting = exists().where(CommandRow.device_id == Device.id, CommandRow.state == "queued",
-                             CommandRow.expires > now)
-    row = s.execute(select(Device.id, Device.revoked, Device.interval, Device.rotate_pending,
-                           Device.used_bytes, waiting)
-                    .where(Device.credential_hash == hash_secret(credential))).first()
+    row = conn.execute(agent_sql.CHECKIN_READ, {"h": hash_secret(credential), "now": now}).first()
     if row is None or row[1]:
         raise Refused("unknown or revoked device credential")
-    dev_id, _revoked, interval, rotate, used_before, is_waiting = row
+    dev_id, _revoked, interval, rotate, is_waiting = row
     require(actor_of(dev_id), "agent.checkin", dev_id)
-    values = checkin_values(read(), now)
-    if values.get("used_bytes") is None:
-        values["used_bytes"] = used_before
-    s.execute(update(Device).where(Device.id == dev_id).values(**values))
+    conn.execute(agent_sql.CHECKIN_WRITE,
+                 agent_sql.checkin_params(dev_id, checkin_values(read(), now)))
     return CheckedIn(dev_id, int(interval), bool(is_waiting), bool(rotate))
 
 

@@ -3,21 +3,31 @@
 SQLite runs with WAL and a busy timeout so that the web threads and the agent routes do
 not fail on each other's writes; PostgreSQL (``postgresql+psycopg://...``) is how several
 ``serve`` processes share one store.
+
+``run(fn)`` runs ``fn(session)`` in a transaction on the store's own executor: on SQLite
+ONE thread (every agent request's transaction in turn: no two of them wait on SQLite's
+write lock, whose busy handler sleeps in steps of up to 100 ms), on PostgreSQL a few
+threads (no more than the connection pool holds).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_NAME = "console.db"
 BUSY_TIMEOUT_MS = 10_000
+PG_POOL = 10
+PG_WORKERS = 8            # threads of ``run`` on PostgreSQL (< PG_POOL: web threads get theirs)
+T = TypeVar("T")
 
 
 def default_url(data_dir: str | os.PathLike[str]) -> str:
@@ -56,12 +66,13 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False,
                                       "timeout": BUSY_TIMEOUT_MS / 1000}
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(pool_size=PG_POOL, max_overflow=20, pool_pre_ping=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _private(self.engine.url.database)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -86,6 +97,30 @@ class Database:
         finally:
             s.close()
 
+    async def run(self, fn: Callable[[Session], T]) -> T:
+        """``fn(session)`` in one transaction (``session``), on the store's executor."""
+        def work() -> T:
+            with self.session() as s:
+                return fn(s)
+        return await asyncio.get_running_loop().run_in_executor(self._executor_(), work)
+
+    async def run_core(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` in one transaction on the store's executor, without an ORM
+        session (the agent's hot path: SQL core statements only)."""
+        def work() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor_(), work)
+
+    def _executor_(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1 if self.is_sqlite else PG_WORKERS, thread_name_prefix="console-db")
+        return self._executor
+
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Stop the executor and close every pooled connection."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
         self.engine.dispose()
