@@ -34,7 +34,7 @@ lint: $(BIN)/.installed
 # (most tests wait on servers and processes more than they compute).
 TIMING_TESTS := tests/test_slow_tier.py tests/test_e2e_wait.py tests/test_tier_wait.py \
 	tests/test_throttle.py tests/test_cli_interrupt.py tests/test_misbehaving_servers.py \
-	tests/test_read_races.py tests/test_daemon_sync_abort.py
+	tests/test_read_races.py tests/test_daemon_sync_abort.py tests/test_daemon_schedule.py
 
 test: system-deps $(BIN)/.installed lint
 	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider -n 4 --durations=15 \
