@@ -22,18 +22,12 @@ from typing import Any
 
 import httpx
 
+from tests.servers.ports import free_port
 from tiervault.protocol.messages import AGENT_PREFIX
 
 _BOOT = "import sys; from tiervault.cli.main import main; main(sys.argv[1:])"
 PASSWORD = "console password 1"
 START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tv_console(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,11 @@ from typing import Any
 import httpx
 
 from tests.helpers import tv_env
+from tests.servers.ports import free_port
 from tiervault.protocol import messages as m
 
 BOOT = "import sys; from tiervault.cli.main import main; main(sys.argv[1:])"
 USER, PASSWORD = "admin", "hostile test password 1"
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def console_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

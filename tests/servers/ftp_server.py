@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.servers.ports import free_port
+
 _SCRIPT = Path(__file__).resolve()
 _HOST = "127.0.0.1"
 
@@ -96,14 +98,6 @@ def make_self_signed_cert(directory: str | Path, name: str = "server") -> tuple[
         )
     )
     return cert_path, key_path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
-    with socket.socket() as s:
-        s.bind((_HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class FtpServerProcess:

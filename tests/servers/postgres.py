@@ -16,11 +16,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from tests.servers.ports import free_port
 
 PG_BIN = Path(os.environ.get("TIERVAULT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 _HOST = "127.0.0.1"
@@ -38,13 +39,6 @@ def available() -> str | None:
         except KeyError:
             return "running as root and there is no 'postgres' user to run PostgreSQL as"
     return None
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind((_HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import atexit
 import os
-import random
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,32 +26,14 @@ from types import TracebackType
 from typing import IO
 from urllib.parse import quote
 
+from tests.servers.ports import free_port
+
 #: Fake credentials: moto accepts any, boto3 insists on having some.
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing-secret"
 REGION = "us-east-1"
 
 _START_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    """A port nothing listens on, chosen below Linux's ephemeral range.
-
-    Ports from ``bind(0)`` come from the ephemeral range, which outgoing
-    connections also use: while a killed server is down, a client socket
-    could take its port and the restart on that port would fail.
-    """
-    for _ in range(100):
-        port = random.randrange(20000, 32000)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MotoServerProcess:

@@ -38,15 +38,10 @@ from paramiko.common import (
 )
 from paramiko.sftp import SFTP_FAILURE, SFTP_OK, SFTP_OP_UNSUPPORTED
 
+from tests.servers.ports import free_port
+
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 with nothing listening right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def write_keypair(path: Path, comment: str = "tiervault-test") -> str:
