@@ -1,5 +1,6 @@
 """``tiervault enrol`` against a real console: refusals and their exit codes, and a
-daemon refusing a console whose certificate changed after enrolment."""
+daemon refusing a console whose certificate changed after enrolment until it is enrolled
+again (the same device, taken by the running daemon)."""
 
 from __future__ import annotations
 
@@ -63,5 +64,14 @@ def test_a_replaced_certificate_is_refused_with_one_line(console: ConsoleProc,
         lines = [ln for ln in d.log().splitlines() if "presents certificate" in ln]
         assert len(lines) == 1, lines
         assert console.api("GET", "/devices")[0]["last_seen"] == seen   # nothing got through
+        # The recovery the refusal recommends: enrol again, with the daemon left running.
+        again = json.loads(ok(run_tv(home, "--json", "enrol", console.url, "--token",
+                                     console.server.token("Acme"))).stdout)
+        assert again["device_id"] == out["device_id"]       # the same device, not a second
+        assert again["fingerprint"] == console.fingerprint != out["fingerprint"]
+        d.wait_for(lambda: "enrolled again" in d.log(), 30, "the daemon taking it")
+        d.wait_for(lambda: console.api("GET", "/devices")[0]["last_seen"] != seen, 30,
+                   "a check-in with the new enrolment")
+        assert [x["id"] for x in console.api("GET", "/devices")] == [out["device_id"]]
     finally:
         d.stop()

@@ -21,7 +21,9 @@ from tiervault.daemon.agent.settings import (
     CREDENTIAL_FILE,
     ConsoleSettings,
     check_url,
+    load_console,
     normalize_fingerprint,
+    read_credential,
     save_console,
     write_credential,
 )
@@ -68,8 +70,11 @@ def enrol_cmd(ctx: Ctx, console_url: str, token: str, fingerprint: str | None,
         raise UsageError(f"--name must have 1 to {MAX_NAME} characters")
     pinned = _pin(url, fingerprint)
     client = AgentClient(url, pinned)
+    old = _previous_enrolment(ctx, url)
     req = EnrolRequest(token=token.strip(), name=dev_name, host=host_name(), os=os_name(),
-                       version=__version__)
+                       version=__version__,
+                       previous_device_id=old[0] if old else None,
+                       previous_credential=old[1] if old else None)
     import json
 
     ans: EnrolResponse = parse(EnrolResponse, json.dumps(
@@ -79,7 +84,7 @@ def enrol_cmd(ctx: Ctx, console_url: str, token: str, fingerprint: str | None,
     cfg = load_config(home) or InstallationConfig()
     save_console(cfg, ConsoleSettings(url, float(ans.interval or 60), pinned, ans.device_id))
     added = profiles.apply_sets(cfg, ans.profile)
-    save_config(home, cfg)
+    save_config(home, cfg)   # last: a running daemon starts its agent on this change
     created = _maybe_init(ctx, cfg, ans, dev_name)
     cfg = load_config(home) or cfg
     throttled = bool(cfg.tiers) and profiles.apply_throttle(cfg, ans.profile)
@@ -105,6 +110,19 @@ def enrol_cmd(ctx: Ctx, console_url: str, token: str, fingerprint: str | None,
         click.echo("no vault yet: run 'tiervault init TIER_URL...', then 'tiervault daemon'")
     else:
         click.echo("the daemon reports to the console from its next start")
+
+
+def _previous_enrolment(ctx: Ctx, url: str) -> tuple[str, str] | None:
+    """This installation's device id and credential at the console of ``url``, if enrolled
+    there before: sent so the console keeps the device (never to another console)."""
+    try:
+        old = load_console(load_config(ctx.home) or InstallationConfig())
+    except UsageError:
+        return None
+    cred = read_credential(ctx.home)
+    if old is None or not old.device_id or cred is None or old.url.rstrip("/") != url.rstrip("/"):
+        return None
+    return old.device_id, cred
 
 
 def _maybe_init(ctx: Ctx, cfg: InstallationConfig, ans: EnrolResponse,

@@ -54,6 +54,14 @@ def _target(f: F) -> F:
     return f
 
 
+def _json(kw: dict[str, Any]) -> bool:
+    """--json given to this command or to tiervault itself (tiervault --json console ...)."""
+    local = bool(kw.pop("json_"))
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    return local or bool(getattr(root, "json", False))
+
+
 def _ops(kw: dict[str, Any]) -> Ops:
     data_dir, url = kw.pop("data_dir"), kw.pop("url")
     database_url, token, fp = kw.pop("database_url"), kw.pop("token"), kw.pop("fingerprint")
@@ -154,7 +162,7 @@ def _read_password(password_file: str | None) -> str:
 @_target
 def user_add(name: str, password_file: str | None, **kw: Any) -> None:
     """Add a user (the first one ends the setup mode)."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     ops = _ops(kw)
     out = ops.add_user(name, _read_password(password_file))
     _emit(json_mode, out, lambda o: click.echo(f"user {_safe(o['name'])} added"))
@@ -176,7 +184,7 @@ def token_group() -> None:
 def token_create(customer: str, site: str | None, ttl: str, uses: int,
                  profile_file: str | None, **kw: Any) -> None:
     """Create an enrolment token (printed once) and the unattended install command."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     profile = None
     if profile_file:
         try:
@@ -199,7 +207,7 @@ def token_create(customer: str, site: str | None, ttl: str, uses: int,
 @_target
 def token_list(**kw: Any) -> None:
     """List enrolment tokens (never their secrets)."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     out = _ops(kw).tokens()
     _emit(json_mode, out, lambda rows: _table(rows, [
         ("ID", "id"), ("CUSTOMER", "customer"), ("SITE", "site"), ("STATE", "state"),
@@ -211,7 +219,7 @@ def token_list(**kw: Any) -> None:
 @_target
 def token_revoke(token_id: str, **kw: Any) -> None:
     """Revoke an enrolment token."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     out = _ops(kw).revoke_token(token_id)
     _emit(json_mode, out, lambda o: click.echo(f"token {o['id']} revoked"))
 
@@ -226,7 +234,7 @@ def api_token_group() -> None:
 @_target
 def api_token_create(user: str, **kw: Any) -> None:
     """Create an API token acting as USER (printed once)."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     out = _ops(kw).create_api_token(user)
     _emit(json_mode, out, lambda o: click.echo(o["token"]))
 
@@ -236,9 +244,47 @@ def api_token_create(user: str, **kw: Any) -> None:
 @_target
 def api_token_revoke(token_id: str, **kw: Any) -> None:
     """Revoke an API token."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     out = _ops(kw).revoke_api_token(token_id)
     _emit(json_mode, out, lambda o: click.echo(f"API token {o['id']} revoked"))
+
+
+# -- customers ----------------------------------------------------------------------------
+
+@console.group("customer")
+def customer_group() -> None:
+    """Customers and their colour thresholds."""
+
+
+CUSTOMER_COLUMNS = [("NAME", "name"), ("GREEN UNDER (H)", "green_hours"),
+                    ("ORANGE UNDER (H)", "orange_hours"), ("DEVICES", "devices")]
+
+
+@customer_group.command("list")
+@_target
+def customer_list(**kw: Any) -> None:
+    """Customers with their thresholds and number of devices."""
+    json_mode = _json(kw)
+    _emit(json_mode, _ops(kw).customers(), lambda r: _table(r, CUSTOMER_COLUMNS))
+
+
+@customer_group.command("set")
+@click.argument("name")
+@click.option("--green-hours", type=click.IntRange(1, 8760), metavar="H",
+              help="Green while the last success is younger than H hours (default 24).")
+@click.option("--orange-hours", type=click.IntRange(1, 8760), metavar="H",
+              help="Orange until H hours, red after (default 48).")
+@_target
+def customer_set(name: str, green_hours: int | None, orange_hours: int | None,
+                 **kw: Any) -> None:
+    """Change a customer's colour thresholds."""
+    json_mode = _json(kw)
+    if green_hours is None and orange_hours is None:
+        raise BadValue("give --green-hours H and/or --orange-hours H")
+    out = _ops(kw).set_thresholds(name, green_hours, orange_hours)
+    _emit(json_mode, out, lambda o: click.echo(
+        f"customer {_safe(o['name'])}: green under {o['green_hours']} h, "
+        f"orange under {o['orange_hours']} h, red after"))
 
 
 # -- devices ------------------------------------------------------------------------------
@@ -263,7 +309,7 @@ def devices_cmd(q: str | None, colour: str | None, customer: str | None, status:
                 os_: str | None, version: str | None, sort: str, page: int, per_page: int,
                 **kw: Any) -> None:
     """The dashboard's rows."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     query = DeviceQuery(q=q, colour=colour, customer=customer, status=status, os=os_,
                         version=version, sort=sort, page=page, per_page=per_page)
     rows, _total = _ops(kw).devices(query)
@@ -280,7 +326,7 @@ def device_group() -> None:
 @_target
 def device_show(device: str, **kw: Any) -> None:
     """A device's details."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     _emit(json_mode, _ops(kw).device(device), _pairs)
 
 
@@ -290,7 +336,7 @@ def device_show(device: str, **kw: Any) -> None:
 @_target
 def device_sessions(device: str, limit: int, **kw: Any) -> None:
     """A device's sessions, newest first."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     rows = _ops(kw).device_sessions(device, limit)
     _emit(json_mode, rows, lambda r: _table(r, [
         ("SESSION", "session_id"), ("KIND", "kind"), ("STATUS", "status"),
@@ -302,7 +348,7 @@ def device_sessions(device: str, limit: int, **kw: Any) -> None:
 @_target
 def device_revoke(device: str, **kw: Any) -> None:
     """Revoke a device: its credential stops working at once."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     out = _ops(kw).revoke_device(device)
     _emit(json_mode, out, lambda o: click.echo(f"device {_safe(o['name'])} revoked"))
 
@@ -312,7 +358,7 @@ def device_revoke(device: str, **kw: Any) -> None:
 @_target
 def device_rotate(device: str, **kw: Any) -> None:
     """Ask a device for a new credential at its next check-in."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     out = _ops(kw).rotate_device(device)
     _emit(json_mode, out, lambda o: click.echo(
         f"device {o['id']} rotates its credential at its next check-in"))
@@ -364,7 +410,7 @@ def command_group() -> None:
 def command_send(args: tuple[str, ...], ttl: str | None, **kw: Any) -> None:
     """Send TYPE to each DEVICE (id or name): backup (set=NAME), cancel, sync, check,
     restore, retention, bandwidth, schedule, upload-log."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     devices, type_, params = split_send_args(args)
     out = _ops(kw).send(devices, type_, params, duration(ttl) if ttl else None)
     if json_mode:   # one object per device, one per line (a single device: one object)
@@ -381,7 +427,7 @@ def command_send(args: tuple[str, ...], ttl: str | None, **kw: Any) -> None:
 @_target
 def command_list(device: str | None, state: str | None, **kw: Any) -> None:
     """Commands, newest first."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     rows = _ops(kw).commands(device, state)
     _emit(json_mode, rows, lambda r: _table(r, COMMAND_COLUMNS))
 
@@ -391,7 +437,7 @@ def command_list(device: str | None, state: str | None, **kw: Any) -> None:
 @_target
 def command_show(command_id: str, **kw: Any) -> None:
     """A command with its result and session."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     _emit(json_mode, _ops(kw).command(command_id), _pairs)
 
 
@@ -400,6 +446,6 @@ def command_show(command_id: str, **kw: Any) -> None:
 @_target
 def command_cancel(command_id: str, **kw: Any) -> None:
     """Cancel a command that is still queued."""
-    json_mode = kw.pop("json_")
+    json_mode = _json(kw)
     out = _ops(kw).cancel(command_id)
     _emit(json_mode, out, lambda o: click.echo(f"command {o['id']} cancelled"))

@@ -35,6 +35,9 @@ class Ops(Protocol):
     def add_user(self, name: str, password: str) -> dict[str, Any]: ...
     def create_api_token(self, user: str) -> dict[str, Any]: ...
     def revoke_api_token(self, token_id: str) -> dict[str, Any]: ...
+    def customers(self) -> list[dict[str, Any]]: ...
+    def set_thresholds(self, name: str, green_hours: int | None,
+                       orange_hours: int | None) -> dict[str, Any]: ...
 
 
 class LocalOps:
@@ -160,6 +163,20 @@ class LocalOps:
             tok = tokens.revoke_api(s, self.ctx.clock, self.actor, token_id)
             u = s.get(User, tok.user_id)
             return tokens.api_json(tok, u.name if u else "")
+        return self._db(work)
+
+    def customers(self) -> list[dict[str, Any]]:
+        from tiervault.console.services import customers
+        return self._db(lambda s: customers.listing(s, self.actor))
+
+    def set_thresholds(self, name: str, green_hours: int | None,
+                       orange_hours: int | None) -> dict[str, Any]:
+        from tiervault.console.services import customers
+
+        def work(s: Session) -> dict[str, Any]:
+            cust = customers.set_thresholds(s, self.ctx.clock, self.actor, name, green_hours,
+                                            orange_hours)
+            return customers.show(s, self.actor, cust.id)
         return self._db(work)
 
 

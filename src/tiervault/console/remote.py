@@ -175,3 +175,14 @@ class RemoteOps:
         out: dict[str, Any] = self.call(
             "POST", f"/api/v1/api-tokens/{quote(token_id, safe='')}/revoke")
         return out
+
+    def customers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.call("GET", "/api/v1/customers")
+        return out
+
+    def set_thresholds(self, name: str, green_hours: int | None,
+                       orange_hours: int | None) -> dict[str, Any]:
+        out: dict[str, Any] = self.call(
+            "POST", f"/api/v1/customers/{quote(name, safe='')}/thresholds",
+            {"green_hours": green_hours, "orange_hours": orange_hours})
+        return out

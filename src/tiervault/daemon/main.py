@@ -529,6 +529,8 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
             return inst.db.sessions(limit, kinds=HISTORY_KINDS)
 
         idle = IdleRound(inst, notifier, settings.notify.tier_offline_hours, passphrase)
+        from tiervault.daemon.agent.wiring import start_agent
+        agents: list[Any] = []
         wait_from_config = inst.opts.wait_timeout == settings.wait_timeout and \
             inst.config.settings.wait_timeout is None
 
@@ -541,6 +543,8 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
             assert notifier is not None
             notifier.settings = new.notify
             idle.offline_hours = new.notify.tier_offline_hours
+            if not agents:   # enrolled while running: the agent starts now
+                agents.extend(a for a in [start_agent(inst, daemon, passphrase)] if a)
 
         def reclaim() -> bool:
             try:
@@ -556,9 +560,7 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
                         history=inst.db)
         server = ControlServer(inst.home, daemon, opts.port)
         server.start()
-        from tiervault.daemon.agent.wiring import start_agent
-
-        agent = start_agent(inst, daemon, passphrase)
+        agents.extend(a for a in [start_agent(inst, daemon, passphrase)] if a)
 
         def on_term(signum: int, _frame: FrameType | None) -> None:
             daemon.stop(f"received {signal.Signals(signum).name}")
@@ -576,7 +578,7 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
             log.info("set %s schedule %d (%s): next run %s", ent["set"], ent["index"],
                      ent["spec"], ent["next_run"])
         daemon.loop()
-        if agent is not None:
+        for agent in agents:
             agent.stop()
         log.info("daemon stopped")
         return 0

@@ -64,6 +64,10 @@ class EnrolRequest:
     os: str
     version: str
     protocol: int = PROTOCOL_VERSION
+    #: A device enrolled before sends its old id and credential: when they still match
+    #: (not revoked), the console keeps that device (history, commands) instead of adding one.
+    previous_device_id: str | None = None
+    previous_credential: str | None = None
 
 
 @dataclass

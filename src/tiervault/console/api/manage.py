@@ -20,7 +20,7 @@ from tiervault.console.api.errors import bearer
 from tiervault.console.clock import iso
 from tiervault.console.context import AppContext
 from tiervault.console.errors import Refused
-from tiervault.console.services import commands, devices, sessions, tokens, users
+from tiervault.console.services import commands, customers, devices, sessions, tokens, users
 from tiervault.console.services.access import require
 from tiervault.console.services.actor import Actor
 from tiervault.console.store.models import CommandRow, User
@@ -54,6 +54,13 @@ class UserCreate(BaseModel):
 
     name: str = Field(max_length=200)
     password: str = Field(max_length=1024)
+
+
+class Thresholds(BaseModel):
+    """POST /api/v1/customers/{name or id}/thresholds (hours; null keeps that one)."""
+
+    green_hours: int | None = Field(default=None, ge=1, le=24 * 365)
+    orange_hours: int | None = Field(default=None, ge=1, le=24 * 365)
 
 
 class ApiTokenCreate(BaseModel):
@@ -216,6 +223,23 @@ def router(ctx: AppContext) -> APIRouter:
             tok = tokens.revoke_api(s, clock, actor, token_id)
             user = s.get(User, tok.user_id)
             return tokens.api_json(tok, user.name if user else "")
+        return db(work)
+
+    @r.get("/customers")
+    def list_customers(actor: Actor = Depends(actor_of)) -> list[dict[str, Any]]:
+        return db(lambda s: customers.listing(s, actor))
+
+    @r.get("/customers/{name:path}")
+    def show_customer(name: str, actor: Actor = Depends(actor_of)) -> dict[str, Any]:
+        return db(lambda s: customers.show(s, actor, name))
+
+    @r.post("/customers/{name:path}/thresholds")
+    def set_thresholds(name: str, body: Thresholds, actor: Actor = Depends(actor_of)
+                       ) -> dict[str, Any]:
+        def work(s: Session) -> dict[str, Any]:
+            cust = customers.set_thresholds(s, clock, actor, name, body.green_hours,
+                                            body.orange_hours)
+            return customers.show(s, actor, cust.id)
         return db(work)
 
     @r.get("/status")

@@ -19,7 +19,7 @@ MANAGE_ACTIONS = frozenset({
     "commands.read", "commands.send", "commands.cancel",
     "tokens.read", "tokens.create", "tokens.revoke",
     "users.create", "users.read", "api_tokens.create", "api_tokens.revoke",
-    "customers.update",
+    "customers.read", "customers.update",
 })
 
 

@@ -158,7 +158,7 @@ def show(s: Session, clock: Clock, actor: Actor, command_id: str) -> dict[str, A
 
 def listing(s: Session, clock: Clock, actor: Actor, device_id: str | None = None,
             state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """Commands, newest first (of one device, in one state)."""
+    """Commands, newest first (of one device, in one state), with result and session."""
     require(actor, "commands.read")
     expire_due(s, clock)
     stmt = select(CommandRow, Device).join(Device, Device.id == CommandRow.device_id)
@@ -167,7 +167,18 @@ def listing(s: Session, clock: Clock, actor: Actor, device_id: str | None = None
     if state is not None:
         stmt = stmt.where(CommandRow.state == state)
     stmt = stmt.order_by(CommandRow.created.desc(), CommandRow.id).limit(limit)
-    return [to_json(c, d) for c, d in s.execute(stmt).tuples()]
+    return [_brief(to_json(c, d, full=True)) for c, d in s.execute(stmt).tuples()]
+
+
+def _brief(cmd: dict[str, Any]) -> dict[str, Any]:
+    """A listing's command: a browse result's entries counted, not repeated."""
+    result = cmd.get("result")
+    if isinstance(result, dict):
+        for key in ("entries", "listing"):
+            if isinstance(result.get(key), list):
+                result = {**result, key: len(result[key])}
+        cmd["result"] = result
+    return cmd
 
 
 def to_json(row: CommandRow, dev: Device | None, full: bool = False) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Connection, Select, func, or_, select
+from sqlalchemy import Connection, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tiervault.console.clock import Clock, iso
@@ -28,7 +28,7 @@ from tiervault.console.services.validate import (
     number_value,
     text_value,
 )
-from tiervault.console.store.models import Customer, Device, Site
+from tiervault.console.store.models import CommandRow, Customer, Device, Site
 from tiervault.protocol.messages import (
     MAX_NAME,
     MAX_TIERS,
@@ -219,7 +219,8 @@ def _filtered(stmt: Select[Any], q: DeviceQuery, col: Any, on: Any) -> Select[An
                               func.lower(Customer.name).like(pat, escape="\\")))
     if q.colour:
         if q.colour not in colours.COLOURS:
-            raise BadValue(f"colour: one of {', '.join(colours.COLOURS)}")
+            raise BadValue(f"colour {q.colour!r}: one of {', '.join(colours.COLOURS)} "
+                           "(offline is a badge: use status offline)")
         stmt = stmt.where(col == q.colour)
     if q.customer:
         stmt = stmt.where(Customer.name == q.customer)
@@ -316,11 +317,22 @@ def _json(clock: Clock, dev: Device, customer: str, site: str | None, green_hour
 
 
 def revoke(s: Session, clock: Clock, actor: Actor, ref: str) -> Device:
-    """The device's credential stops working at once."""
+    """The device's credential stops working at once; its queued commands are cancelled
+    (they could never be delivered), those delivered and unreported count as failed."""
     dev = find(s, ref)
     require(actor, "devices.revoke", dev.id)
     dev.revoked = True
-    audit.record(s, clock, actor, "device.revoke", dev.id)
+    now = clock.now()
+    dropped = s.execute(update(CommandRow)
+                        .where(CommandRow.device_id == dev.id, CommandRow.state == "queued")
+                        .values(state="cancelled", finished=now))
+    s.execute(update(CommandRow)
+              .where(CommandRow.device_id == dev.id,
+                     CommandRow.state.in_(("delivered", "running")))
+              .values(state="failed", finished=now,
+                      result={"error": "the device was revoked before it reported"}))
+    audit.record(s, clock, actor, "device.revoke", dev.id,
+                 {"commands_cancelled": int(getattr(dropped, "rowcount", 0) or 0)})
     return dev
 
 

@@ -2,7 +2,7 @@
 
 ``install`` adds the security headers (CSP ``default-src 'self'``) to every response of the
 app, serves static/ at /static and mounts the pages: login and first-run setup, the
-dashboard, device pages, commands and enrolment tokens. Forms POST with a CSRF token;
+dashboard, device pages, commands, enrolment tokens and customers. Forms POST with a CSRF token;
 the session cookie is HttpOnly and SameSite=Strict.
 """
 
@@ -12,12 +12,14 @@ import hashlib
 import inspect
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
 from tiervault.console.context import AppContext
 from tiervault.console.errors import ConsoleError
-from tiervault.console.web import auth, commands, dashboard, device, tokens
+from tiervault.console.web import auth, commands, customers, dashboard, device, tokens
 from tiervault.console.web.base import BadForm, LoginNeeded, SetupNeeded, Web
 from tiervault.console.web.headers import SecurityHeaders
 from tiervault.console.web.render import STATIC, make_env
@@ -38,7 +40,7 @@ def install(app: FastAPI, ctx: AppContext) -> None:
     outermost, so every response carries the CSP)."""
     web = Web(ctx, make_env(ctx.clock, _static_version()))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    for module in (auth, dashboard, device, commands, tokens):
+    for module in (auth, dashboard, device, commands, tokens, customers):
         app.include_router(module.router(web))
 
     @app.exception_handler(LoginNeeded)
@@ -68,6 +70,17 @@ def install(app: FastAPI, ctx: AppContext) -> None:
             return await answer if inspect.isawaitable(answer) else answer
         return web.render(request, "error.html", None, status=exc.status,
                           heading="Not possible", message=str(exc))
+
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> Response:
+        # The API keeps FastAPI's 422 with its details; a page says it in words.
+        if not _is_page(request):
+            return await request_validation_exception_handler(request, exc)
+        fields = ", ".join(str(e.get("loc", ["?"])[-1]) for e in exc.errors()) or "a value"
+        return web.render(request, "error.html", None, status=400, heading="Bad request",
+                          message=f"The address has a bad value ({fields}): go back to the "
+                                  "dashboard and try again.")
 
 
 def _is_page(request: Request) -> bool:

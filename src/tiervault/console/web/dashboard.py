@@ -61,10 +61,22 @@ def _url(f: dict[str, str], **change: Any) -> str:
                              (k == "sort" and v == "name") and not (k == "page" and v == "1")})
 
 
+def page_number(text: str | None) -> int:
+    """The ?page= value: a whole number from 1, anything else is page 1."""
+    raw = (text or "").strip()
+    return max(1, min(int(raw), 10**6)) if raw.isdigit() else 1
+
+
 def table_values(web: Web, user: PageUser, f: dict[str, str], page: int) -> dict[str, Any]:
-    """What _devices.html needs: one page of rows, the counts and the links."""
+    """What _devices.html needs: one page of rows, the counts and the links.
+
+    A page past the last one shows the last one (a filter may have shrunk the list)."""
     with web.ctx.db.session() as s:
         rows, total = devices.query(s, web.ctx.clock, user.actor, _query(f, page))
+        last = max(1, (total + PER_PAGE - 1) // PER_PAGE)
+        if page > last:
+            page = last
+            rows, total = devices.query(s, web.ctx.clock, user.actor, _query(f, page))
         counts: dict[str, int] = dict(devices.colour_counts(s, web.ctx.clock, user.actor))
         counts["total"] = sum(v for k, v in counts.items() if k in colours.COLOURS)
         bars = queries.bars(s, web.ctx.clock, [d["id"] for d in rows])
@@ -85,12 +97,12 @@ def router(web: Web) -> APIRouter:
     r = APIRouter()
 
     @r.get("/", include_in_schema=False)
-    def dashboard(request: Request, page: int = 1) -> Response:
+    def dashboard(request: Request) -> Response:
         with web.ctx.db.session() as s:
             user = web.user(request, s)
         f = _filters(request)
         try:
-            values = table_values(web, user, f, max(1, min(page, 10**6)))
+            values = table_values(web, user, f, page_number(request.query_params.get("page")))
         except ConsoleError as e:
             return web.redirect("/", flash=str(e))
         fragment = (request.headers.get("hx-request") == "true"

@@ -38,6 +38,7 @@ from tiervault.protocol.messages import (
 log = logging.getLogger("tiervault.daemon")
 POLL_WAIT = 50          # seconds the console may hold a long-poll
 LOG_TAIL_LINES = 4000
+ACTIVITY_POLL = 1.0     # seconds between looks at whether a job started or ended
 
 
 class LogTail(logging.Handler):
@@ -65,7 +66,9 @@ class Agent:
     def __init__(self, client: AgentClient, interval: float, executor: Executor,
                  outbox: Outbox, journal: Journal,
                  checkin: Callable[[], Any],
-                 on_rotate: Callable[[str], None] | None = None) -> None:
+                 on_rotate: Callable[[str], None] | None = None,
+                 refresh: Callable[[AgentClient], tuple[AgentClient, float] | None]
+                 | None = None, activity: Callable[[], object] | None = None) -> None:
         self.client = client
         self.interval = interval
         self.executor = executor
@@ -73,6 +76,8 @@ class Agent:
         self.journal = journal
         self.checkin = checkin
         self.on_rotate = on_rotate
+        self.refresh = refresh
+        self.activity = activity
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -117,17 +122,47 @@ class Agent:
 
     # -- check-in and reports ----------------------------------------------------------------
 
+    def reenrolled(self) -> bool:
+        """Take a new enrolment (``tiervault enrol`` while the daemon runs): True if one."""
+        if self.refresh is None:
+            return False
+        try:
+            fresh = self.refresh(self.client)
+        except (OSError, TierVaultError) as e:
+            self._say("enrolment", f"cannot read the new enrolment: {e}")
+            return False
+        if fresh is None:
+            return False
+        self.client, self.interval = fresh
+        self._said.clear()
+        log.info("console: enrolled again: now reporting to %s every %g s", self.client.url,
+                 self.interval)
+        return True
+
     def _checkin_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self.reenrolled()
                 self.round()
                 self._say("check-in", None)
             except TierVaultError as e:
                 self._say("check-in", str(e))
             except Exception as e:  # never let the thread die
                 self._say("check-in", f"internal error: {e!r}", logging.ERROR)
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            self._pause()
+
+    def _pause(self) -> None:
+        """Wait one interval, less when a job starts or ends (the console then sees the
+        running job, the session and the tiers' new states at once, not an interval late)."""
+        deadline = time.monotonic() + self.interval
+        seen = self.activity() if self.activity else None
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._wake.wait(min(left, ACTIVITY_POLL)):
+                break
+            if self.activity is not None and self.activity() != seen:
+                break
+        self._wake.clear()
 
     def round(self) -> None:
         """One check-in, then every pending command outcome and session report."""
@@ -200,6 +235,8 @@ class Agent:
                 for cmd in batch.commands:
                     self.accept(cmd)
             except ConsoleRefused as e:
+                if self.reenrolled():
+                    continue
                 self._say("commands", str(e))
                 self._stop.wait(self.interval)
             except TierVaultError as e:

@@ -12,8 +12,10 @@ from tiervault.daemon.agent.commands import DaemonPort, Executor
 from tiervault.daemon.agent.journal import Journal
 from tiervault.daemon.agent.reports import Outbox
 from tiervault.daemon.agent.settings import load_console, read_credential, write_credential
+from tiervault.errors import TierVaultError
 from tiervault.protocol.messages import CheckIn
 from tiervault.service.installation import Installation
+from tiervault.state.config import load_config
 
 log = logging.getLogger("tiervault.daemon")
 
@@ -42,6 +44,29 @@ def _selected(inst: Installation) -> int | None:
         if d.get("set") and d.get("set") not in seen and "bytes_selected" in d:
             seen[d["set"]] = int(d["bytes_selected"] or 0)
     return sum(seen.values()) if seen else None
+
+
+def reenrolment(inst: Installation, current: AgentClient
+                ) -> tuple[AgentClient, float] | None:
+    """A client for a newer enrolment than ``current`` (``tiervault enrol`` again while the
+    daemon runs: another credential, URL or pinned certificate), with its interval; None
+    when unchanged."""
+    credential = read_credential(inst.home)
+    try:
+        cs = load_console(load_config(inst.home) or inst.config)
+    except TierVaultError:
+        return None   # a half-written or broken [console]: keep the current one
+    if credential is None or cs is None:
+        return None
+    if (cs.url, cs.fingerprint, credential) == (current.url, current.fingerprint,
+                                                current.credential):
+        return None
+    return AgentClient(cs.url, cs.fingerprint, credential), cs.interval
+
+
+def activity(daemon: object) -> tuple[int, int]:
+    """What changes when a job or an idle synchronization starts or ends (cheap to read)."""
+    return (id(getattr(daemon, "running", None)), id(getattr(daemon, "_idle_handle", None)))
 
 
 def start_agent(inst: Installation, daemon: StatusDaemon, passphrase: str) -> Agent | None:
@@ -75,7 +100,9 @@ def start_agent(inst: Installation, daemon: StatusDaemon, passphrase: str) -> Ag
     def keep(credential: str) -> None:
         write_credential(inst.home, credential)
 
-    agent = Agent(client, cs.interval, executor, outbox, journal, checkin, on_rotate=keep)
+    agent = Agent(client, cs.interval, executor, outbox, journal, checkin, on_rotate=keep,
+                  refresh=lambda current: reenrolment(inst, current),
+                  activity=lambda: activity(daemon))
     agent_ref.append(agent)
     agent.start()
     log.info("console agent started (%s, every %g s)", cs.url, cs.interval)
