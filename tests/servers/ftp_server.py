@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.servers.ports import free_port
-
 _SCRIPT = Path(__file__).resolve()
 _HOST = "127.0.0.1"
 
@@ -135,7 +133,12 @@ class FtpServerProcess:
             certfile, keyfile = make_self_signed_cert(tempfile.mkdtemp(prefix="tv-ftp-cert-"))
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = port if port is not None else free_port()
+        if port is None:
+            # Imported here: this file also runs as a script, without the tests package.
+            from tests.servers.ports import free_port
+
+            port = free_port()
+        self.port = port
         self.tls = tls
         self.user = user
         self.password = password
