@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.backend_contract import BackendContract, Planter, plant_file
-from tests.servers.ftp_server import FtpServerProcess, free_port, make_self_signed_cert
+from tests.servers.ftp_server import FtpServerProcess, make_self_signed_cert
+from tests.servers.ports import free_port
 from tiervault.errors import (
     BackendError,
     NotFoundError,

@@ -18,7 +18,8 @@ import pytest
 import tomli_w
 
 from tests.helpers import describe, ok, one_line_error, run_tv, stderr_lines, tv_json
-from tests.servers.ftp_server import FtpServerProcess, free_port
+from tests.servers.ftp_server import FtpServerProcess
+from tests.servers.ports import free_port
 from tests.servers.sshd import SSHD
 
 FTP_USER = "tv"

@@ -14,7 +14,7 @@ import pytest
 from tests.agent_console import ConsoleProc
 from tests.daemonkit import DaemonProc
 from tests.helpers import init_vault, ok, one_line_error, run_tv
-from tests.servers.ftp_server import free_port
+from tests.servers.ports import free_port
 
 pytest.importorskip("uvicorn")
 
