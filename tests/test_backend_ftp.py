@@ -337,7 +337,7 @@ def test_frozen_server_times_out(own_server: FtpServerProcess) -> None:
     h = Handle(FileType.INDEX, "aa")
     b.save(h, b"x")
     assert own_server.pid is not None
-    os.kill(own_server.pid, signal.SIGSTOP)
+    own_server.freeze()
     try:
         start = time.monotonic()
         with pytest.raises(TransientError, match="timed out"):

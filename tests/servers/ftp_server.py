@@ -207,6 +207,21 @@ class FtpServerProcess:
         """Terminate the server (SIGTERM) and wait for it."""
         self._end(signal.SIGTERM)
 
+    def freeze(self, timeout: float = 5.0) -> None:
+        """Stop the server (SIGSTOP) and return once the kernel shows it stopped.
+
+        ``kill`` returns before the target has taken the signal; on a busy
+        machine a request sent right after could still be answered.
+        """
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGSTOP)
+        stat = Path(f"/proc/{self._proc.pid}/stat")
+        deadline = time.monotonic() + timeout
+        while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("ftp server did not stop on SIGSTOP")
+            time.sleep(0.005)
+
     def kill(self) -> None:
         """Kill the server abruptly (SIGKILL), like a crash."""
         self._end(signal.SIGKILL)
