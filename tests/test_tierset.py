@@ -89,6 +89,7 @@ def test_reads_come_from_the_first_online_tier(tmp_path: Path) -> None:
     kit = Kit(tmp_path)
     ts = kit.create()
     h = _write(ts, b"hello")
+    ts._writes.wait_idle(10)  # the second tier's copy lands in the background: let it finish first
     kit.faults[0].calls.clear()
     kit.faults[1].calls.clear()
     assert ts.load(h) == b"hello"
