@@ -87,7 +87,13 @@ def test_unknown_missing_and_malformed_credentials_are_refused(hostile: Console)
                                    ("GET", "/commands?wait=0", None),
                                    ("POST", "/commands/x", b'{"state":"running"}'),
                                    ("POST", "/rotate", b"")):
-            r = hostile.http.request(method, A + path, content=body, headers=headers)
+            try:
+                r = hostile.http.request(method, A + path, content=body, headers=headers)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # h11 answers an oversized header with 431 and hangs up; the reset can
+                # overtake the answer. A refusal either way; the next request must work.
+                assert len(str(headers)) > 65536
+                continue
             assert_4xx(r, 400, 401, 403, 431)
     # A device credential opens no management route.
     assert_4xx(hostile.http.get("/api/v1/devices", headers=good), 401, 403)
