@@ -75,3 +75,23 @@ def test_a_replaced_certificate_is_refused_with_one_line(console: ConsoleProc,
         assert [x["id"] for x in console.api("GET", "/devices")] == [out["device_id"]]
     finally:
         d.stop()
+
+
+def test_a_profile_that_does_not_apply_writes_nothing_on_the_device(tmp_path: Path) -> None:
+    # The console checks a profile's shape; a bad schedule is found by the device, which
+    # then writes neither its credential nor a line of config.toml.
+    c = ConsoleProc(tmp_path / "console", 1, {"sets": {"x": {
+        "paths": [str(tmp_path)], "schedules": [{"cron": "not a cron"}]}}})
+    c.start()
+    try:
+        home, _vault = init_vault(tmp_path)
+        before = (home / "config.toml").read_text()
+        p = run_tv(home, "enrol", c.url, "--token", c.boot()["enrol"])
+        assert p.returncode == 2, p.stderr
+        line = one_line_error(p)
+        assert "the token's profile" in line or "schedule" in line, line
+        assert "nothing was written here" in line and "revoke it there" in line
+        assert not (home / "console.credential").exists()
+        assert (home / "config.toml").read_text() == before
+    finally:
+        c.kill()

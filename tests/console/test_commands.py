@@ -197,3 +197,17 @@ def test_browse_asks_the_device_and_returns_its_listing(console: ConsoleServer) 
     assert out["state"] == "succeeded" and out["result"] == listing
     assert answered[0]["type"] == "browse"
     assert answered[0]["params"] == {"snapshot": "latest", "path": "/home"}
+
+
+def test_a_parameter_the_type_does_not_take_is_refused_and_nothing_is_queued(
+        console: ConsoleServer) -> None:
+    agent = console.agent(console.token("Typo Ltd"), "typo-1")
+    for args in (("backup", "sets=home"), ("backup", "Set=home"), ("sync", "set=home")):
+        p = console.cli("command", "send", agent.device_id, *args)
+        assert p.returncode == 2, p.stderr
+        assert "does not take" in p.stderr and "Traceback" not in p.stderr
+    p = console.cli("command", "send", agent.device_id, "backup", "set")
+    assert p.returncode == 2 and "needs a value: set=VALUE" in p.stderr, p.stderr
+    assert console.cli_json("command", "list", "--device", agent.device_id) == []
+    sent = console.cli_json("command", "send", agent.device_id, "backup", "set=home")
+    assert sent["device_name"] == "typo-1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.console.consolekit import Agent, AgentRefused, ConsoleServer, ok
@@ -66,11 +68,34 @@ def test_the_site_and_profile_come_back_at_enrolment(console: ConsoleServer,
     from pathlib import Path
 
     profile = Path(str(tmp_path)) / "profile.json"
-    profile.write_text('{"sets": [{"name": "home", "paths": ["~"]}]}')
+    doc = {"sets": {"home": {"paths": ["~"]}}, "tiers": ["ftp://u:s3cret@nas/{host}"]}
+    profile.write_text(json.dumps(doc))
     out = console.cli_json("token", "create", "--customer", "Profile Ltd", "--site", "HQ",
                            "--profile", str(profile))
+    # People and scripts never see the password the profile carries for the devices.
+    listed = [t for t in console.cli_json("token", "list") if t["id"] == out["id"]]
+    assert listed[0]["profile"]["tiers"] == ["ftp://u:***@nas/{host}"]
+    assert "s3cret" not in json.dumps(console.cli_json("token", "list"))
     data = Agent._send(console, "POST", "/enrol", None, {
         "token": out["token"], "name": "p", "host": "p", "os": "linux", "version": "0.2.0"})
     assert data["customer"] == "Profile Ltd" and data["site"] == "HQ"
-    assert data["profile"] == {"sets": [{"name": "home", "paths": ["~"]}]}
+    assert data["profile"] == doc
     assert data["interval"] == console.interval
+
+
+@pytest.mark.parametrize("doc", [
+    {"tiers": "notalist"}, {"sets": {"x": {"paths": "/etc"}}}, {"sets": [{"name": "h"}]},
+    {"tiers": ["/v/{hots}"]}, {"tiers": ["/v/{host"]}, {"colour": "red"},
+    {"retention": [7]}, {"throttle": "2MB"}, {"sets": {"x": {"paths": []}}},
+])
+def test_a_profile_the_device_would_refuse_is_refused_at_token_create(
+        console: ConsoleServer, tmp_path: object, doc: dict[str, object]) -> None:
+    from pathlib import Path
+
+    profile = Path(str(tmp_path)) / "profile.json"
+    profile.write_text(json.dumps(doc))
+    before = len(console.cli_json("token", "list"))
+    p = console.cli("token", "create", "--customer", "Bad Profile", "--profile", str(profile))
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("tiervault: error: profile: ") and "Traceback" not in p.stderr
+    assert len(console.cli_json("token", "list")) == before   # no token was made

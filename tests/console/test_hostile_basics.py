@@ -81,7 +81,7 @@ def test_bad_management_input_is_a_4xx(console: ConsoleServer, agent: Agent) -> 
                    headers={"content-type": "application/json"})
         assert 400 <= r.status_code < 500
         r = c.post("/api/v1/commands", json={"devices": [agent.device_id], "type": "backup",
-                                             "params": {"a": [[[[[[[[1]]]]]]]]}})
+                                             "params": {"set": [[[[[[[[1]]]]]]]]}})
         assert r.status_code == 400
     with console.http("tva_forged") as c:
         assert c.get("/api/v1/devices").status_code == 401

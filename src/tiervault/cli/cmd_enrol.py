@@ -13,7 +13,7 @@ import click
 
 from tiervault import __version__
 from tiervault.cli.context import Ctx, json_option
-from tiervault.cli.output import emit_json, inert
+from tiervault.cli.output import cleartext_warnings, emit_json, inert
 from tiervault.daemon.agent import profile as profiles
 from tiervault.daemon.agent.checkin import host_name, os_name
 from tiervault.daemon.agent.client import AgentClient, ConsoleRefused, peer_fingerprint
@@ -80,12 +80,19 @@ def enrol_cmd(ctx: Ctx, console_url: str, token: str, fingerprint: str | None,
     ans: EnrolResponse = parse(EnrolResponse, json.dumps(
         client.request("POST", "/enrol", to_json(req))).encode())
     home = ctx.home
-    write_credential(home, ans.credential)
     cfg = load_config(home) or InstallationConfig()
+    try:   # nothing is written here unless the whole profile applies
+        profiles.check_all(cfg, ans.profile, _template_values(ans, dev_name))
+    except UsageError as e:
+        raise UsageError(f"{e}; nothing was written here, but the console counted a use of "
+                         f"the token and lists device {ans.device_id}: revoke it there, fix "
+                         "the profile and enrol with a new token") from None
+    write_credential(home, ans.credential)
     save_console(cfg, ConsoleSettings(url, float(ans.interval or 60), pinned, ans.device_id))
     added = profiles.apply_sets(cfg, ans.profile)
     save_config(home, cfg)   # last: a running daemon starts its agent on this change
     created = _maybe_init(ctx, cfg, ans, dev_name)
+    cleartext_warnings(ctx.json, created)   # as init says for ftp:// and http:// tiers
     cfg = load_config(home) or cfg
     throttled = bool(cfg.tiers) and profiles.apply_throttle(cfg, ans.profile)
     if throttled:
@@ -103,13 +110,16 @@ def enrol_cmd(ctx: Ctx, console_url: str, token: str, fingerprint: str | None,
     if pinned and not fingerprint:
         click.echo(f"pinned the console's certificate {pinned}")
     if added:
-        click.echo(f"sets from the token's profile: {', '.join(added)}")
+        click.echo(f"sets from the token's profile: {', '.join(added)} (first backup at "
+                   "its next scheduled time; 'tiervault run SET' with the daemon running "
+                   "starts one now)")
     if created:
         click.echo(f"created the vault on {', '.join(created)}")
     if not cfg.tiers:
         click.echo("no vault yet: run 'tiervault init TIER_URL...', then 'tiervault daemon'")
     else:
-        click.echo("the daemon reports to the console from its next start")
+        click.echo("a running daemon reports to the console within seconds; otherwise "
+                   "start it: tiervault daemon")
 
 
 def _previous_enrolment(ctx: Ctx, url: str) -> tuple[str, str] | None:
@@ -125,14 +135,17 @@ def _previous_enrolment(ctx: Ctx, url: str) -> tuple[str, str] | None:
     return old.device_id, cred
 
 
+def _template_values(ans: EnrolResponse, dev_name: str) -> dict[str, str]:
+    return {"host": host_name(), "name": dev_name, "device_id": ans.device_id,
+            "customer": ans.customer, "site": ans.site or ""}
+
+
 def _maybe_init(ctx: Ctx, cfg: InstallationConfig, ans: EnrolResponse,
                 dev_name: str) -> list[str]:
     """Create the vault from the profile's tier templates if there is none yet."""
     if cfg.tiers:
         return []
-    urls = profiles.tier_urls(ans.profile, {"host": host_name(), "name": dev_name,
-                                            "device_id": ans.device_id,
-                                            "customer": ans.customer, "site": ans.site or ""})
+    urls = profiles.tier_urls(ans.profile, _template_values(ans, dev_name))
     if not urls:
         return []
     pw = ctx.passphrase_if_available()

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: How long an interrupted command tells the daemon it leaves the queue (seconds).
+GIVE_BACK_TIMEOUT = 5.0
 #: A command that waits longer than this says why on stderr.
 TELL_AFTER = 1.0
 _SECRET = re.compile(r"(://[^:/@\s]+):[^@/\s]*@")
@@ -120,6 +122,10 @@ def _wait_turn(client: ControlClient, home: Path, doc: dict[str, object]) -> str
 
 
 def _give_back(client: ControlClient, rid: str, code: int | None, cancelled: bool) -> None:
+    # Interrupted: tell the daemon, but do not keep a Ctrl-C waiting on a busy daemon (it
+    # sees this process end by itself); a finished command waits as long as any request.
+    if cancelled:
+        client = type(client)(client.home, timeout=GIVE_BACK_TIMEOUT)
     try:
         client.handoff_done(rid, code, cancelled)
     except TierVaultError:

@@ -389,6 +389,8 @@ def split_send_args(args: tuple[str, ...]) -> tuple[list[str], str, dict[str, An
     if len(rest) < 2:
         raise BadValue("give DEVICE... TYPE [KEY=VALUE...]: at least one device and a type")
     type_ = rest.pop()
+    if type_ not in COMMAND_TYPES and rest[-1] in COMMAND_TYPES:
+        raise BadValue(f"parameter {type_!r} of {rest[-1]} needs a value: {type_}=VALUE")
     if type_ not in COMMAND_TYPES:
         raise BadValue(f"command type {type_!r}: one of {', '.join(COMMAND_TYPES)}")
     return rest, type_, dict(reversed(list(params.items())))

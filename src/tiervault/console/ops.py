@@ -92,10 +92,11 @@ class LocalOps:
     def send(self, devices: list[str], type_: str, params: dict[str, Any],
              ttl: int | None) -> list[dict[str, Any]]:
         from tiervault.console.services import commands
+        from tiervault.console.store.models import Device
 
         def work(s: Session) -> list[dict[str, Any]]:
             rows = commands.queue(s, self.ctx.clock, self.actor, devices, type_, params, ttl)
-            return [commands.to_json(r, None) for r in rows]
+            return [commands.to_json(r, s.get(Device, r.device_id)) for r in rows]
         out = self._db(work)
         self.ctx.waker.notify(c["device"] for c in out)
         return out

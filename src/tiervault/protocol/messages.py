@@ -40,6 +40,18 @@ COMMAND_TYPES: dict[str, int] = {
     "restore": 24 * 3600, "retention": 24 * 3600, "bandwidth": 7 * 24 * 3600,
     "schedule": 7 * 24 * 3600, "upload-log": 3600, "browse": 120,
 }
+# The parameters each command type takes (KEY=VALUE of `console command send`): a key
+# not listed is refused when the command is queued (a typo must not back up every set).
+COMMAND_PARAMS: dict[str, tuple[str, ...]] = {
+    "backup": ("set",), "cancel": ("all",), "sync": (),
+    "check": ("read_data", "read_data_subset", "subset"),
+    "restore": ("snapshot", "target", "paths", "overwrite"),
+    "retention": ("set", "keep_last", "keep_hourly", "keep_daily", "keep_weekly",
+                  "keep_monthly", "keep_yearly", "keep_within"),
+    "bandwidth": ("tier", "upload", "download", "rules"),
+    "schedule": ("set", "schedules", "cron", "time", "window", "missed", "days"),
+    "upload-log": (), "browse": ("snapshot", "path"),
+}
 # Command states. queued -> delivered -> running -> succeeded | failed;
 # queued/delivered -> expired; queued -> cancelled.
 COMMAND_STATES = ("queued", "delivered", "running", "succeeded", "failed", "expired",

@@ -23,7 +23,7 @@ from tiervault.console.errors import Refused
 from tiervault.console.services import commands, customers, devices, sessions, tokens, users
 from tiervault.console.services.access import require
 from tiervault.console.services.actor import Actor
-from tiervault.console.store.models import CommandRow, User
+from tiervault.console.store.models import CommandRow, Device, User
 
 T = TypeVar("T")
 BROWSE_WAIT = 20.0
@@ -153,7 +153,7 @@ def router(ctx: AppContext) -> APIRouter:
         def work(s: Session) -> list[dict[str, Any]]:
             rows = commands.queue(s, clock, actor, body.devices, body.type, body.params,
                                   body.ttl)
-            return [commands.to_json(row, None) for row in rows]
+            return [commands.to_json(row, s.get(Device, row.device_id)) for row in rows]
         out = db(work)
         ctx.waker.notify(c["device"] for c in out)
         return out

@@ -23,6 +23,7 @@ from tiervault.console.services.agent_sql import PENDING
 from tiervault.console.services.validate import int_value, object_value, text_value
 from tiervault.console.store.models import CommandRow, Device
 from tiervault.protocol.messages import (
+    COMMAND_PARAMS,
     COMMAND_TYPES,
     FINAL_COMMAND_STATES,
     MAX_NAME,
@@ -55,6 +56,11 @@ def queue(s: Session, clock: Clock, actor: Actor, device_refs: list[str], type_:
     if not device_refs or len(device_refs) > MAX_DEVICES_PER_SEND:
         raise BadValue(f"devices: between 1 and {MAX_DEVICES_PER_SEND}")
     params = object_value(params or {}, "params") or {}
+    unknown = sorted(set(params) - set(COMMAND_PARAMS[type_]))
+    if unknown:
+        takes = ", ".join(COMMAND_PARAMS[type_]) or "no parameters"
+        raise BadValue(f"{type_} does not take {', '.join(map(repr, unknown))} "
+                       f"(it takes: {takes})")
     lifetime = int_value(ttl, "ttl", optional=True, low=1, high=MAX_TTL) or COMMAND_TYPES[type_]
     devs = devices.exists_all(s, [text_value(r, "device", MAX_NAME) or "" for r in device_refs])
     now = clock.now()

@@ -21,6 +21,7 @@ from tiervault.console.services.secrets import (
 )
 from tiervault.console.services.validate import object_value
 from tiervault.console.store.models import ApiToken, Customer, EnrolToken, Site, User
+from tiervault.protocol.profile import profile_problem, redacted
 
 MAX_TTL = 365 * 24 * 3600
 MAX_USES = 1_000_000
@@ -39,6 +40,8 @@ def create_enrol(s: Session, clock: Clock, actor: Actor, customer: str, site: st
     if not 0 < uses <= MAX_USES:
         raise BadValue(f"uses: between 1 and {MAX_USES}")
     profile = object_value(profile, "profile")
+    if (problem := profile_problem(profile)) is not None:
+        raise BadValue(f"profile: {problem}")
     cust, site_row = customers.get_or_create(s, clock, actor, customer, site)
     secret = new_secret(ENROL_PREFIX)
     now = clock.now()
@@ -72,7 +75,7 @@ def enrol_json(s: Session, tok: EnrolToken, clock: Clock) -> dict[str, Any]:
             "site": site.name if site else None, "created": iso(tok.created),
             "expires": iso(tok.expires), "uses_allowed": tok.uses_allowed, "uses": tok.uses,
             "revoked": tok.revoked, "state": enrol_state(tok, clock),
-            "created_by": tok.created_by, "profile": tok.profile}
+            "created_by": tok.created_by, "profile": redacted(tok.profile)}
 
 
 def list_enrol(s: Session, actor: Actor) -> list[EnrolToken]:

@@ -28,21 +28,25 @@ from typing import Any
 
 from tiervault.daemon.sets import parse_set
 from tiervault.errors import UsageError
+from tiervault.protocol.profile import profile_problem
 from tiervault.state.config import InstallationConfig
-
-PROFILE_KEYS = ("sets", "retention", "throttle", "tiers")
 
 
 def _check(profile: Any) -> dict[str, Any]:
-    if profile is None:
-        return {}
-    if not isinstance(profile, dict):
-        raise UsageError("the token's profile is not an object")
-    unknown = set(profile) - set(PROFILE_KEYS)
-    if unknown:
-        raise UsageError(f"the token's profile has unknown key(s) {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(PROFILE_KEYS)})")
-    return profile
+    if (problem := profile_problem(profile)) is not None:
+        raise UsageError(f"the token's profile: {problem}")
+    return profile or {}
+
+
+def check_all(cfg: InstallationConfig, profile: Any, values: dict[str, str]) -> None:
+    """Refuse a profile that would not apply, before anything is written: its shape, its
+    tier templates, its sets and its throttle rules, tried on a copy of ``cfg``."""
+    tier_urls(profile, values)
+    trial = InstallationConfig.from_toml(cfg.to_toml(), "config.toml")
+    apply_sets(trial, profile)
+    if _check(profile).get("throttle"):
+        trial.extra.pop("throttle", None)
+        apply_throttle(trial, profile)
 
 
 def _path_safe(value: str) -> str:
