@@ -47,8 +47,8 @@ class ConsoleGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
-                TierVaultError, KeyboardInterrupt):
-            raise
+                TierVaultError, KeyboardInterrupt, BrokenPipeError):
+            raise   # a closed pipe (| head) ends quietly, as for every command
         except Exception as e:   # the store's failures become one line
             errors = importlib.import_module("tiervault.console.errors")
             one_line = errors.from_store_error(e)

@@ -64,9 +64,14 @@ def reenrolment(inst: Installation, current: AgentClient
     return AgentClient(cs.url, cs.fingerprint, credential), cs.interval
 
 
-def activity(daemon: object) -> tuple[int, int]:
-    """What changes when a job or an idle synchronization starts or ends (cheap to read)."""
-    return (id(getattr(daemon, "running", None)), id(getattr(daemon, "_idle_handle", None)))
+def activity(daemon: object) -> tuple[int, int, bool]:
+    """What changes when a job or an idle synchronization starts or ends (cheap to read).
+
+    The idle round's handle stays set after the round ends: whether it is alive is what
+    tells that a synchronization ended."""
+    handle = getattr(daemon, "_idle_handle", None)
+    alive = handle is not None and bool(getattr(handle, "is_alive", lambda: False)())
+    return (id(getattr(daemon, "running", None)), id(handle), alive)
 
 
 def start_agent(inst: Installation, daemon: StatusDaemon, passphrase: str) -> Agent | None:
