@@ -322,8 +322,10 @@ class IdleRound:
                 stale = ts.stale()
                 if stale and not self._aborted.is_set():
                     out.update(self._sync(ts, progress))
+                seen = time.time()
                 self.tiers = [{"url": t.name, "state": t.state, "revision": t.revision,
-                               "expected_revision": t.record.revision} for t in ts.tiers]
+                               "expected_revision": t.record.revision, "seen": seen}
+                              for t in ts.tiers]
             finally:
                 with self._lock:
                     self._ts = None

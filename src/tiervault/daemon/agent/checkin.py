@@ -61,6 +61,7 @@ def tier_states(urls: list[str], db: TierSource, live: list[dict[str, Any]],
     """Each tier as the console shows it; ``live`` is the last idle round's view and
     ``used`` the bytes each tier held after the last backup that reached it."""
     now_state = {t.get("url"): t.get("state") for t in live}
+    seen = {t.get("url"): t.get("seen") or 0.0 for t in live}
     top = max([db.tier(tier_key(u)).revision for u in urls] or [0])
     out = []
     for url in urls[:MAX_TIERS]:
@@ -69,6 +70,9 @@ def tier_states(urls: list[str], db: TierSource, live: list[dict[str, Any]],
         # is from the end of the last round.
         state = "syncing" if rec.state == "syncing" else \
             now_state.get(tier_key(url)) or rec.state or "offline"
+        if rec.first_offline is not None and rec.first_offline > seen.get(tier_key(url), 0.0) \
+                and state != "syncing":
+            state = "offline"   # a session found it offline after the idle round saw it
         if state == "online" and rec.revision < top:
             state = "unsynchronized"
         pct = None
