@@ -141,6 +141,9 @@ class Agent:
 
     def _checkin_loop(self) -> None:
         while not self._stop.is_set():
+            # Read before the check-in is built: a job that ends while it is sent is a
+            # change the pause sees (else the console shows it running for an interval).
+            seen = self.activity() if self.activity else None
             try:
                 self.reenrolled()
                 self.round()
@@ -149,13 +152,12 @@ class Agent:
                 self._say("check-in", str(e))
             except Exception as e:  # never let the thread die
                 self._say("check-in", f"internal error: {e!r}", logging.ERROR)
-            self._pause()
+            self._pause(seen)
 
-    def _pause(self) -> None:
+    def _pause(self, seen: object) -> None:
         """Wait one interval, less when a job starts or ends (the console then sees the
         running job, the session and the tiers' new states at once, not an interval late)."""
         deadline = time.monotonic() + self.interval
-        seen = self.activity() if self.activity else None
         while not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0 or self._wake.wait(min(left, ACTIVITY_POLL)):
