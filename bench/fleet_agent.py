@@ -42,9 +42,11 @@ class Recorder:
         if self.active:
             self.latencies.setdefault(kind, []).append(seconds)
 
-    def fail(self, kind: str) -> None:
+    def fail(self, kind: str, why: str = "") -> None:
+        """Count a failure under "KIND (WHY)": the reason is in the results."""
         if self.active:
-            self.errors[kind] = self.errors.get(kind, 0) + 1
+            key = f"{kind} ({why})" if why else kind
+            self.errors[key] = self.errors.get(key, 0) + 1
 
     def delivered(self, command_id: str) -> None:
         self.got_at.setdefault(command_id, time.monotonic())
@@ -127,11 +129,11 @@ class Device:
         try:
             status, _ = await self.pool.request("POST", f"{m.AGENT_PREFIX}{path}",
                                                 self.headers, body)
-        except HTTPError:
-            self.fleet.recorder.fail(kind)
+        except HTTPError as e:
+            self.fleet.recorder.fail(kind, str(e)[:80])
             return None
         if status != 200:
-            self.fleet.recorder.fail(kind)
+            self.fleet.recorder.fail(kind, f"HTTP {status}")
             return status
         self.fleet.recorder.ok(kind, time.monotonic() - t0)
         return status
@@ -167,12 +169,12 @@ class Device:
         while not self.fleet.stop.is_set():
             try:
                 status, body = await conn.request("GET", path, self.headers)
-            except HTTPError:
-                self.fleet.recorder.fail("longpoll")
+            except HTTPError as e:
+                self.fleet.recorder.fail("longpoll", str(e)[:80])
                 await _sleep_or_stop(self.fleet.stop, 1.0)
                 continue
             if status != 200:
-                self.fleet.recorder.fail("longpoll")
+                self.fleet.recorder.fail("longpoll", f"HTTP {status}")
                 await _sleep_or_stop(self.fleet.stop, 1.0)
                 continue
             batch = m.parse(m.CommandBatch, body)

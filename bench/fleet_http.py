@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from urllib.parse import urlsplit
+
+# An idle keep-alive connection older than this is not reused: the console closes idle
+# ones after 75 s (uvicorn's timeout_keep_alive), and a request sent on a connection the
+# server is closing fails with nothing read: the bench's fault, not the console's.
+MAX_IDLE = 30.0
 
 
 class HTTPError(Exception):
@@ -26,6 +32,7 @@ class Conn:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._host_header = f"{host}:{port}".encode()
+        self.last_used = time.monotonic()
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is None or self._writer is None or self._writer.is_closing():
@@ -122,11 +129,14 @@ class Pool:
         """One request on a pooled connection."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else Conn(self.host, self.port)
+            if time.monotonic() - conn.last_used > MAX_IDLE:
+                conn.close()   # reopened by its request
             try:
                 out = await conn.request(method, path, headers, body)
             except BaseException:
                 conn.close()
                 raise
+            conn.last_used = time.monotonic()
             self._idle.append(conn)
             return out
 

@@ -110,6 +110,10 @@ def test_revoke_stops_the_credential_at_once(console: ConsoleServer) -> None:
         with pytest.raises(AgentRefused) as e:
             call()
         assert e.value.status == 401
+    again = console.cli("device", "revoke", agent.device_id)
+    assert again.returncode == 0 and "was already revoked" in again.stdout
+    with console.api() as c:
+        assert c.get(f"/api/v1/devices/{agent.device_id}").json()["revoked"] is True
 
 
 def test_rotate_gives_a_new_credential_and_ends_the_old_one(console: ConsoleServer) -> None:

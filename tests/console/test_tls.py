@@ -3,7 +3,9 @@ client pins."""
 
 from __future__ import annotations
 
-from tests.console.consolekit import ConsoleServer, tls_fingerprint, tv_console
+import pytest
+
+from tests.console.consolekit import ConsoleServer, free_port, tls_fingerprint, tv_console
 
 
 def test_serve_prints_the_fingerprint_of_the_certificate_it_presents(
@@ -30,3 +32,16 @@ def test_remote_mode_pins_the_fingerprint(console_tls: ConsoleServer) -> None:
 def test_the_setup_code_is_printed_until_a_user_exists(console_tls: ConsoleServer) -> None:
     assert console_tls.setup_code   # printed at start: no user existed then
     assert "setup code" in console_tls.output()
+
+
+def test_a_second_serve_on_the_same_sqlite_data_dir_is_refused(
+        console_tls: ConsoleServer) -> None:
+    if console_tls.database_url:
+        pytest.skip("PostgreSQL: several serve processes are the point")
+    before = (console_tls.data / "serve.json").read_text()
+    proc = tv_console("serve", "--data", console_tls.data, "--listen",
+                      f"127.0.0.1:{free_port()}", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "another console serve is running" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (console_tls.data / "serve.json").read_text() == before   # its URL is kept

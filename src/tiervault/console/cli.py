@@ -349,8 +349,11 @@ def device_sessions(device: str, limit: int, **kw: Any) -> None:
 def device_revoke(device: str, **kw: Any) -> None:
     """Revoke a device: its credential stops working at once."""
     json_mode = _json(kw)
-    out = _ops(kw).revoke_device(device)
-    _emit(json_mode, out, lambda o: click.echo(f"device {_safe(o['name'])} revoked"))
+    ops = _ops(kw)
+    already = bool(ops.device(device).get("revoked"))
+    out = ops.revoke_device(device)
+    done = "was already revoked" if already else "revoked"
+    _emit(json_mode, out, lambda o: click.echo(f"device {_safe(o['name'])} {done}"))
 
 
 @device_group.command("rotate")

@@ -25,7 +25,8 @@ from tiervault.console.errors import (
 from tiervault.console.ops import query_params
 from tiervault.console.services.devices import DeviceQuery
 
-TIMEOUT = 60.0
+TIMEOUT = 60.0          # for the answer, once connected
+CONNECT_TIMEOUT = 10.0  # for the connection and the TLS handshake
 _STATUS = {400: BadValue, 413: BadValue, 422: BadValue, 401: Refused, 403: Forbidden,
            404: NotFound, 409: Conflict}
 
@@ -49,14 +50,14 @@ class RemoteOps:
     def _conn(self) -> http.client.HTTPConnection:
         host, port = self.parts.hostname or "", self.parts.port
         if self.parts.scheme == "http":
-            return http.client.HTTPConnection(host, port or 80, timeout=TIMEOUT)
+            return http.client.HTTPConnection(host, port or 80, timeout=CONNECT_TIMEOUT)
         if self.fingerprint:
             sslctx = ssl.create_default_context()
             sslctx.check_hostname = False
             sslctx.verify_mode = ssl.CERT_NONE   # pinned instead: checked below
         else:
             sslctx = ssl.create_default_context()
-        return http.client.HTTPSConnection(host, port or 443, timeout=TIMEOUT,
+        return http.client.HTTPSConnection(host, port or 443, timeout=CONNECT_TIMEOUT,
                                            context=sslctx)
 
     def call(self, method: str, path: str, body: Any = None,
@@ -71,8 +72,12 @@ class RemoteOps:
         if data is not None:
             headers["Content-Type"] = "application/json"
         conn = self._conn()
+        stage = "connect"
         try:
             conn.connect()
+            if conn.sock is not None:
+                conn.sock.settimeout(TIMEOUT)
+            stage = "answer"
             if self.fingerprint and isinstance(conn.sock, ssl.SSLSocket):
                 der = conn.sock.getpeercert(binary_form=True) or b""
                 if fingerprint_der(der) != self.fingerprint:
@@ -84,7 +89,13 @@ class RemoteOps:
         except ssl.SSLCertVerificationError as e:
             raise Refused(f"the console's certificate does not verify ({e.verify_message}): "
                           "give its fingerprint with --fingerprint") from None
-        except (TimeoutError, OSError, http.client.HTTPException) as e:
+        except TimeoutError:
+            waited = CONNECT_TIMEOUT if stage == "connect" else TIMEOUT
+            what = "accept the connection" if stage == "connect" else "answer"
+            raise Unreachable(f"the console at {self.parts.geturl()} did not {what} within "
+                              f"{waited:.0f} s: check that it is running and not hung "
+                              "(or that the address is right)") from None
+        except (OSError, http.client.HTTPException) as e:
             raise Unreachable(f"cannot reach the console at {self.parts.geturl()}: {e}"
                               ) from None
         finally:

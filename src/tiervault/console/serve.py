@@ -7,6 +7,7 @@ and the fingerprint for `console token create` on the same host.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -67,6 +68,24 @@ def read_serve_info(data_dir: Path) -> dict[str, str | None]:
     return data if isinstance(data, dict) else {}
 
 
+def hold_data_dir(data_dir: Path) -> int:
+    """Lock DIR for this process (released when it exits); refuse if another serve has it.
+
+    Two ``serve`` processes on one SQLite store would race for its write lock, and the
+    second would overwrite serve.json (the URL that ``token create`` prints) with its own.
+    """
+    fd = os.open(data_dir / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        live = read_serve_info(data_dir)
+        where = f" (pid {live.get('pid')}, {live.get('url')})" if live else ""
+        raise BadValue(f"another console serve is running on {data_dir}{where}: stop it "
+                       "first, or give this one its own --data DIR") from None
+    return fd
+
+
 def run(opts: ServeOptions) -> None:
     """Start the console and serve until SIGTERM / SIGINT."""
     import uvicorn
@@ -81,6 +100,8 @@ def run(opts: ServeOptions) -> None:
     if (opts.cert is None) != (opts.key is None):
         raise BadValue("--cert and --key go together")
     opts.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if opts.database_url is None:   # SQLite in DIR: one process (PostgreSQL: several)
+        lock = hold_data_dir(opts.data_dir)  # noqa: F841 - held until the process exits
     settings = Settings(data_dir=opts.data_dir, database_url=opts.database_url,
                         interval=opts.interval, https=not opts.insecure_http)
     ctx = AppContext.create(settings)

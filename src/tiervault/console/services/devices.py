@@ -321,6 +321,8 @@ def revoke(s: Session, clock: Clock, actor: Actor, ref: str) -> Device:
     (they could never be delivered), those delivered and unreported count as failed."""
     dev = find(s, ref)
     require(actor, "devices.revoke", dev.id)
+    if dev.revoked:
+        return dev   # once is enough (nothing queued is left; no second audit entry)
     dev.revoked = True
     now = clock.now()
     dropped = s.execute(update(CommandRow)

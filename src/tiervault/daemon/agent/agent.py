@@ -18,7 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from tiervault.daemon.agent.client import AgentClient, ConsoleFailed, ConsoleRefused
+from tiervault.daemon.agent.client import (
+    AgentClient,
+    ConsoleFailed,
+    ConsoleRefused,
+    ConsoleUnreachable,
+)
 from tiervault.daemon.agent.commands import Executor
 from tiervault.daemon.agent.journal import Journal
 from tiervault.daemon.agent.reports import Outbox
@@ -39,6 +44,7 @@ log = logging.getLogger("tiervault.daemon")
 POLL_WAIT = 50          # seconds the console may hold a long-poll
 LOG_TAIL_LINES = 4000
 ACTIVITY_POLL = 1.0     # seconds between looks at whether a job started or ended
+RETRY_FIRST = 5.0       # seconds before the first retry of a check-in the console missed
 
 
 class LogTail(logging.Handler):
@@ -140,24 +146,33 @@ class Agent:
         return True
 
     def _checkin_loop(self) -> None:
+        missed = 0   # check-ins in a row the console did not answer
         while not self._stop.is_set():
             # Read before the check-in is built: a job that ends while it is sent is a
             # change the pause sees (else the console shows it running for an interval).
             seen = self.activity() if self.activity else None
+            wait = self.interval
             try:
                 self.reenrolled()
                 self.round()
                 self._say("check-in", None)
+                missed = 0
             except TierVaultError as e:
                 self._say("check-in", str(e))
+                if isinstance(e, ConsoleUnreachable) or (
+                        isinstance(e, ConsoleFailed) and e.status >= 500):
+                    # A console restarting is back in seconds: retry soon, then back off
+                    # to the interval (a laptop away for hours: one try per interval).
+                    wait = min(self.interval, RETRY_FIRST * 2 ** missed)
+                    missed += 1
             except Exception as e:  # never let the thread die
                 self._say("check-in", f"internal error: {e!r}", logging.ERROR)
-            self._pause(seen)
+            self._pause(seen, wait)
 
-    def _pause(self, seen: object) -> None:
-        """Wait one interval, less when a job starts or ends (the console then sees the
+    def _pause(self, seen: object, seconds: float) -> None:
+        """Wait ``seconds``, less when a job starts or ends (the console then sees the
         running job, the session and the tiers' new states at once, not an interval late)."""
-        deadline = time.monotonic() + self.interval
+        deadline = time.monotonic() + seconds
         while not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0 or self._wake.wait(min(left, ACTIVITY_POLL)):
@@ -233,6 +248,8 @@ class Agent:
             try:
                 batch = parse(CommandBatch, _bytes(self.client.request(
                     "GET", f"/commands?wait={POLL_WAIT}", timeout=POLL_WAIT + 20)))
+                if "commands" in self._said or "check-in" in self._said:
+                    self._wake.set()   # the console is back: check in (and replay) now
                 self._say("commands", None)
                 for cmd in batch.commands:
                     self.accept(cmd)

@@ -124,8 +124,11 @@ class AgentClient:
         finally:
             conn.close()
         if resp.status in (401, 403):
+            hint = ("; backups go on locally and the daemon keeps trying; if this device "
+                    f"was revoked, enrol it again: tiervault enrol {self.url} --token TOKEN"
+                    ) if resp.status == 401 and bearer is None else ""
             raise ConsoleRefused(f"the console refused the request ({resp.status}: "
-                                 f"{_detail(data)})")
+                                 f"{_detail(data)}){hint}")
         if resp.status >= 400:
             raise ConsoleFailed(resp.status, f"the console answered {resp.status}: "
                                              f"{_detail(data)}")
