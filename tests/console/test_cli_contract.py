@@ -61,6 +61,19 @@ def test_tokens_and_users_work_remotely(console: ConsoleServer, tmp_path: object
                             remote=True)["name"] == "second"
     api = console.cli_json("api-token", "create", "second", remote=True)
     assert api["token"].startswith("tva_") and api["user"] == "second"
+    text = console.cli("api-token", "create", "second")
+    assert text.returncode == 0 and text.stdout.strip().startswith("tva_")
+    assert len(text.stdout.split()) == 1             # TOKEN=$(...) gets the token alone
+    assert "api-token revoke" in text.stderr         # and the id it is revoked by
+
+
+def test_an_explicit_data_dir_wins_over_the_console_url_of_the_environment(
+        console: ConsoleServer) -> None:
+    env = {"TIERVAULT_CONSOLE_URL": f"http://127.0.0.1:{free_port()}"}
+    local = console.cli("devices", env=env)
+    assert local.returncode == 0, local.stderr
+    both = console.cli("devices", "--url", console.url, env=env)
+    assert both.returncode == 2 and "not both" in both.stderr
 
 
 def test_exit_codes(console: ConsoleServer) -> None:

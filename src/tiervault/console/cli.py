@@ -66,7 +66,12 @@ def _ops(kw: dict[str, Any]) -> Ops:
     data_dir, url = kw.pop("data_dir"), kw.pop("url")
     database_url, token, fp = kw.pop("database_url"), kw.pop("token"), kw.pop("fingerprint")
     if data_dir and url:
-        raise BadValue("give --data DIR (on the console's host) or --url URL, not both")
+        ctx = click.get_current_context(silent=True)
+        from_env = ctx is not None and \
+            ctx.get_parameter_source("url") == click.core.ParameterSource.ENVIRONMENT
+        if not from_env:
+            raise BadValue("give --data DIR (on the console's host) or --url URL, not both")
+        url = None   # an explicit --data wins over TIERVAULT_CONSOLE_URL
     if data_dir:
         if not Path(data_dir).is_dir():
             raise BadValue(f"--data {data_dir}: no such directory")
@@ -236,7 +241,14 @@ def api_token_create(user: str, **kw: Any) -> None:
     """Create an API token acting as USER (printed once)."""
     json_mode = _json(kw)
     out = _ops(kw).create_api_token(user)
-    _emit(json_mode, out, lambda o: click.echo(o["token"]))
+
+    def text(o: dict[str, Any]) -> None:
+        click.echo(o["token"])   # alone on stdout: TOKEN=$(tiervault console api-token ...)
+        click.echo(f"API token {o.get('id')} for {_safe(o.get('user'))}: shown only now; "
+                   f"revoke it with: tiervault console api-token revoke {o.get('id')}",
+                   err=True)
+
+    _emit(json_mode, out, text)
 
 
 @api_token_group.command("revoke")
