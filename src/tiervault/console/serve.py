@@ -8,6 +8,7 @@ and the fingerprint for `console token create` on the same host.
 from __future__ import annotations
 
 import fcntl
+import gc
 import ipaddress
 import json
 import os
@@ -20,6 +21,13 @@ from pathlib import Path
 from tiervault.console.errors import BadValue
 
 DEFAULT_PORT = 8443
+# Garbage collection of a console holding thousands of long-polls: a full collection
+# scans every live object (~100 per held device; 500,000 at 5,000 devices: 0.4-0.5 s
+# with every request waiting, measured every ~10 s with the defaults 700/10/10). Objects
+# die by reference counting; the cycles that need the collector are young and die in
+# the young generations. So: the start-up objects are frozen (never scanned again) and
+# a full collection runs 100 times less often.
+GC_THRESHOLDS = (700, 10, 1000)
 
 
 @dataclass
@@ -137,4 +145,12 @@ def run(opts: ServeOptions) -> None:
                             access_log=False, timeout_keep_alive=75,
                             timeout_graceful_shutdown=5,  # held long-polls: no 55 s stop
                             lifespan="on", **ssl)  # type: ignore[arg-type]
+    tune_gc()
     uvicorn.Server(config).run()
+
+
+def tune_gc() -> None:
+    """Freeze what start-up made and make full collections rare (see GC_THRESHOLDS)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
