@@ -164,7 +164,7 @@ class Agent:
                     # A console restarting is back in seconds: retry soon, then back off
                     # to the interval (a laptop away for hours: one try per interval).
                     wait = min(self.interval, RETRY_FIRST * 2 ** missed)
-                    missed += 1
+                    missed = min(missed + 1, 16)   # no ever-growing power of two
             except Exception as e:  # never let the thread die
                 self._say("check-in", f"internal error: {e!r}", logging.ERROR)
             self._pause(seen, wait)
