@@ -25,9 +25,9 @@ import secrets
 import stat
 import threading
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
 
 from tiervault.engine.fsat import DirFds
 from tiervault.engine.patterns import PathPattern
@@ -35,6 +35,7 @@ from tiervault.engine.progress import Progress
 from tiervault.engine.restoremeta import OS_ERRORS as _OS_ERRORS
 from tiervault.engine.restoremeta import MetaSetter
 from tiervault.engine.restoremeta import strerror as _strerror
+from tiervault.engine.restoreselect import selected
 from tiervault.engine.trees import TreeReader
 from tiervault.errors import IntegrityError, Interrupted, TierVaultError, UsageError
 from tiervault.vault.pack import PackEntry
@@ -48,28 +49,49 @@ _BLOCK = 4096  # sparse files: zero runs this large (and aligned) stay holes
 _ZEROS = bytes(_BLOCK)
 
 
+#: A restore works through the snapshot in batches of at most this many files (or
+#: this much content): memory follows the batch, not the number of files, and the
+#: files of one batch, which a backup wrote side by side, share their pack reads.
+BATCH_FILES = 4096
+BATCH_BYTES = 256 * 1024 * 1024
+
+
 @dataclass(slots=True)
 class _File:
     path: bytes
     node: Node
     link_to: bytes | None = None  # hard link to an earlier restored file
+    source: bool = False  # the first name of a hard-linked file (later names link to it)
     tmp: bytes = b""  # where the content is written until it is complete
     ident: tuple[int, int] = (0, 0)  # the temporary's (st_dev, st_ino)
     left: int = 0  # blob writes still to come
 
 
 @dataclass
-class RestorePlan:
-    """What a restore will create."""
+class _Batch:
+    """The next files, symlinks and special files to create."""
 
-    dirs: list[tuple[bytes, Node]] = field(default_factory=list)
     files: list[_File] = field(default_factory=list)
     links: list[tuple[bytes, Node]] = field(default_factory=list)
     specials: list[tuple[bytes, Node]] = field(default_factory=list)
+    nbytes: int = 0
+
+    def full(self) -> bool:
+        return (len(self.files) + len(self.links) + len(self.specials) >= BATCH_FILES
+                or self.nbytes >= BATCH_BYTES)
+
+
+@dataclass(slots=True)
+class _Dir:
+    parts: tuple[bytes, ...]
+    path: bytes
+    node: Node
 
 
 class Restorer:
-    """Restores one snapshot into ``target``."""
+    """Restores one snapshot into ``target``, streaming: the tree is walked once and
+    restored as it is walked, a batch at a time (memory does not grow with the
+    number of files), each directory given its metadata once all beneath it is done."""
 
     def __init__(self, repo: Repository, snap: Snapshot, target: str, progress: Progress,
                  includes: list[str] | None = None, workers: int = 4,
@@ -84,7 +106,8 @@ class Restorer:
             if ".." in inc.parts:
                 raise UsageError(f"path {inc.text!r} must not contain '..'")
         self.workers = workers
-        self.trees = TreeReader(repo)
+        # A walk loads each tree once: a large cache would only hold decoded trees.
+        self.trees = TreeReader(repo, cache_size=4)
         self.is_root = os.geteuid() == 0
         self.no_devices = no_devices  # skip block/char device nodes (one warning)
         self.meta = MetaSetter(self._warn, no_setuid)
@@ -97,76 +120,30 @@ class Restorer:
         # Directories known to be real directories reached from the target through
         # real directories only: nothing is created, changed or removed anywhere else,
         # so a symlink already in the target (or restored earlier) is never followed.
+        # A directory leaves the set once it is complete (nothing more goes into it).
         self._good: set[bytes] = set()
-        self._created: set[bytes] = set()  # files this run created (hard link sources)
+        self._created: set[bytes] = set()  # first names of hard-linked files restored
         self._lost: set[bytes] = set()  # directories not restored (warned, or beneath one)
         #: Set to stop (SIGINT): workers end at the next blob.
         self.stop = stop if stop is not None else threading.Event()
         self._lock = threading.Lock()
         self._pending: dict[bytes, _File] = {}  # temporaries not yet complete, by tmp path
         self._tmp_suffix = b".tiervault-" + secrets.token_hex(4).encode()
+        self._pool: ThreadPoolExecutor | None = None  # content readers (during run)
 
-    def plan(self) -> RestorePlan:
-        """Walk the snapshot's tree and decide what to create.
-
-        With include patterns, an entry is restored if it or a directory above
-        it matches; the directories leading to it are restored too (with their
-        metadata), nothing else.
-        """
-        plan = RestorePlan()
-        first_link: dict[tuple[int, int], bytes] = {}
-        matched: set[PathPattern] = set()
-        selected_dirs: set[tuple[bytes, ...]] = set()
-        # The unselected directories above the entry being visited (the walk is
-        # depth first), each with whether it is in the plan already.
-        above: list[list[Any]] = []
-        for path, node in self.trees.walk(bytes.fromhex(self.snap.tree)):
-            if self.includes:
-                while above and above[-1][0] != path[:len(above[-1][0])]:
-                    above.pop()
-                hits = [] if path[:-1] in selected_dirs else [
-                    i for i in self.includes if i.matches(path)]
-                matched.update(hits)
-                if not hits and path[:-1] not in selected_dirs:
-                    if node.kind == "dir":
-                        above.append([path, node, False])
-                    continue
-                if node.kind == "dir":
-                    selected_dirs.add(path)
-                for entry in above:
-                    if not entry[2]:
-                        plan.dirs.append((self._under(entry[0]), entry[1]))
-                        entry[2] = True
-            full = self._under(path)
-            kind = node.kind
-            if kind == "dir":
-                plan.dirs.append((full, node))
-            elif kind == "file":
-                key = (node.get("dev"), node.get("inode"))
-                if node.get("nlink", 1) > 1 and key in first_link:
-                    plan.files.append(_File(full, _slim(node), link_to=first_link[key]))  # type: ignore[index]
-                    continue
-                if node.get("nlink", 1) > 1:
-                    first_link[key] = full  # type: ignore[index]
-                plan.files.append(_File(full, _slim(node)))
-            elif kind == "symlink":
-                plan.links.append((full, node))
-            else:
-                plan.specials.append((full, node))
-        missing = [i for i in self.includes if i not in matched]
-        if missing:
-            m = missing[0]
-            if m.is_literal():
-                raise UsageError(f"{m.text.rstrip('/') or '/'} is not in snapshot "
-                                 f"{self.snap.id[:8]}")
-            raise UsageError(f"nothing in snapshot {self.snap.id[:8]} matches {m.text!r}")
-        return plan
+    def entries(self) -> Iterator[tuple[tuple[bytes, ...], Node]]:
+        """The snapshot's entries to restore, parents before children (see
+        :func:`~tiervault.engine.restoreselect.selected`)."""
+        walk = self.trees.walk(bytes.fromhex(self.snap.tree))
+        return selected(walk, self.includes, self.snap.id) if self.includes else walk
 
     def run(self) -> dict[str, int]:
         """Restore; returns counters. Per-item problems become warnings."""
-        plan = self.plan()
-        total = sum(f.node.get("size", 0) for f in plan.files if f.link_to is None)
-        self.progress.set_total(len(plan.files), total)
+        if not self.includes:  # the backup counted what it saved; a part is not known
+            st = self.snap.stats
+            files = sum(int(st.get(k, 0)) for k in
+                        ("files_new", "files_changed", "files_unmodified"))
+            self.progress.set_total(files or None, int(st.get("bytes_total", 0)) or None)
         self._mkdir(self.target, top=True)
         try:
             self._at = DirFds.open_top(self.target, self.max_open_dirs)
@@ -176,47 +153,88 @@ class Restorer:
                     from None
             raise TierVaultError(f"cannot open {os.fsdecode(self.target)}: {e.strerror}") \
                 from None
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         try:
-            self._run(plan)
+            self._run()
         finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
             self._at.close()
             self._at = None
-        self.stats["dirs"] = sum(1 for path, _ in plan.dirs if path in self._good)
         return self.stats
 
-    def _run(self, plan: RestorePlan) -> None:
-        at = self._fds()
-        for path, _node in plan.dirs:
-            self._mkdir(path)
-        # Each phase walks down from the target afresh (a directory swapped for a
-        # symlink meanwhile is noticed, not followed); within one, open directories
-        # are reused.
-        at.forget()
+    def _run(self) -> None:
+        first_link: dict[tuple[int, int], bytes] = {}
+        batch = _Batch()
+        open_dirs: list[_Dir] = []  # the directories being walked, outermost first
+        done: list[_Dir] = []  # walked completely, deepest first: metadata after the batch
         try:
-            created = self._create_files(plan.files)
-            at.forget()
-            self._write_content(created)
+            for parts, node in self.entries():
+                while open_dirs and parts[:len(open_dirs[-1].parts)] != open_dirs[-1].parts:
+                    done.append(open_dirs.pop())
+                full = self._under(parts)
+                kind = node.kind
+                if kind == "dir":
+                    if self._mkdir(full):
+                        open_dirs.append(_Dir(parts, full, _slim_dir(node)))
+                    continue
+                if kind == "file":
+                    key = (node.get("dev"), node.get("inode"))
+                    linked = node.get("nlink", 1) > 1
+                    if linked and key in first_link:
+                        batch.files.append(_File(full, _slim(node), link_to=first_link[key]))  # type: ignore[index]
+                        continue
+                    if linked:
+                        first_link[key] = full  # type: ignore[index]
+                    batch.files.append(_File(full, _slim(node), source=linked))
+                    batch.nbytes += int(node.get("size", 0))
+                elif kind == "symlink":
+                    batch.links.append((full, node))
+                else:
+                    batch.specials.append((full, node))
+                if batch.full():
+                    self._flush(batch, done)
+                    batch = _Batch()
+            done.extend(reversed(open_dirs))
+            open_dirs = []
+            self._flush(batch, done)
         except BaseException:
             # Interrupted: complete files have their names and metadata already;
             # drop the partial ones, give directories their metadata, and stop.
             self.stop.set()
             self._drop_pending()
-            self._dir_meta(plan)
+            done.extend(reversed(open_dirs))
+            self._dir_meta(done)
             raise
-        self._drop_pending()  # files whose data could not be read (warned already)
-        at.forget()
-        for f in plan.files:
-            if f.link_to is not None:
-                self._hardlink(f)
-        for path, node in plan.specials:
-            self._special(path, node)
         if self._devices_skipped:
             n = self._devices_skipped
             self.progress.warn(os.fsdecode(self.target),
                                f"skipped {n} device node{'s' if n != 1 else ''} (--no-devices)")
-        for path, node in plan.links:
+
+    def _flush(self, batch: _Batch, done: list[_Dir]) -> None:
+        """Create a batch's entries, then give the directories completed meanwhile
+        their metadata (deepest first, so their mtimes survive)."""
+        at = self._fds()
+        # Each phase walks down from the target afresh (a directory swapped for a
+        # symlink meanwhile is noticed, not followed); within one, open directories
+        # are reused.
+        at.forget()
+        created = self._create_files(batch.files)
+        at.forget()
+        self._write_content(created)
+        self._drop_pending()  # files whose data could not be read (warned already)
+        at.forget()
+        for f in batch.files:
+            if f.link_to is not None:
+                self._hardlink(f)
+        for path, node in batch.specials:
+            self._special(path, node)
+        for path, node in batch.links:
             self._symlink(path, node)
-        self._dir_meta(plan)
+        self._dir_meta(done)
+        for d in done:
+            self._good.discard(d.path)
+        done.clear()
 
     def _under(self, path: tuple[bytes, ...]) -> bytes:
         """Where ``path`` (vetted names) lands below the target; os.path.join would
@@ -231,18 +249,17 @@ class Restorer:
         """``path`` (below the target) relative to the target."""
         return path[len(self._prefix):] if path != self.target else b""
 
-    def _dir_meta(self, plan: RestorePlan) -> None:
-        # Directories last, deepest first, so their mtimes survive.
+    def _dir_meta(self, dirs: list[_Dir]) -> None:
         at = self._fds()
         at.forget()
-        for path, node in reversed(plan.dirs):
-            if path not in self._good:
+        for d in dirs:
+            if d.path not in self._good:
                 continue
             try:
-                with at.dir(self._rel(path)) as fd:
-                    self.meta.on_fd(fd, node, path)
+                with at.dir(self._rel(d.path)) as fd:
+                    self.meta.on_fd(fd, d.node, d.path)
             except _OS_ERRORS as e:
-                self._warn(path, _strerror(e))
+                self._warn(d.path, _strerror(e))
 
     def _drop_pending(self) -> None:
         """Remove the temporaries of files that were not completed."""
@@ -276,7 +293,8 @@ class Restorer:
             return
         with self._lock:
             self._pending.pop(f.tmp, None)
-            self._created.add(f.path)
+            if f.source:
+                self._created.add(f.path)
             self.stats["files"] += 1
         self.progress.add(1)
         if self.progress.wants_items:  # -v
@@ -305,6 +323,7 @@ class Restorer:
                 self._lost.add(path)
                 return False
             self._good.add(path)
+            self.stats["dirs"] += 1
             return True
         try:
             st = os.lstat(path)
@@ -445,15 +464,17 @@ class Restorer:
                             self._warn(f.path, str(e))
                 return
 
-        ex = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
+        assert self._pool is not None, "only while running"
+        futs = [self._pool.submit(job, pid, run) for pid, run in jobs]
         try:
-            for fut in [ex.submit(job, pid, run) for pid, run in jobs]:
+            for fut in futs:
                 fut.result()
         except BaseException:
             self.stop.set()  # running jobs stop at their next blob (or bandwidth wait)
-            ex.shutdown(wait=True, cancel_futures=True)
+            for fut in futs:
+                fut.cancel()
+            wait(futs)
             raise
-        ex.shutdown(wait=True)
 
     def _pwrite(self, f: _File, off: int, data: bytes) -> int | None:
         """Write ``data`` at ``off`` of ``f``'s temporary; returns the still open
@@ -552,6 +573,14 @@ _FILE_FIELDS = ("type", "mode", "uid", "gid", "atime", "mtime", "xattrs", "size"
 
 def _slim(node: Node) -> Node:
     return Node({k: node[k] for k in _FILE_FIELDS if k in node})
+
+
+#: What a directory's metadata needs (kept until all beneath it is restored).
+_DIR_FIELDS = ("type", "mode", "uid", "gid", "atime", "mtime", "xattrs")
+
+
+def _slim_dir(node: Node) -> Node:
+    return Node({k: node[k] for k in _DIR_FIELDS if k in node})
 
 
 def _nonzero_runs(data: bytes, off: int) -> list[tuple[int, int]]:
