@@ -77,8 +77,18 @@ def enrol_cmd(ctx: Ctx, console_url: str, token: str, fingerprint: str | None,
                        previous_credential=old[1] if old else None)
     import json
 
-    ans: EnrolResponse = parse(EnrolResponse, json.dumps(
-        client.request("POST", "/enrol", to_json(req))).encode())
+    try:
+        ans: EnrolResponse = parse(EnrolResponse, json.dumps(
+            client.request("POST", "/enrol", to_json(req))).encode())
+    except ConsoleRefused as e:
+        if "presents certificate" in str(e):
+            raise
+        raise ConsoleRefused(f"{e}; nothing was changed here: ask the console's admin for "
+                             "a valid token (tiervault console token create --customer "
+                             "NAME) and run enrol again with it") from None
+    if (not name and isinstance(ans.name, str) and 0 < len(ans.name) <= MAX_NAME
+            and "/" not in ans.name and "\0" not in ans.name):
+        dev_name = ans.name   # re-enrolled without --name: the console kept its name
     home = ctx.home
     cfg = load_config(home) or InstallationConfig()
     try:   # nothing is written here unless the whole profile applies
@@ -118,8 +128,9 @@ def enrol_cmd(ctx: Ctx, console_url: str, token: str, fingerprint: str | None,
     if not cfg.tiers:
         click.echo("no vault yet: run 'tiervault init TIER_URL...', then 'tiervault daemon'")
     else:
-        click.echo("a running daemon reports to the console within seconds; otherwise "
-                   "start it: tiervault daemon")
+        click.echo("a running daemon reports to the console once it re-reads its "
+                   "configuration (seconds, or when its running job ends); otherwise start "
+                   "it: tiervault daemon")
 
 
 def _previous_enrolment(ctx: Ctx, url: str) -> tuple[str, str] | None:
@@ -152,7 +163,8 @@ def _maybe_init(ctx: Ctx, cfg: InstallationConfig, ans: EnrolResponse,
     if pw is None:
         raise UsageError("the token's profile names tiers but no passphrase is given for the "
                          "new vault: set TIERVAULT_PASSWORD or use --password-file, then enrol "
-                         "again (the device is enrolled; the vault is not created)")
+                         "again, with a new token if this one allowed one use only (the device "
+                         "is enrolled and keeps its id; the vault is not created)")
     from tiervault.service.setup import init_vault
 
     res = init_vault(ctx.home, urls, pw, ctx.opts, ctx.progress(), allow_offline=True)

@@ -194,7 +194,9 @@ def token_create(customer: str, site: str | None, ttl: str, uses: int,
     if profile_file:
         try:
             profile = json.loads(Path(profile_file).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            raise BadValue(f"--profile {profile_file}: cannot read it ({e.strerror})") from None
+        except ValueError as e:
             raise BadValue(f"--profile {profile_file}: not a JSON file ({e})") from None
         if not isinstance(profile, dict):
             raise BadValue(f"--profile {profile_file}: expected a JSON object")
@@ -400,6 +402,8 @@ def split_send_args(args: tuple[str, ...]) -> tuple[list[str], str, dict[str, An
         k, _, v = rest.pop().partition("=")
         if not k:
             raise BadValue(f"parameter {k}={v!r}: KEY=VALUE needs a key")
+        if k in params:
+            raise BadValue(f"parameter {k!r} is given twice: give it once")
         params[k] = _param_value(v)
     if len(rest) < 2:
         raise BadValue("give DEVICE... TYPE [KEY=VALUE...]: at least one device and a type")
@@ -430,6 +434,10 @@ def command_send(args: tuple[str, ...], ttl: str | None, **kw: Any) -> None:
     json_mode = _json(kw)
     devices, type_, params = split_send_args(args)
     out = _ops(kw).send(devices, type_, params, duration(ttl) if ttl else None)
+    left = len(set(devices)) - len(out)
+    if left > 0:
+        click.echo(f"tiervault: {left} revoked device{'s were' if left != 1 else ' was'} "
+                   "left out (not sent)", err=True)
     if json_mode:   # one object per device, one per line (a single device: one object)
         for obj in out:
             sys.stdout.write(json.dumps(obj) + "\n")

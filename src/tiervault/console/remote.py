@@ -96,7 +96,9 @@ class RemoteOps:
                               f"{waited:.0f} s: check that it is running and not hung "
                               "(or that the address is right)") from None
         except (OSError, http.client.HTTPException) as e:
-            raise Unreachable(f"cannot reach the console at {self.parts.geturl()}: {e}"
+            hint = " (if the console serves HTTPS, use an https:// URL)" if isinstance(
+                e, http.client.RemoteDisconnected) and self.parts.scheme == "http" else ""
+            raise Unreachable(f"cannot reach the console at {self.parts.geturl()}: {e}{hint}"
                               ) from None
         finally:
             conn.close()

@@ -17,6 +17,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tiervault.console.errors import BadValue
 
@@ -63,6 +64,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The console's socket, bound and listening; BadValue (one line) when the address
+    cannot be had (in use, not this machine's, a privileged port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise BadValue(f"cannot listen on {host}:{port}: {e.strerror or e} (is another "
+                       "program using the port? choose another with --listen HOST:PORT)"
+                       ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -107,6 +126,8 @@ def run(opts: ServeOptions) -> None:
     host, port = parse_listen(opts.listen)
     if (opts.cert is None) != (opts.key is None):
         raise BadValue("--cert and --key go together")
+    sock = listening_socket(host, port)   # before anything is announced or created
+    port = sock.getsockname()[1]   # port 0: the one the system chose
     opts.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if opts.database_url is None:   # SQLite in DIR: one process (PostgreSQL: several)
         lock = hold_data_dir(opts.data_dir)  # noqa: F841 - held until the process exits
@@ -146,7 +167,13 @@ def run(opts: ServeOptions) -> None:
                             timeout_graceful_shutdown=5,  # held long-polls: no 55 s stop
                             lifespan="on", **ssl)  # type: ignore[arg-type]
     tune_gc()
-    uvicorn.Server(config).run()
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            ctx.waker.release_all()   # held long-polls answer now: a quick, quiet stop
+
+    Server(config).run(sockets=[sock])
 
 
 def tune_gc() -> None:

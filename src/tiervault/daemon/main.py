@@ -545,6 +545,9 @@ def run_daemon(inst: Installation, passphrase: str, opts: DaemonOptions,
             idle.offline_hours = new.notify.tier_offline_hours
             if not agents:   # enrolled while running: the agent starts now
                 agents.extend(a for a in [start_agent(inst, daemon, passphrase)] if a)
+            for agent in agents:   # enrolled again: the new console hears from it now
+                if agent.reenrolled():
+                    agent.wake()
 
         def reclaim() -> bool:
             try:

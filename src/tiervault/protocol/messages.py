@@ -92,6 +92,9 @@ class EnrolResponse:
     site: str | None
     interval: int
     profile: dict[str, Any] | None = None
+    #: The device's name on the console (a re-enrolled device keeps its own unless the
+    #: request chose one); None from older consoles.
+    name: str | None = None
 
 
 @dataclass

@@ -49,7 +49,10 @@ def expire_due(s: Session, clock: Clock, device_id: str | None = None) -> None:
 
 def queue(s: Session, clock: Clock, actor: Actor, device_refs: list[str], type_: str,
           params: dict[str, Any] | None, ttl: int | None = None) -> list[CommandRow]:
-    """One command per device, queued (the caller wakes the devices after the commit)."""
+    """One command per device, queued (the caller wakes the devices after the commit).
+
+    Revoked devices among several are left out (a "select all" still reaches the live
+    ones; callers tell the user which were left out); only revoked ones: Conflict."""
     require(actor, "commands.send")
     if type_ not in COMMAND_TYPES:
         raise BadValue(f"command type {type_!r}: one of {', '.join(COMMAND_TYPES)}")
@@ -63,11 +66,13 @@ def queue(s: Session, clock: Clock, actor: Actor, device_refs: list[str], type_:
                        f"(it takes: {takes})")
     lifetime = int_value(ttl, "ttl", optional=True, low=1, high=MAX_TTL) or COMMAND_TYPES[type_]
     devs = devices.exists_all(s, [text_value(r, "device", MAX_NAME) or "" for r in device_refs])
+    live = [d for d in devs if not d.revoked]
+    if not live:   # sent to revoked devices only; among others they are left out
+        dev = devs[0]
+        raise Conflict(f"device {dev.name!r} ({dev.id}) is revoked")
     now = clock.now()
     rows = []
-    for dev in devs:
-        if dev.revoked:
-            raise Conflict(f"device {dev.name!r} ({dev.id}) is revoked")
+    for dev in live:
         row = CommandRow(device_id=dev.id, type=type_, params=params, state="queued",
                          created=now, created_by=actor.label,
                          expires=now + timedelta(seconds=lifetime))
@@ -144,8 +149,11 @@ def cancel(s: Session, clock: Clock, actor: Actor, command_id: str) -> CommandRo
     if row is None:
         raise NotFound(f"no command {command_id!r}")
     if row.state != "queued":
-        raise Conflict(f"command {row.id} is {row.state}: only a queued command can be "
-                       "cancelled (send a 'cancel' command to stop a running job)")
+        if row.state in ("delivered", "running"):
+            raise Conflict(f"command {row.id} is {row.state}: only a queued command can be "
+                           "cancelled (send a 'cancel' command to stop a running job)")
+        raise Conflict(f"command {row.id} has ended ({row.state}): only a queued command "
+                       "can be cancelled")
     row.state = "cancelled"
     row.finished = clock.now()
     audit.record(s, clock, actor, "command.cancel", row.id)

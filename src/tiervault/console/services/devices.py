@@ -284,11 +284,15 @@ def get(s: Session, clock: Clock, actor: Actor, device_id: str) -> dict[str, Any
 
 
 def find(s: Session, ref: str) -> Device:
-    """A device by id, else by a unique name; NotFound otherwise."""
+    """A device by id, else by a unique name (a live device before revoked ones of the
+    same name); NotFound otherwise."""
     dev = s.get(Device, ref)
     if dev is not None:
         return dev
-    found = list(s.scalars(select(Device).where(Device.name == ref).limit(2)))
+    found = list(s.scalars(select(Device).where(Device.name == ref).limit(50)))
+    if len(found) > 1:
+        # A revoked device keeps its name in the history; a live one of that name is meant.
+        found = [d for d in found if not d.revoked] or found
     if len(found) == 1:
         return found[0]
     if found:

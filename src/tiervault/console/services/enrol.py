@@ -63,6 +63,8 @@ def enrol(s: Session, clock: Clock, req: EnrolRequest, interval: int) -> EnrolRe
     credential = new_secret(DEVICE_PREFIX)
     dev = _previous(s, req)
     if dev is not None:   # enrolled before (a new certificate, URL or customer): same device
+        if name == host and dev.name:
+            name = dev.name   # only the default (the host name) was asked: keep its name
         dev.name, dev.customer_id, dev.site_id = name, tok.customer_id, tok.site_id
         dev.credential_hash, dev.rotate_pending = hash_secret(credential), False
         dev.interval, dev.os, dev.host, dev.version = interval, os_name, host, version
@@ -82,4 +84,4 @@ def enrol(s: Session, clock: Clock, req: EnrolRequest, interval: int) -> EnrolRe
     site = s.get(Site, tok.site_id) if tok.site_id else None
     return EnrolResponse(device_id=dev.id, credential=credential,
                          customer=cust.name if cust else "", site=site.name if site else None,
-                         interval=interval, profile=tok.profile)
+                         interval=interval, profile=tok.profile, name=dev.name)

@@ -18,7 +18,9 @@ from tiervault.console.store.models import Customer, Device
 def online_expr(s: Session, now: datetime) -> ColumnElement[bool]:
     """``online`` for every device: one term per distinct check-in interval in use."""
     intervals = [int(i) for i in s.scalars(select(Device.interval).distinct())]
-    terms = [and_(Device.interval == iv,
+    # A device that never checked in is offline too (its NULL must not drop out of
+    # "not online" filters and counts): the comparison is made false, not NULL.
+    terms = [and_(Device.interval == iv, Device.last_seen.is_not(None),
                   Device.last_seen > now - timedelta(seconds=OFFLINE_INTERVALS * max(iv, 1)))
              for iv in intervals]
     return or_(false(), *terms) if terms else false()

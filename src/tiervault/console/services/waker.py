@@ -35,6 +35,7 @@ class Waker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._closing = False   # the process is stopping: long-polls answer at once
 
     # -- waiting (in the serving process's event loop) --------------------------------
 
@@ -43,6 +44,8 @@ class Waker:
         so a command queued in between is not missed); call ``unsubscribe`` after."""
         self._loop = asyncio.get_running_loop()
         ev = asyncio.Event()
+        if self._closing:
+            ev.set()
         with self._lock:
             self._waiters.setdefault(device_id, set()).add(ev)
         return ev
@@ -99,6 +102,19 @@ class Waker:
             events = [ev for d in device_ids for ev in self._waiters.get(d, ())]
         for ev in events:
             with contextlib.suppress(RuntimeError):   # the loop closed meanwhile
+                loop.call_soon_threadsafe(ev.set)
+
+    def release_all(self) -> None:
+        """The process is stopping: every held long-poll answers now (the devices poll
+        again elsewhere or later), so a stop does not wait for them (thread-safe)."""
+        self._closing = True
+        loop = self._loop
+        if loop is None:
+            return
+        with self._lock:
+            events = [ev for evs in self._waiters.values() for ev in evs]
+        for ev in events:
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(ev.set)
 
     # -- the listener of a serving process ---------------------------------------------

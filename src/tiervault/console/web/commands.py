@@ -94,10 +94,12 @@ def router(web: Web) -> APIRouter:
             made = send(web, user.actor, ids, kind, params_from_form(kind, form))
         except ConsoleError as e:
             return web.redirect(back, flash=f"Not sent: {e}")
-        n = len(made)
+        n, left = len(made), len(set(ids)) - len(made)
+        skipped = f" {left} revoked device{'s' if left != 1 else ''} left out." if left > 0 \
+            else ""
         return web.redirect(back, flash=f"{kind} queued for {n} device{'s' if n != 1 else ''}"
                             f" ({', '.join(c['id'] for c in made[:5])}"
-                            f"{', ...' if n > 5 else ''}).")
+                            f"{', ...' if n > 5 else ''}).{skipped}")
 
     @r.post("/commands/{command_id}/cancel", include_in_schema=False)
     async def cancel(request: Request, command_id: str) -> Response:

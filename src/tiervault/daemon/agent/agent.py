@@ -42,6 +42,7 @@ from tiervault.protocol.messages import (
 
 log = logging.getLogger("tiervault.daemon")
 POLL_WAIT = 50          # seconds the console may hold a long-poll
+POLL_RETRY_MAX = 10.0   # seconds between retries of a long-poll the console missed
 LOG_TAIL_LINES = 4000
 ACTIVITY_POLL = 1.0     # seconds between looks at whether a job started or ended
 RETRY_FIRST = 5.0       # seconds before the first retry of a check-in the console missed
@@ -107,6 +108,10 @@ class Agent:
     def stop(self) -> None:
         """Stop both threads (a long-poll in flight is abandoned)."""
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Check in now (not at the end of the interval)."""
         self._wake.set()
 
     def stopping(self) -> bool:
@@ -244,12 +249,17 @@ class Agent:
     # -- commands ----------------------------------------------------------------------------
 
     def _command_loop(self) -> None:
+        failed = 0   # polls in a row that failed
         while not self._stop.is_set():
+            # After a failure the first poll is answered at once: a console that is back
+            # is known (and checked in with) within seconds, not a long-poll later.
+            wait = 0 if failed else POLL_WAIT
             try:
                 batch = parse(CommandBatch, _bytes(self.client.request(
-                    "GET", f"/commands?wait={POLL_WAIT}", timeout=POLL_WAIT + 20)))
-                if "commands" in self._said or "check-in" in self._said:
+                    "GET", f"/commands?wait={wait}", timeout=wait + 20)))
+                if failed or "commands" in self._said or "check-in" in self._said:
                     self._wake.set()   # the console is back: check in (and replay) now
+                failed = 0
                 self._say("commands", None)
                 for cmd in batch.commands:
                     self.accept(cmd)
@@ -260,7 +270,9 @@ class Agent:
                 self._stop.wait(self.interval)
             except TierVaultError as e:
                 self._say("commands", str(e))
-                self._stop.wait(min(self.interval, 10.0))
+                failed += 1
+                # 2, 4, 8 s, then every 10 s (or the interval, if shorter).
+                self._stop.wait(min(self.interval, POLL_RETRY_MAX, 2.0 ** failed))
             except Exception as e:
                 self._say("commands", f"internal error: {e!r}", logging.ERROR)
                 self._stop.wait(self.interval)

@@ -71,6 +71,10 @@ def _open(url: str, timeout: float) -> http.client.HTTPConnection:
         else:
             conn = http.client.HTTPConnection(host, p.port or 80, timeout=timeout)
         conn.connect()
+    except TimeoutError:
+        raise ConsoleUnreachable(f"the console at {url} did not accept the connection within "
+                                 f"{timeout:g} s: check that it is running and not hung"
+                                 ) from None
     except (OSError, ssl.SSLError) as e:
         raise ConsoleUnreachable(f"cannot reach the console at {url}: {e}") from None
     return conn
@@ -119,14 +123,18 @@ class AgentClient:
                 resp = conn.getresponse()
                 data = resp.read(MAX_BODY * 8 + 1)
             except (TimeoutError, OSError, http.client.HTTPException) as e:
+                hint = ""
+                if isinstance(e, http.client.RemoteDisconnected) and \
+                        urlsplit(self.url).scheme == "http":
+                    hint = " (if the console serves HTTPS, use an https:// URL)"
                 raise ConsoleUnreachable(f"the console at {self.url} did not answer: "
-                                         f"{e or type(e).__name__}") from None
+                                         f"{e or type(e).__name__}{hint}") from None
         finally:
             conn.close()
         if resp.status in (401, 403):
             hint = ("; backups go on locally and the daemon keeps trying; if this device "
                     f"was revoked, enrol it again: tiervault enrol {self.url} --token TOKEN"
-                    ) if resp.status == 401 and bearer is None else ""
+                    ) if resp.status == 401 and bearer is None and self.credential else ""
             raise ConsoleRefused(f"the console refused the request ({resp.status}: "
                                  f"{_detail(data)}){hint}")
         if resp.status >= 400:
