@@ -5,6 +5,7 @@ pseudo-terminal, with a real FTP server whose uploads are throttled."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -169,7 +170,16 @@ def test_backup_bar_moves_with_a_throttled_upload_and_ends_cleanly(slow_ftp: Any
     assert "MiB processed" in summary and "3 files" in summary, summary
 
 
+def _has_snapshot(slow_ftp: Any) -> None:
+    """The restore tests need the backup test's snapshot; under xdist they may run in
+    another worker (another module fixture) or alone: back up then, quietly."""
+    snaps = json.loads(ok(run_tv(slow_ftp["home"], "--json", "snapshots")).stdout)
+    if not snaps:
+        ok(run_tv(slow_ftp["home"], "-q", "backup", str(slow_ftp["src"]), timeout=300))
+
+
 def test_restore_bar_ends_at_the_total_before_the_summary(slow_ftp: Any) -> None:
+    _has_snapshot(slow_ftp)
     target = slow_ftp["tmp"] / "restored"
     code, raw = run_on_pty(slow_ftp["home"], "restore", "latest", str(target))
     assert code == 0, raw[-3000:]
@@ -177,6 +187,7 @@ def test_restore_bar_ends_at_the_total_before_the_summary(slow_ftp: Any) -> None
 
 
 def test_no_bar_and_no_info_lines_with_quiet(slow_ftp: Any, tmp_path: Path) -> None:
+    _has_snapshot(slow_ftp)
     code, raw = run_on_pty(slow_ftp["home"], "-q", "restore", "latest", str(tmp_path / "r"))
     assert code == 0, raw
     assert "━" not in raw and "restored" not in raw, raw
