@@ -92,10 +92,11 @@ def test_boundaries_survive_an_insertion_far_away(seed: int, cseed: int, where: 
     edited = data[:pos] + insert + data[pos:]
     old = [bytes(c) for c in Chunker(SMALL, cseed).chunks_of(data)]
     new = set(bytes(c) for c in Chunker(SMALL, cseed).chunks_of(edited))
-    # Every chunk that ends before the insertion is kept as is.
+    # Every chunk that ends before the insertion is kept as is. (One ending exactly at
+    # it may move: the chunker decides a cut after looking at the byte that follows.)
     off = 0
     for c in old:
-        if off + len(c) <= pos:
+        if off + len(c) < pos:
             assert c in new
         off += len(c)
     # After the edit the cuts fall into step again: only a few chunks are lost
