@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -64,36 +65,82 @@ def _entry(e: Any, what: str) -> PackEntry:
     return PackEntry(BlobType(e[0]), e[1], e[2], e[3], e[4])
 
 
+#: One blob's row in the master index's per-pack table: type, id, offset, length,
+#: raw length (57 bytes, instead of a PackEntry and a tuple of Python objects).
+_ROW = struct.Struct("<B32sQQQ")
+_TYPES = (BlobType(0), BlobType(1))
+_ROW_BITS = (MAX_BLOBS_PER_PACK - 1).bit_length() + 1
+
+
 class MasterIndex:
-    """Every known blob's location, merged from all index files; thread-safe."""
+    """Every known blob's location, merged from all index files; thread-safe.
+
+    Compact: a pack's entries are one ``bytes`` table of fixed-size rows, and a blob
+    id maps to one int (pack number, row), so a blob costs its id, one dict slot,
+    one int and a 57-byte row (about 180 bytes instead of about 330).
+    ``lookup`` builds the PackEntry when asked.
+    """
 
     def __init__(self) -> None:
-        self._blobs: dict[bytes, tuple[bytes, PackEntry]] = {}
-        self._packs: dict[bytes, list[PackEntry]] = {}
+        self._where: dict[bytes, int] = {}  # blob id -> pack number << _ROW_BITS | row
+        self._pack_ids: list[bytes] = []
+        self._pack_no: dict[bytes, int] = {}
+        self._tables: list[bytes] = []
         self._lock = threading.Lock()
 
     def add_pack(self, pack_id: bytes, entries: list[PackEntry]) -> None:
-        """Record the blobs of one pack."""
+        """Record the blobs of one pack (again: its new entries replace the old)."""
+        table = b"".join(_ROW.pack(int(e.type), e.id, e.offset, e.length, e.raw_length)
+                         for e in entries)
         with self._lock:
-            self._packs[pack_id] = entries
-            for e in entries:
-                self._blobs.setdefault(e.id, (pack_id, e))
+            where = self._where
+            no = self._pack_no.get(pack_id)
+            if no is None:
+                no = len(self._pack_ids)
+                self._pack_ids.append(pack_id)
+                self._tables.append(table)
+                self._pack_no[pack_id] = no
+            else:   # rare (check --repair): the blobs it no longer has may be elsewhere
+                dropped = set()
+                for (_t, bid, *_rest) in _ROW.iter_unpack(self._tables[no]):
+                    if where.get(bid, -1) >> _ROW_BITS == no:
+                        del where[bid]
+                        dropped.add(bid)
+                self._tables[no] = table
+                dropped.difference_update(e.id for e in entries)
+                if dropped:
+                    for other, rows in enumerate(self._tables):
+                        for i, (_t, bid, *_rest) in enumerate(_ROW.iter_unpack(rows)):
+                            if bid in dropped and other != no:
+                                where.setdefault(bid, other << _ROW_BITS | i)
+            base = no << _ROW_BITS
+            for i, e in enumerate(entries):
+                where.setdefault(e.id, base | i)
 
     def lookup(self, blob_id: bytes) -> tuple[bytes, PackEntry] | None:
         """The pack and entry holding ``blob_id``, or None."""
-        return self._blobs.get(blob_id)
+        v = self._where.get(blob_id)
+        if v is None:
+            return None
+        no = v >> _ROW_BITS
+        t, bid, off, ln, raw = _ROW.unpack_from(self._tables[no],
+                                                (v & ((1 << _ROW_BITS) - 1)) * _ROW.size)
+        return self._pack_ids[no], PackEntry(_TYPES[t], bid, off, ln, raw)
 
     def __contains__(self, blob_id: object) -> bool:
-        return blob_id in self._blobs
+        return blob_id in self._where
 
     def __len__(self) -> int:
-        return len(self._blobs)
+        return len(self._where)
 
     def packs(self) -> dict[bytes, list[PackEntry]]:
-        """A copy of the pack table."""
+        """The pack table (built on each call: callers hold it only while they work)."""
         with self._lock:
-            return dict(self._packs)
+            pairs = list(zip(self._pack_ids, self._tables, strict=True))
+        return {pid: [PackEntry(_TYPES[t], bid, off, ln, raw)
+                      for t, bid, off, ln, raw in _ROW.iter_unpack(table)]
+                for pid, table in pairs}
 
     def blob_ids(self) -> Iterator[bytes]:
         """Every indexed blob id."""
-        return iter(list(self._blobs))
+        return iter(list(self._where))
