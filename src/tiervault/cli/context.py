@@ -12,7 +12,7 @@ import click
 
 from tiervault.cli.interrupt import stop_on_sigint
 from tiervault.cli.output import TextProgress
-from tiervault.errors import UsageError
+from tiervault.errors import Interrupted, UsageError
 from tiervault.service.installation import Installation, RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,9 +149,16 @@ def with_session(lock: bool = False, load_index: bool = True,
                             if write and not dry:
                                 sess.end_writes()
                                 if not no_sync:
-                                    closing_sync(sess.tiers, progress, inst.sync_workers(),
-                                             pack_references(sess.repo), sess.repo,
-                                             inst.config.vault_id)
+                                    try:
+                                        closing_sync(sess.tiers, progress, inst.sync_workers(),
+                                                     pack_references(sess.repo), sess.repo,
+                                                     inst.config.vault_id)
+                                    except KeyboardInterrupt:
+                                        raise Interrupted(
+                                            "interrupted during the synchronization after "
+                                            "the command: what the command did is saved; "
+                                            "the tier left behind is synchronized by the "
+                                            "daemon or by 'tiervault sync'") from None
                     finally:
                         sess.close()
                 finally:
