@@ -821,7 +821,8 @@ def test_unreasonable_scrypt_parameters_are_refused_before_any_work() -> None:
             unwrap_key(_dumps(doc), PASSPHRASE, "keys/x")
         assert time.monotonic() - start < 1
     parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**15, r=8, p=1)), "keys/old-default")
-    parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**17, r=8, p=1)), "keys/default")
+    parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**17, r=8, p=1)), "keys/previous-default")
+    parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**15, r=8, p=4)), "keys/default")
     parse_key_file(_dumps(dict(SEED_KEYFILE_DOC, n=2**20, r=4, p=8)), "keys/largest")
 
 

@@ -1,7 +1,7 @@
 """Issue 9: the key derivation, secrets kept from child processes, passwords kept out of
 messages, and the warning about tiers reached in clear.
 
-- New key files use scrypt N=2^17, r=8, p=1; key files with other (older)
+- New key files use scrypt N=2^15, r=8, p=4; key files with other (older)
   parameters still open, and ``key passwd`` writes the current ones. A key file
   asking for unreasonable parameters is refused by name, before any work.
 - A passphrase under 12 characters gets one warning line (init, key add, key passwd).
@@ -48,14 +48,14 @@ def _warnings(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.startswith("warning:")]
 
 
-def test_new_vaults_get_scrypt_2_17_and_key_passwd_upgrades_an_old_key_file(
+def test_new_vaults_get_scrypt_2_15_p4_and_key_passwd_upgrades_an_old_key_file(
         tmp_path: Path) -> None:
     home, vault = tmp_path / "home", tmp_path / "vault"
     res = json.loads(ok(run_tv(home, "--json", "init", vault, env=REAL_KDF)).stdout)
-    assert res["kdf"] == {"n": 2**17, "r": 8, "p": 1} and res["warnings"] == []
-    assert [k["kdf"] for k in _keys(home)] == [{"n": 2**17, "r": 8, "p": 1}]
+    assert res["kdf"] == {"n": 2**15, "r": 8, "p": 4} and res["warnings"] == []
+    assert [k["kdf"] for k in _keys(home)] == [{"n": 2**15, "r": 8, "p": 4}]
 
-    # A key file as the previous release wrote it (N=2^15) keeps opening the vault ...
+    # A key file as the previous release wrote it (N=2^17, p=1) keeps opening the vault ...
     from tiervault.storage.base import FileType, Handle
     from tiervault.storage.local import LocalBackend
     from tiervault.vault.crypto import KdfParams
@@ -63,25 +63,25 @@ def test_new_vaults_get_scrypt_2_17_and_key_passwd_upgrades_an_old_key_file(
 
     backend = LocalBackend(vault)
     repo = Repository.open(backend, PASSWORD, load_index=False)
-    repo.add_key(PASSWORD, KdfParams(n=2**15))
+    repo.add_key(PASSWORD, KdfParams(n=2**17, p=1))
     backend.remove(Handle(FileType.KEY, repo.key_name))
-    assert [k["kdf"] for k in _keys(home)] == [{"n": 2**15, "r": 8, "p": 1}]
+    assert [k["kdf"] for k in _keys(home)] == [{"n": 2**17, "r": 8, "p": 1}]
     text = ok(run_tv(home, "key", "list")).stdout
-    assert "scrypt N=2^15, r=8, p=1, 32 MiB" in text
+    assert "scrypt N=2^17, r=8, p=1, 128 MiB" in text
 
     # ... and key passwd (the same passphrase again) writes it with today's parameters.
     out = ok(run_tv(home, "--json", "key", "passwd", env={**REAL_KDF,
                                                           "TIERVAULT_NEW_PASSWORD": PASSWORD}))
     doc = json.loads(out.stdout)
-    assert doc["kdf"] == {"n": 2**17, "r": 8, "p": 1}
-    assert doc["previous_kdf"] == {"n": 2**15, "r": 8, "p": 1}
+    assert doc["kdf"] == {"n": 2**15, "r": 8, "p": 4}
+    assert doc["previous_kdf"] == {"n": 2**17, "r": 8, "p": 1}
     assert _warnings(out.stderr) == [] and doc["warnings"] == []
-    assert [k["kdf"] for k in _keys(home)] == [{"n": 2**17, "r": 8, "p": 1}]
+    assert [k["kdf"] for k in _keys(home)] == [{"n": 2**15, "r": 8, "p": 4}]
     # The text form says so too.
     cheapen_key(vault)
     said = ok(run_tv(home, "key", "passwd", env={**REAL_KDF,
                                                  "TIERVAULT_NEW_PASSWORD": PASSWORD})).stdout
-    assert "scrypt N=2^17, r=8, p=1, 128 MiB, was scrypt N=2^10" in said, said
+    assert "scrypt N=2^15, r=8, p=4, 32 MiB, was scrypt N=2^10" in said, said
 
 
 def test_a_key_file_with_huge_parameters_is_refused_by_name(tmp_path: Path) -> None:
