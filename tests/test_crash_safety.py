@@ -613,9 +613,10 @@ def test_blob_writer_indexes_every_pack_it_uploads(tmp_path: Path,
 
     from tiervault.storage.base import FileType
     from tiervault.storage.local import LocalBackend
+    from tiervault.vault.blobwriter import BlobWriter
     from tiervault.vault.crypto import KdfParams
     from tiervault.vault.pack import BlobType
-    from tiervault.vault.repository import BlobWriter, Repository
+    from tiervault.vault.repository import Repository
 
     a_done = threading.Event()
     submit, real_submit_pack = ThreadPoolExecutor.submit, BlobWriter._submit

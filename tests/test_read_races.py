@@ -18,8 +18,9 @@ import pytest
 from tiervault.engine.backup import Archiver, BackupOptions, FileResult
 from tiervault.engine.progress import Progress
 from tiervault.storage.local import LocalBackend
+from tiervault.vault.blobwriter import BlobWriter
 from tiervault.vault.crypto import KdfParams
-from tiervault.vault.repository import BlobWriter, Repository
+from tiervault.vault.repository import Repository
 
 
 @pytest.fixture

@@ -29,9 +29,10 @@ from tiervault.engine.progress import Progress
 from tiervault.engine.readfile import can_noatime, prefixed, read_small
 from tiervault.errors import Interrupted
 from tiervault.state.db import CachedFile, StateDB
+from tiervault.vault.blobwriter import BlobWriter
 from tiervault.vault.chunker import Chunker
 from tiervault.vault.pack import BlobType
-from tiervault.vault.repository import BlobWriter, Repository
+from tiervault.vault.repository import Repository
 from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node, encode_tree
 

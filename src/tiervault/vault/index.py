@@ -28,8 +28,8 @@ def encode_index(packs: dict[bytes, list[PackEntry]], supersedes: Iterable[str] 
     return bytes(msgpack.packb(doc, use_bin_type=True))
 
 
-def decode_index(plain: bytes, what: str) -> tuple[dict[bytes, list[PackEntry]], list[str]]:
-    """Parse an index file's plaintext; IntegrityError on anything unexpected."""
+def _unpack(plain: bytes, what: str) -> tuple[list[Any], list[str]]:
+    """An index file's pack list (structure checked) and the files it supersedes."""
     try:
         doc = msgpack.unpackb(plain, raw=False, strict_map_key=True)
     except Exception:  # msgpack raises many types on hostile input
@@ -39,15 +39,35 @@ def decode_index(plain: bytes, what: str) -> tuple[dict[bytes, list[PackEntry]],
     packs_raw, sup = doc.get("packs"), doc.get("supersedes", [])
     if not isinstance(packs_raw, list) or not isinstance(sup, list):
         raise IntegrityError(f"{what} is damaged (structure)")
-    packs: dict[bytes, list[PackEntry]] = {}
     for item in packs_raw:
         if not (isinstance(item, list) and len(item) == 2 and _is_id(item[0])
                 and isinstance(item[1], list) and len(item[1]) <= MAX_BLOBS_PER_PACK):
             raise IntegrityError(f"{what} is damaged (pack entry)")
-        packs[item[0]] = [_entry(e, what) for e in item[1]]
     if not all(isinstance(s, str) and len(s) == 64 for s in sup):
         raise IntegrityError(f"{what} is damaged (supersedes)")
+    return packs_raw, sup
+
+
+def decode_index(plain: bytes, what: str) -> tuple[dict[bytes, list[PackEntry]], list[str]]:
+    """Parse an index file's plaintext; IntegrityError on anything unexpected."""
+    packs_raw, sup = _unpack(plain, what)
+    packs: dict[bytes, list[PackEntry]] = {}
+    for pid, ents in packs_raw:
+        packs[pid] = [PackEntry(BlobType(e[0]), e[1], e[2], e[3], e[4])
+                      for e in (_checked(e, what) for e in ents)]
     return packs, sup
+
+
+def decode_index_tables(plain: bytes, what: str) -> tuple[dict[bytes, bytes], list[str]]:
+    """Like ``decode_index``, but each pack's entries as one table of rows (what
+    ``MasterIndex.add_table`` takes): no Python object per blob outlives the call."""
+    packs_raw, sup = _unpack(plain, what)
+    pack = _ROW.pack
+    tables: dict[bytes, bytes] = {}
+    for i, (pid, ents) in enumerate(packs_raw):
+        tables[pid] = b"".join(pack(*_checked(e, what)) for e in ents)
+        packs_raw[i] = None  # let the decoded entries go as we go
+    return tables, sup
 
 
 def _is_id(v: Any) -> bool:
@@ -58,11 +78,17 @@ def _uint(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
-def _entry(e: Any, what: str) -> PackEntry:
+def _checked(e: Any, what: str) -> list[Any]:
     if not (isinstance(e, list) and len(e) == 5 and e[0] in (0, 1) and _is_id(e[1])
             and all(_uint(x) for x in e[2:])):
         raise IntegrityError(f"{what} is damaged (blob entry)")
-    return PackEntry(BlobType(e[0]), e[1], e[2], e[3], e[4])
+    return e
+
+
+def rows(entries: Iterable[PackEntry]) -> bytes:
+    """Entries as one table of rows (``MasterIndex.add_table``)."""
+    pack = _ROW.pack
+    return b"".join(pack(int(e.type), e.id, e.offset, e.length, e.raw_length) for e in entries)
 
 
 #: One blob's row in the master index's per-pack table: type, id, offset, length,
@@ -90,8 +116,11 @@ class MasterIndex:
 
     def add_pack(self, pack_id: bytes, entries: list[PackEntry]) -> None:
         """Record the blobs of one pack (again: its new entries replace the old)."""
-        table = b"".join(_ROW.pack(int(e.type), e.id, e.offset, e.length, e.raw_length)
-                         for e in entries)
+        self.add_table(pack_id, rows(entries))
+
+    def add_table(self, pack_id: bytes, table: bytes) -> None:
+        """``add_pack`` for entries already in rows (``rows``, ``decode_index_tables``)."""
+        ids = [bid for (_t, bid, *_rest) in _ROW.iter_unpack(table)]
         with self._lock:
             where = self._where
             no = self._pack_no.get(pack_id)
@@ -107,15 +136,23 @@ class MasterIndex:
                         del where[bid]
                         dropped.add(bid)
                 self._tables[no] = table
-                dropped.difference_update(e.id for e in entries)
+                dropped.difference_update(ids)
                 if dropped:
-                    for other, rows in enumerate(self._tables):
-                        for i, (_t, bid, *_rest) in enumerate(_ROW.iter_unpack(rows)):
+                    for other, table_rows in enumerate(self._tables):
+                        for i, (_t, bid, *_rest) in enumerate(_ROW.iter_unpack(table_rows)):
                             if bid in dropped and other != no:
                                 where.setdefault(bid, other << _ROW_BITS | i)
             base = no << _ROW_BITS
-            for i, e in enumerate(entries):
-                where.setdefault(e.id, base | i)
+            for i, bid in enumerate(ids):
+                where.setdefault(bid, base | i)
+
+    def entries_of(self, pack_id: bytes) -> list[PackEntry]:
+        """The entries recorded for one pack (empty if none)."""
+        with self._lock:
+            no = self._pack_no.get(pack_id)
+            table = self._tables[no] if no is not None else b""
+        return [PackEntry(_TYPES[t], bid, off, ln, raw)
+                for t, bid, off, ln, raw in _ROW.iter_unpack(table)]
 
     def lookup(self, blob_id: bytes) -> tuple[bytes, PackEntry] | None:
         """The pack and entry holding ``blob_id``, or None."""

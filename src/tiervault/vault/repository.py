@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import blake3
 
@@ -25,9 +25,19 @@ from tiervault.storage.base import Backend, FileInfo, FileType, Handle
 from tiervault.vault.chunker import Chunker, ChunkerParams
 from tiervault.vault.codec import Codec
 from tiervault.vault.crypto import KdfParams, MasterKey, parse_key_file, unwrap_key, wrap_key
-from tiervault.vault.index import INDEX_AAD, MAX_INDEX_SIZE, MasterIndex, decode_index, encode_index
-from tiervault.vault.pack import BlobType, PackBuilder, PackEntry, blob_aad
+from tiervault.vault.index import (
+    INDEX_AAD,
+    MAX_INDEX_SIZE,
+    MasterIndex,
+    decode_index,
+    decode_index_tables,
+    encode_index,
+)
+from tiervault.vault.pack import PackEntry, blob_aad
 from tiervault.vault.snapshot import SNAPSHOT_AAD, Snapshot, SnapshotFilter
+
+if TYPE_CHECKING:
+    from tiervault.vault.blobwriter import BlobWriter
 
 #: Version 2 adds the config MAC and the manifest; version 1 vaults are read and
 #: upgraded in place by their first write session.
@@ -212,9 +222,12 @@ class Repository:
         """
         names = self.names(FileType.INDEX)
 
-        def read(name: str) -> tuple[dict[bytes, list[PackEntry]], list[str]] | IntegrityError:
+        def read(name: str) -> tuple[dict[bytes, bytes], list[str]] | IntegrityError:
+            # Tables of rows, not PackEntry objects: every index file is decoded
+            # before any is merged, and a million entries as objects is ~250 MB.
             try:
-                return self.read_index_doc(name)
+                h = Handle(FileType.INDEX, name)
+                return decode_index_tables(self.load_file(h, INDEX_AAD, MAX_INDEX_SIZE), str(h))
             except IntegrityError as e:
                 return e
 
@@ -230,8 +243,8 @@ class Repository:
                 continue
             if name in self.superseded_indexes:
                 continue
-            for pid, ents in doc[0].items():
-                self.index.add_pack(pid, ents)
+            for pid, table in doc[0].items():
+                self.index.add_table(pid, table)
             self.index_files.add(name)
 
     def reload_index(self) -> None:
@@ -313,6 +326,8 @@ class Repository:
 
     def writer(self, pack_size: int = PACK_TARGET, uploads: int = 2) -> BlobWriter:
         """A writer that packs and uploads new blobs."""
+        from tiervault.vault.blobwriter import BlobWriter  # it needs this module
+
         return BlobWriter(self, pack_size, uploads)
 
     # -- snapshots ------------------------------------------------------------------
@@ -522,118 +537,3 @@ def open_key(backend: Backend, passphrase: str,
     if damaged:
         raise WrongKeyError(f"wrong passphrase (and damaged key files: {'; '.join(damaged)})")
     raise WrongKeyError(f"wrong passphrase for the vault at {backend.location}")
-
-
-class BlobWriter:
-    """Packs new blobs and uploads full packs in background threads.
-
-    ``save_blob`` is thread-safe and deduplicates against the index and against
-    blobs already queued. Uploads are bounded (backpressure keeps memory flat).
-    """
-
-    def __init__(self, repo: Repository, pack_size: int, uploads: int) -> None:
-        self.repo = repo
-        self.pack_size = pack_size
-        self._lock = threading.Lock()
-        self._packers = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
-        self._pending: set[bytes] = set()
-        self._ex = ThreadPoolExecutor(uploads, thread_name_prefix="upload")
-        self._slots = threading.BoundedSemaphore(uploads)
-        self._futures: list[Future[None]] = []
-        self._futures_lock = threading.Lock()  # save_blob runs in many threads
-        self._unindexed: dict[bytes, list[PackEntry]] = {}
-        self._error: BaseException | None = None
-        self.stats = {"blobs_new": 0, "bytes_raw_new": 0, "bytes_stored": 0, "packs": 0}
-        self.index_names: list[str] = []
-
-    def has(self, blob_id: bytes) -> bool:
-        """True if the blob is indexed or queued."""
-        return blob_id in self.repo.index or blob_id in self._pending
-
-    def save_blob(self, t: BlobType, data: bytes | memoryview, blob_id: bytes | None = None,
-                  force: bool = False) -> tuple[bytes, bool]:
-        """Store a blob unless known; returns (id, whether it was new).
-
-        ``force`` stores it even if an index lists it (prune's repacking).
-        """
-        if self._error:
-            raise self._error
-        bid = blob_id or self.repo.key.blob_id(data)
-        with self._lock:
-            if bid in self._pending or (bid in self.repo.index and not force):
-                return bid, False
-            self._pending.add(bid)
-        sealed = self.repo.codec.encode(data, blob_aad(t, bid))
-        full = None
-        with self._lock:
-            p = self._packers[t]
-            p.add(t, bid, sealed, len(data))
-            self.stats["blobs_new"] += 1
-            self.stats["bytes_raw_new"] += len(data)
-            if len(p) >= self.pack_size:
-                full = p
-                self._packers[t] = PackBuilder()
-        if full is not None:
-            self._submit(full)
-        return bid, True
-
-    def _submit(self, pack: PackBuilder) -> None:
-        self._slots.acquire()
-        fut = self._ex.submit(self._upload, pack)
-        with self._futures_lock:
-            # Keep unfinished (and failed) uploads: flush() must wait for every one.
-            self._futures = [f for f in self._futures if not f.done() or f.exception()]
-            self._futures.append(fut)
-
-    def _upload(self, pack: PackBuilder) -> None:
-        try:
-            data = pack.finish(self.repo.key)
-            name = content_name(data)
-            self.repo.backend.save(Handle(FileType.PACK, name), data)  # type: ignore[arg-type]
-            pid = bytes.fromhex(name)
-            self.repo.index.add_pack(pid, pack.entries)
-            with self._lock:
-                self._pending.difference_update(e.id for e in pack.entries)
-                self._unindexed[pid] = pack.entries
-                self.stats["bytes_stored"] += len(data)
-                self.stats["packs"] += 1
-                flush_index = len(self._unindexed) >= 64
-            # Write index files along the way so an interrupted backup's uploads
-            # are reused by the next one.
-            if flush_index:
-                self._write_index()
-        except BaseException as e:
-            self._error = e
-            raise
-        finally:
-            self._slots.release()
-
-    def _write_index(self) -> None:
-        with self._lock:
-            packs, self._unindexed = self._unindexed, {}
-        if packs:
-            self.index_names.append(self.repo.write_index(packs))
-
-    def flush(self) -> dict[str, int]:
-        """Upload partial packs, wait for all uploads, write the index."""
-        with self._lock:
-            rest = [p for p in self._packers.values() if p.entries]
-            self._packers = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
-        for p in rest:
-            self._submit(p)
-        with self._futures_lock:
-            pending = list(self._futures)
-        for f in pending:
-            f.exception()
-        with self._futures_lock:
-            self._futures = [f for f in self._futures if not f.done()]
-        if self._error:
-            raise self._error
-        self._write_index()
-        return dict(self.stats)
-
-    def close(self) -> None:
-        """Stop the upload threads (after flush, or to abandon the session)."""
-        self._ex.shutdown(wait=True, cancel_futures=True)
-
-
