@@ -28,6 +28,7 @@ from tiervault.vault.crypto import KdfParams, MasterKey, parse_key_file, unwrap_
 from tiervault.vault.index import (
     INDEX_AAD,
     MAX_INDEX_SIZE,
+    ROW_SIZE,
     MasterIndex,
     decode_index,
     decode_index_tables,
@@ -237,6 +238,9 @@ class Repository:
         # packs may be gone (prune), and deduplicating against them would lose data.
         self.superseded_indexes = {s for _n, d in docs if not isinstance(d, IntegrityError)
                                    for s in d[1]}
+        self.index.reserve(len(self.index) + sum(
+            len(t) for _n, d in docs if not isinstance(d, IntegrityError)
+            for t in d[0].values()) // ROW_SIZE)
         for name, doc in docs:
             if isinstance(doc, IntegrityError):
                 self.damaged_indexes.append((name, str(doc)))
