@@ -25,6 +25,14 @@ from typing import BinaryIO
 from tiervault.engine.excludes import Excluder, parse_tag_specs, tagged
 from tiervault.engine.metadata import kind_of, node_from_stat
 from tiervault.engine.parent import ParentTrees
+from tiervault.engine.pending import (
+    FileResult,
+    PendingDir,
+    Read,
+    SubDir,
+    Unchanged,
+    dir_key,
+)
 from tiervault.engine.progress import Progress
 from tiervault.engine.readfile import can_noatime, prefixed, read_small
 from tiervault.errors import Interrupted
@@ -83,57 +91,6 @@ class BackupOptions:
         return [os.fsdecode(p) for p in _normalise(self.paths)]
 
 
-@dataclass
-class FileResult:
-    """What reading one file produced."""
-
-    content: list[bytes]
-    size: int
-    changed: bool = False
-    error: str | None = None
-
-
-#: A file's contents: read by a worker thread (a Future) or already read inline.
-_Read = Future[FileResult] | FileResult
-
-
-class _SubDir:
-    """A directory met while walking its parent: to be walked next."""
-
-    __slots__ = ("node",)
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-
-class _PendingDir:
-    """A directory whose entries may still be waiting for file workers."""
-
-    __slots__ = ("cache_drop", "cache_new", "checked", "inodes", "items", "node", "path",
-                 "tree_id")
-
-    def __init__(self, path: bytes, node: Node) -> None:
-        self.path = path
-        self.node = node
-        self.items: list[Node | _PendingDir | tuple[Node, _Read]] = []
-        self.tree_id: bytes | None = None
-        self.cache_new: dict[bytes, CachedFile] = {}
-        self.cache_drop: list[bytes] = []
-        self.inodes: dict[bytes, int] = {}  # inode numbers of the files read, by name
-        self.checked = 0  # items before this index are known to be done
-
-    def ready(self) -> bool:
-        """True when every file of the directory has been read. Resumes where the
-        last call stopped, so polling a directory costs O(its entries) in all."""
-        items = self.items
-        while self.checked < len(items):
-            it = items[self.checked]
-            if isinstance(it, tuple) and isinstance(it[1], Future) and not it[1].done():
-                return False
-            self.checked += 1
-        return True
-
-
 class Archiver:
     """Runs one backup session against an open repository."""
 
@@ -154,8 +111,8 @@ class Archiver:
         self._local = threading.local()  # one chunker per worker thread
         self._inflight: deque[tuple[Future[FileResult], int]] = deque()
         self._inflight_bytes = 0
-        self._ready: deque[_PendingDir] = deque()
-        self._hardlinks: dict[tuple[int, int], _Read] = {}
+        self._ready: deque[PendingDir] = deque()
+        self._hardlinks: dict[tuple[int, int], Read] = {}
         self._counted: set[int] = set()  # ids of hard-linked reads already counted
         self._start_ns = time.time_ns()
         self.stats = {"files_new": 0, "files_changed": 0, "files_unmodified": 0, "dirs": 0,
@@ -229,7 +186,7 @@ class Archiver:
         tid, _ = self.writer.save_blob(BlobType.TREE, encode_tree([node]))
         return self._save(started, ["/" + filename], tid)
 
-    def _build_root(self, paths: list[bytes]) -> _PendingDir:
+    def _build_root(self, paths: list[bytes]) -> PendingDir:
         """Wrap the backed-up paths in their ancestor directories, up to '/'.
 
         Depth first with an explicit stack (a path given may be thousands of
@@ -257,7 +214,7 @@ class Archiver:
             if b"" in sub:
                 item = self._entry(pd.path, name, child, pd=pd)
                 if item is not None:
-                    assert not isinstance(item, _SubDir)  # descend=True walks it
+                    assert not isinstance(item, SubDir)  # descend=True walks it
                     pd.items.append(item)
                 continue
             try:
@@ -269,14 +226,14 @@ class Archiver:
             stack.append((above, iter(sorted(sub.items()))))
         return root
 
-    def _ancestor(self, path: bytes, name: bytes) -> _PendingDir:
+    def _ancestor(self, path: bytes, name: bytes) -> PendingDir:
         st = os.lstat(path)
-        return _PendingDir(path, node_from_stat(name, path, st, "dir"))
+        return PendingDir(path, node_from_stat(name, path, st, "dir"))
 
     def _entry(self, parent: bytes, name: bytes, path: bytes,
                cached: dict[bytes, CachedFile] | None = None,
-               pd: _PendingDir | None = None, descend: bool = True
-               ) -> Node | _PendingDir | tuple[Node, _Read] | _SubDir | None:
+               pd: PendingDir | None = None, descend: bool = True
+               ) -> Node | PendingDir | tuple[Node, Read] | Unchanged | SubDir | None:
         try:
             st = os.lstat(path)
         except OSError as e:
@@ -288,35 +245,36 @@ class Archiver:
         if kind is None:
             self.progress.warn(os.fsdecode(path), "unsupported file type, skipped")
             return None
+        if kind == "file":
+            self.stats["bytes_total"] += st.st_size
+            c = cached.get(name) if cached else None
+            if c is not None and pd is not None and self._unchanged(c, st):
+                # The cache proves the content is what this installation stored last
+                # time: unchanged against a parent; new if there is none.
+                count = "files_unmodified" if self._parent is not None else "files_new"
+                self.stats[count] += 1
+                self.progress.add(1, st.st_size)
+                if self.progress.wants_items:  # -v: restic's "unchanged/changed/new" lines
+                    self.progress.item(_ITEM_WORDS[count], os.fsdecode(path))
+                return Unchanged(name, st, c)  # its node is built only if needed
         try:
             node = node_from_stat(name, path, st, kind)
         except OSError as e:
             self._warn(path, e)
+            if kind == "file":
+                self.stats["bytes_total"] -= st.st_size
             return None
         if kind == "dir":
             if self.opts.one_file_system and self._dev is not None and st.st_dev != self._dev:
                 node["subtree"] = self._empty_tree()
                 return node
-            return self._walk_dir(path, node) if descend else _SubDir(node)
+            return self._walk_dir(path, node) if descend else SubDir(node)
         if kind != "file":
-            return node
-        self.stats["bytes_total"] += st.st_size
-        c = cached.get(name) if cached else None
-        if c is not None and pd is not None and self._unchanged(c, st):
-            node["content"] = c.content
-            pd.cache_new[name] = c
-            # The cache proves the content is what this installation stored last
-            # time: unchanged against a parent; new if there is none.
-            count = "files_unmodified" if self._parent is not None else "files_new"
-            self.stats[count] += 1
-            self.progress.add(1, st.st_size)
-            if self.progress.wants_items:  # -v: restic's "unchanged/changed/new" lines
-                self.progress.item(_ITEM_WORDS[count], os.fsdecode(path))
             return node
         if pd is not None:
             pd.inodes[name] = st.st_ino
         key = (st.st_dev, st.st_ino)
-        read: _Read
+        read: Read
         if st.st_nlink > 1 and key in self._hardlinks:
             read = self._hardlinks[key]
         else:
@@ -350,7 +308,7 @@ class Archiver:
         self._small_seen += 1
         return self._inline_s < _SLOW_INLINE or self._small_seen % _RESAMPLE == 0
 
-    def _walk_dir(self, path: bytes, node: Node) -> _PendingDir | None:
+    def _walk_dir(self, path: bytes, node: Node) -> PendingDir | None:
         """Walk a directory tree depth first with an explicit stack, so that no
         depth of nesting can exhaust Python's recursion limit."""
         top = self._open_dir(path, node)
@@ -363,7 +321,9 @@ class Archiver:
             if name is None:
                 stack.pop()
                 if cached:
-                    pd.cache_drop = [n for n in cached if n not in pd.cache_new]
+                    # Unchanged files keep their rows; read ones get new rows when done.
+                    kept = {it.name for it in pd.items if isinstance(it, Unchanged)}
+                    pd.cache_drop = [n for n in cached if n not in kept]
                 self._ready.append(pd)
                 self._drain(block=False)
                 continue
@@ -371,7 +331,7 @@ class Archiver:
             if self.excluder.excluded(child, name):
                 continue
             item = self._entry(pd.path, name, child, cached, pd, descend=False)
-            if isinstance(item, _SubDir):
+            if isinstance(item, SubDir):
                 sub = self._open_dir(child, item.node)
                 if sub is not None:
                     pd.items.append(sub[0])
@@ -381,8 +341,8 @@ class Archiver:
         return top[0]
 
     def _open_dir(self, path: bytes, node: Node
-                  ) -> tuple[_PendingDir, Iterator[bytes], dict[bytes, CachedFile] | None] | None:
-        pd = _PendingDir(path, node)
+                  ) -> tuple[PendingDir, Iterator[bytes], dict[bytes, CachedFile] | None] | None:
+        pd = PendingDir(path, node)
         try:
             with os.scandir(path) as it:
                 names = sorted(e.name for e in it)
@@ -392,7 +352,10 @@ class Archiver:
         if self._tags and tagged(path, names, self._tags):
             return None  # --exclude-if-present / --exclude-caches: the whole directory
         self.stats["dirs"] += 1
-        cached = self.db.cached_dir(path) if self.db is not None else None
+        cached = None
+        if self.db is not None:
+            cached = self.db.cached_dir(path)
+            pd.last_tree = self.db.cached_tree(path)
         return pd, iter(names), cached
 
     def _unchanged(self, c: CachedFile, st: os.stat_result) -> bool:
@@ -416,55 +379,87 @@ class Archiver:
         while self._ready and (block or self._ready[0].ready()):
             self._finish_dir(self._ready.popleft())
 
-    def _finish_dir(self, pd: _PendingDir) -> None:
+    def _finish_dir(self, pd: PendingDir) -> None:
         """Finish ``pd`` and, first, any directory below it not finished yet
         (children before parents, without recursion: trees may be very deep)."""
-        order: list[_PendingDir] = []
+        order: list[PendingDir] = []
         stack = [pd]
         while stack:
             d = stack.pop()
             if d.tree_id is None:  # else finished already (its entries are gone)
                 order.append(d)
-                stack.extend(it for it in d.items if isinstance(it, _PendingDir))
+                stack.extend(it for it in d.items if isinstance(it, PendingDir))
         for d in reversed(order):
             self._finish_one(d)
 
-    def _finish_one(self, pd: _PendingDir) -> None:
+    def _finish_one(self, pd: PendingDir) -> None:
         nodes: list[Node] = []
+        results: list[FileResult | None] = []
+        unchanged_only = True
         for it in pd.items:
-            if isinstance(it, _PendingDir):
+            res = None
+            if isinstance(it, PendingDir):
                 assert it.tree_id is not None  # _finish_dir finished it first
                 it.node["subtree"] = it.tree_id
                 nodes.append(it.node)
+            elif isinstance(it, Unchanged):
+                pass  # its node is built below, if the tree is not reused
             elif isinstance(it, tuple):
+                unchanged_only = False
                 node, read = it
                 res = read.result() if isinstance(read, Future) else read
-                if res.error is not None:
+                if res.error is None:
+                    self._file_done(pd, node, read, res)
+                    nodes.append(node)
+                else:
                     self.progress.warn(os.fsdecode(os.path.join(pd.path, node.name)), res.error)
                     self.stats["errors"] += 1
                     self.stats["bytes_total"] -= node.get("size", 0)
-                    continue  # not in the snapshot, so neither new nor changed
-                node["content"] = res.content
-                node["size"] = res.size
-                self._count(pd.path, node)
-                if id(read) not in self._counted:  # hard links share one read
-                    self.stats["files_read"] += 1
-                    self.stats["bytes_read"] += res.size
-                    if node.get("nlink", 1) > 1:
-                        self._counted.add(id(read))
-                nodes.append(node)
-                self._remember(pd, node, res)
+                    # not in the snapshot, so neither new nor changed
             else:
                 nodes.append(it)
-        tid, _ = self.writer.save_blob(BlobType.TREE, encode_tree(nodes))
-        pd.tree_id = tid
+            results.append(res)
+        key = dir_key(pd, results) if self.db is not None else None
+        last = pd.last_tree
+        if unchanged_only and key is not None and last is not None and last[0] == key \
+                and self.writer.has(last[1]):
+            pd.tree_id = last[1]  # everything is as when this tree was written
+        else:
+            nodes.extend(self._unchanged_nodes(pd))
+            pd.tree_id, _ = self.writer.save_blob(BlobType.TREE, encode_tree(nodes))
+            if self.db is not None and not self.opts.dry_run and (key or last) is not None:
+                self.db.set_tree(pd.path, key, pd.tree_id)
         if self._parent is not None:
             self._parent.done(pd.path)
         if self.db is not None and (pd.cache_new or pd.cache_drop) and not self.opts.dry_run:
             self.db.update_dir(pd.path, pd.cache_new, pd.cache_drop)
         # The parent needs only the tree id: let the entries go, so memory follows
         # the directories still open rather than the whole tree backed up so far.
-        pd.items, pd.cache_new, pd.cache_drop, pd.inodes = [], {}, [], {}
+        pd.release()
+
+    def _file_done(self, pd: PendingDir, node: Node, read: Read, res: FileResult) -> None:
+        node["content"] = res.content
+        node["size"] = res.size
+        self._count(pd.path, node)
+        if id(read) not in self._counted:  # hard links share one read
+            self.stats["files_read"] += 1
+            self.stats["bytes_read"] += res.size
+            if node.get("nlink", 1) > 1:
+                self._counted.add(id(read))
+        self._remember(pd, node, res)
+
+    def _unchanged_nodes(self, pd: PendingDir) -> Iterator[Node]:
+        """Nodes of the directory's unchanged files (the tree is written anew)."""
+        for it in pd.items:
+            if isinstance(it, Unchanged):
+                path = os.path.join(pd.path, it.name)
+                try:
+                    node = node_from_stat(it.name, path, it.st, "file")
+                except OSError as e:
+                    self._warn(path, e)
+                    continue
+                node["content"] = it.cached.content
+                yield node
 
     def _count(self, dirpath: bytes, node: Node) -> None:
         """Count a file that was read, against the parent snapshot."""
@@ -473,7 +468,7 @@ class Archiver:
         if self.progress.wants_items:  # -v: restic's "new/changed/unchanged" lines
             self.progress.item(_ITEM_WORDS[key], os.fsdecode(os.path.join(dirpath, node.name)))
 
-    def _remember(self, pd: _PendingDir, node: Node, res: FileResult) -> None:
+    def _remember(self, pd: PendingDir, node: Node, res: FileResult) -> None:
         # Files modified within the clock's granularity of the backup start may
         # change again unnoticed with the same mtime: don't cache them.
         if res.changed or node["mtime"] >= self._start_ns - _CACHE_SAFETY_NS:

@@ -21,6 +21,8 @@ _CACHE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     dir BLOB NOT NULL, name BLOB NOT NULL, size INTEGER, mtime INTEGER, ctime INTEGER,
     inode INTEGER, content BLOB, PRIMARY KEY (dir, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dirs (
+    dir BLOB PRIMARY KEY, key BLOB NOT NULL, tree BLOB NOT NULL) WITHOUT ROWID;
 """
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tiers (
@@ -163,10 +165,27 @@ class StateDB:
                 [(directory, n, c.size, c.mtime, c.ctime, c.inode, b"".join(c.content))
                  for n, c in entries.items()])
 
+    def cached_tree(self, directory: bytes) -> tuple[bytes, bytes] | None:
+        """(key, tree id) of the tree last written for a directory, if any."""
+        with self._cache_lock:
+            row = self._files().execute("SELECT key, tree FROM dirs WHERE dir = ?",
+                                        (directory,)).fetchone()
+        return (bytes(row[0]), bytes(row[1])) if row is not None else None
+
+    def set_tree(self, directory: bytes, key: bytes | None, tree: bytes) -> None:
+        """Remember the tree written for a directory and its key (None: forget it)."""
+        with self._cache_lock:
+            if key is None:
+                self._files().execute("DELETE FROM dirs WHERE dir = ?", (directory,))
+            else:
+                self._files().execute("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?)",
+                                      (directory, key, tree))
+
     def clear_files_cache(self) -> None:
-        """Forget every cached file (the vault changed under us)."""
+        """Forget every cached file and tree (the vault changed under us)."""
         with self._cache_lock:
             self._files().execute("DELETE FROM files")
+            self._files().execute("DELETE FROM dirs")
 
     # -- tiers -----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from tiervault.vault.idtable import IdTable
 from tiervault.vault.pack import MAX_BLOBS_PER_PACK, BlobType, PackEntry
 
 INDEX_AAD = b"tiervault index"
+_LIMIT = 1 << 63
 #: Largest decompressed index file we accept.
 MAX_INDEX_SIZE = 512 * 1024 * 1024
 
@@ -75,15 +76,15 @@ def _is_id(v: Any) -> bool:
     return isinstance(v, bytes) and len(v) == 32
 
 
-def _uint(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
-
-
 def _checked(e: Any, what: str) -> list[Any]:
-    if not (isinstance(e, list) and len(e) == 5 and e[0] in (0, 1) and _is_id(e[1])
-            and all(_uint(x) for x in e[2:])):
-        raise IntegrityError(f"{what} is damaged (blob entry)")
-    return e
+    # Hot: once per blob of every index file loaded. Exact types (no bools).
+    if type(e) is list and len(e) == 5:
+        t, bid, off, ln, raw = e
+        if type(t) is int and 0 <= t <= 1 and type(bid) is bytes and len(bid) == 32 \
+                and type(off) is int and type(ln) is int and type(raw) is int \
+                and 0 <= off < _LIMIT and 0 <= ln < _LIMIT and 0 <= raw < _LIMIT:
+            return e
+    raise IntegrityError(f"{what} is damaged (blob entry)")
 
 
 def rows(entries: Iterable[PackEntry]) -> bytes:
