@@ -374,6 +374,7 @@ class Restic(Tool):
 
 class Borg(Tool):
     name = "borg"
+    exe = "borg"  # Debian's borg 1.2
 
     @property
     def repo(self) -> Path:
@@ -393,18 +394,29 @@ class Borg(Tool):
         rmtree(self.work)
         self.work.mkdir(parents=True)
         self.backups = 0
-        return self.r.run("borg-init", ["borg", "init", "-e", "repokey"], self.env())
+        return self.r.run(f"{self.name}-init", [self.exe, "init", "-e", "repokey"], self.env())
 
     def backup(self, label: str, cold: bool = False) -> Measure:
         self.backups += 1
-        return self.r.run(f"borg-{label}", ["borg", "create", "--compression", "zstd,3",
-                                            f"::b{self.backups}", str(self.data)], self.env(),
-                          cold=cold)
+        return self.r.run(f"{self.name}-{label}",
+                          [self.exe, "create", "--compression", "zstd,3",
+                           f"::b{self.backups}", str(self.data)], self.env(), cold=cold)
 
     def restore(self, target: Path) -> Measure:
         target.mkdir(parents=True, exist_ok=True)
-        return self.r.run("borg-restore", ["borg", "extract", f"::b{self.backups}"],
+        return self.r.run(f"{self.name}-restore", [self.exe, "extract", f"::b{self.backups}"],
                           self.env(), cwd=target)
+
+
+#: Where `borg14` finds borg 1.4 (PyPI's borgbackup; README, "borg 1.4"): BORG14 or this.
+BORG14_DEFAULT = "/opt/borg14/bin/borg"
+
+
+class Borg14(Borg):
+    """borg 1.4 from PyPI, beside Debian's 1.2 (same commands and options)."""
+
+    name = "borg14"
+    exe = os.environ.get("BORG14", BORG14_DEFAULT)
 
 
 # --------------------------------------------------------------------------- FTP server
@@ -730,6 +742,7 @@ def machine_info(work: Path) -> list[str]:
         f"Python {platform.python_version()}; "
         f"tiervault {_out([str(VENV_BIN / 'tiervault'), '--version'])}; "
         f"{_out(['restic', 'version']).split(' compiled')[0]}; {_out(['borg', '--version'])}; "
+        f"borg14: {_out([Borg14.exe, '--version']) or 'not installed'}; "
         f"{_out(['rclone', 'version']).splitlines()[0] if _out(['rclone', 'version']) else '?'}",
     ]
 
@@ -744,7 +757,7 @@ def render(res: Results, args: argparse.Namespace, stamp: gen_dataset.Stamp,
     for i in info:
         w(i)
     w("")
-    tools = [t for t in ("tiervault", "restic", "borg") if t in res.m.get("main", {})]
+    tools = [t for t in ("tiervault", "restic", "borg", "borg14") if t in res.m.get("main", {})]
     if tools:
         peers = [t for t in tools if t != "tiervault"] if "tiervault" in tools else []
         w("| step | " + " | ".join(tools + [f"tv/{p}" for p in peers]) + " |")
@@ -901,7 +914,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, help="dataset dir (default WORK/data-sSCALE-SEED)")
     ap.add_argument("--restore-root", type=Path, default=Path("/dev/shm/tvbench-restore"))
     ap.add_argument("--tools", default="tiervault,restic,borg",
-                    help="comma-separated subset of tiervault,restic,borg")
+                    help="comma-separated subset of tiervault,restic,borg,borg14 (borg 1.4 "
+                         "from PyPI; BORG14=path, default " + BORG14_DEFAULT + ")")
     ap.add_argument("--two-tier", action="store_true", help="also the two-tier figures")
     ap.add_argument("--only-two-tier", action="store_true", help="only the two-tier figures")
     ap.add_argument("--two-tier-kinds", default="tv-single,tv-two,tv-offline-full,tv-throttled,"
@@ -958,7 +972,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                         str(ROOT / "src" / "tiervault")], env=env, check=False,
                        stdout=subprocess.DEVNULL)
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
-    classes: dict[str, type[Tool]] = {"tiervault": Tiervault, "restic": Restic, "borg": Borg}
+    classes: dict[str, type[Tool]] = {"tiervault": Tiervault, "restic": Restic, "borg": Borg,
+                                      "borg14": Borg14}
     if not args.only_two_tier:
         for run in range(1, args.runs + 1):
             for name in names:
