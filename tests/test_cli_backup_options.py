@@ -252,3 +252,28 @@ def test_set_add_takes_the_filters(tmp_path: Path, vault: tuple[Path, Path]) -> 
     line = one_line_error(run_tv(home, "set", "add", "bad", str(src),
                                  "--exclude-larger-than", "lots"))
     assert "exclude-larger-than" in line
+
+
+def test_one_file_system_leaves_a_mount_point_empty(tmp_path: Path,
+                                                    vault: tuple[Path, Path]) -> None:
+    """-x: a directory on another file system is kept as an empty directory
+    (trial 4 found the flag did nothing: the device was never recorded)."""
+    home, _vdir = vault
+    src = tmp_path / "src"
+    (src / "mnt").mkdir(parents=True)
+    (src / "here.txt").write_bytes(b"on the source's file system\n")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tvx", str(src / "mnt")],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (src / "mnt" / "other.txt").write_bytes(b"on another file system\n")
+        (src / "mnt" / "deeper").mkdir()
+        ok(run_tv(home, "backup", "-x", str(src)))
+        listed = _listed(home)
+        assert {str(src / "here.txt"), str(src / "mnt")} <= listed
+        assert not any(p.startswith(str(src / "mnt") + "/") for p in listed), listed
+        ok(run_tv(home, "backup", str(src)))  # without -x the mount is walked
+        assert str(src / "mnt" / "other.txt") in _listed(home)
+    finally:
+        subprocess.run(["umount", str(src / "mnt")], check=False)

@@ -212,6 +212,12 @@ class Archiver:
                 continue
             child = os.path.join(pd.path, name)
             if b"" in sub:
+                if self.opts.one_file_system:
+                    # -x: each backed-up path stays on its own file system.
+                    try:
+                        self._dev = os.lstat(child).st_dev
+                    except OSError:
+                        self._dev = None  # _entry reports it
                 item = self._entry(pd.path, name, child, pd=pd)
                 if item is not None:
                     assert not isinstance(item, SubDir)  # descend=True walks it
