@@ -7,13 +7,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tiervault.errors import TierVaultError
+
+_T = TypeVar("_T")
 
 DB_NAME = "state.db"
 CACHE_NAME = "files-cache.db"
@@ -86,6 +88,12 @@ def _connect(path: Path, schema: str, synchronous: str) -> sqlite3.Connection:
     return db
 
 
+def _is_damage(e: sqlite3.DatabaseError) -> bool:
+    """A damaged database file, as opposed to a busy or unreachable one."""
+    text = str(e)
+    return type(e) is sqlite3.DatabaseError or "malformed" in text or "not a database" in text
+
+
 class StateDB:
     """The durable state (every commit synced) and the files cache.
 
@@ -114,26 +122,58 @@ class StateDB:
             self._cache.execute("BEGIN")  # a batch: committed by commit_cache or close
         return self._cache
 
+    def _on_cache(self, work: Callable[[sqlite3.Connection], _T], damaged: _T) -> _T:
+        """Run ``work`` on the files cache. A cache found damaged inside (its
+        header may be fine: "database disk image is malformed") is deleted and
+        starts afresh, and ``damaged`` is the answer: it only costs re-reading."""
+        with self._cache_lock:
+            try:
+                return work(self._files())
+            except sqlite3.DatabaseError as e:
+                if not _is_damage(e):
+                    raise
+                self._drop_cache()
+                return damaged
+
+    def _drop_cache(self) -> None:
+        if self._cache is not None:
+            try:
+                self._cache.close()
+            except sqlite3.Error:
+                pass
+            self._cache = None
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self._cache_path) + suffix).unlink(missing_ok=True)
+
     def commit_cache(self) -> None:
         """Make the files cache updates so far visible; no transaction stays open, so
         another process of the installation (a command the daemon lent its lock to)
         can write the cache."""
         with self._cache_lock:
             if self._cache is not None and self._cache.in_transaction:
-                self._cache.execute("COMMIT")
+                try:
+                    self._cache.execute("COMMIT")
+                except sqlite3.DatabaseError as e:
+                    if not _is_damage(e):
+                        raise
+                    self._drop_cache()
 
     def rollback_cache(self) -> None:
         """Drop the files cache updates of a backup that did not complete."""
         with self._cache_lock:
             if self._cache is not None and self._cache.in_transaction:
-                self._cache.execute("ROLLBACK")
+                try:
+                    self._cache.execute("ROLLBACK")
+                except sqlite3.DatabaseError as e:
+                    if not _is_damage(e):
+                        raise
+                    self._drop_cache()
 
     def close(self) -> None:
         """Commit the files cache and close both databases."""
         with self._cache_lock:
+            self.commit_cache()
             if self._cache is not None:
-                if self._cache.in_transaction:
-                    self._cache.execute("COMMIT")
                 self._cache.close()
                 self._cache = None
         with self._lock:
@@ -143,10 +183,9 @@ class StateDB:
 
     def cached_dir(self, directory: bytes) -> dict[bytes, CachedFile]:
         """Every cached file of one directory, by name."""
-        with self._cache_lock:
-            rows = self._files().execute(
-                "SELECT name, size, mtime, ctime, inode, content FROM files WHERE dir = ?",
-                (directory,)).fetchall()
+        rows: list[Any] = self._on_cache(lambda db: db.execute(
+            "SELECT name, size, mtime, ctime, inode, content FROM files WHERE dir = ?",
+            (directory,)).fetchall(), [])
         out = {}
         for name, size, mtime, ctime, inode, content in rows:
             ids = [content[i:i + 32] for i in range(0, len(content), 32)]
@@ -156,8 +195,7 @@ class StateDB:
     def update_dir(self, directory: bytes, entries: dict[bytes, CachedFile],
                    drop: Iterable[bytes]) -> None:
         """Replace cache rows of one directory (committed in batches)."""
-        with self._cache_lock:
-            db = self._files()
+        def work(db: sqlite3.Connection) -> None:
             db.executemany("DELETE FROM files WHERE dir = ? AND name = ?",
                            [(directory, n) for n in drop])
             db.executemany(
@@ -165,27 +203,31 @@ class StateDB:
                 [(directory, n, c.size, c.mtime, c.ctime, c.inode, b"".join(c.content))
                  for n, c in entries.items()])
 
+        self._on_cache(work, None)
+
     def cached_tree(self, directory: bytes) -> tuple[bytes, bytes] | None:
         """(key, tree id) of the tree last written for a directory, if any."""
-        with self._cache_lock:
-            row = self._files().execute("SELECT key, tree FROM dirs WHERE dir = ?",
-                                        (directory,)).fetchone()
+        row = self._on_cache(lambda db: db.execute(
+            "SELECT key, tree FROM dirs WHERE dir = ?", (directory,)).fetchone(), None)
         return (bytes(row[0]), bytes(row[1])) if row is not None else None
 
     def set_tree(self, directory: bytes, key: bytes | None, tree: bytes) -> None:
         """Remember the tree written for a directory and its key (None: forget it)."""
-        with self._cache_lock:
+        def work(db: sqlite3.Connection) -> None:
             if key is None:
-                self._files().execute("DELETE FROM dirs WHERE dir = ?", (directory,))
+                db.execute("DELETE FROM dirs WHERE dir = ?", (directory,))
             else:
-                self._files().execute("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?)",
-                                      (directory, key, tree))
+                db.execute("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?)", (directory, key, tree))
+
+        self._on_cache(work, None)
 
     def clear_files_cache(self) -> None:
         """Forget every cached file and tree (the vault changed under us)."""
-        with self._cache_lock:
-            self._files().execute("DELETE FROM files")
-            self._files().execute("DELETE FROM dirs")
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM files")
+            db.execute("DELETE FROM dirs")
+
+        self._on_cache(work, None)
 
     # -- tiers -----------------------------------------------------------------------
 
