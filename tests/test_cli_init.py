@@ -213,3 +213,15 @@ def test_the_daemon_notifies_a_refusal_at_once(tmp_path: Path, ftp: FtpServerPro
     assert len(refused) == 1, events  # once, not on every round
     assert "login refused" in refused[0]["message"] and "fix the credentials" in \
         refused[0]["message"], refused
+
+
+def test_quiet_init_keeps_only_the_passphrase_advice(tmp_path: Path) -> None:
+    """-q hides the lines that only report success (trial 4)."""
+    home, speed = tmp_path / "home", tmp_path / "speed"
+    speed.mkdir()
+    p = run_tv(home, "-q", "init", speed)
+    assert p.returncode == 0, describe(p)
+    assert p.stdout.splitlines() == [
+        "keep the passphrase safe: without it the backups cannot be read"], p.stdout
+    loud = run_tv(tmp_path / "home2", "init", tmp_path / "speed2")
+    assert "created vault" in loud.stdout and "installation home:" in loud.stdout

@@ -55,13 +55,15 @@ def init(ctx: Ctx, tier_urls: tuple[str, ...], allow_offline: bool) -> None:
     if ctx.json:
         emit_json(res)
     else:
-        click.echo(f"created vault {res['vault_id'][:8]} on "
-                   f"{', '.join(inert(t['url']) + ' (' + t['state'] + ')' for t in res['tiers'])}")
+        if not ctx.quiet:  # -q: what only reports success goes; the advice stays
+            tiers = ", ".join(f"{inert(t['url'])} ({t['state']})" for t in res["tiers"])
+            click.echo(f"created vault {res['vault_id'][:8]} on {tiers}")
         for t in res["tiers"]:
             if t["pending"]:
                 click.echo(f"tier {inert(t['url'])} does not answer yet: it is created and "
                            "filled by synchronization when it does ('tiervault sync')")
-        click.echo(f"installation home: {inert(res['home'])}")
+        if not ctx.quiet:
+            click.echo(f"installation home: {inert(res['home'])}")
         click.echo("keep the passphrase safe: without it the backups cannot be read")
 
 
