@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from tiervault.engine.backup import Archiver, BackupOptions, FileResult
+from tiervault.engine.backup import Archiver
+from tiervault.engine.backupopts import BackupOptions
+from tiervault.engine.pending import FileResult
 from tiervault.engine.progress import Progress
 from tiervault.storage.local import LocalBackend
 from tiervault.vault.blobwriter import BlobWriter

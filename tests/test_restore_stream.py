@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tiervault.engine import restore as restore_mod
-from tiervault.engine.backup import Archiver, BackupOptions
+from tiervault.engine.backup import Archiver
+from tiervault.engine.backupopts import BackupOptions
 from tiervault.engine.progress import Progress
 from tiervault.engine.restore import Restorer
 from tiervault.errors import UsageError

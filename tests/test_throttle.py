@@ -15,7 +15,7 @@ import tomli_w
 
 from tests.servers.ftp_server import FtpServerProcess
 from tests.tierkit import FakeClock
-from tiervault.engine.backup import BackupOptions
+from tiervault.engine.backupopts import BackupOptions
 from tiervault.engine.progress import Progress
 from tiervault.errors import UsageError
 from tiervault.service import ops

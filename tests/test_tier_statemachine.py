@@ -60,7 +60,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.tierkit import Kit
-from tiervault.engine.backup import Archiver, BackupOptions
+from tiervault.engine.backup import Archiver
+from tiervault.engine.backupopts import BackupOptions
 from tiervault.engine.progress import Progress
 from tiervault.engine.restore import Restorer
 from tiervault.errors import SecondInstallationError, TransientError, WaitTimeoutError

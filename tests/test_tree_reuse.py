@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tiervault.engine import backup as backup_mod
-from tiervault.engine.backup import Archiver, BackupOptions
+from tiervault.engine.backup import Archiver
+from tiervault.engine.backupopts import BackupOptions
 from tiervault.engine.progress import Progress
 from tiervault.engine.trees import TreeReader
 from tiervault.state.db import StateDB
@@ -163,3 +164,33 @@ def test_a_tree_missing_from_the_vault_is_written_again(
     snap = env.backup(monkeypatch)
     assert env.touched("f1 g1 h")
     assert env.content(snap, "a/f1") == b"one"
+
+
+def test_after_an_interrupted_backup_files_the_parent_lacks_count_as_new(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trial 4: the files cache rows an interrupted backup left are not the
+    parent's, so a cache hit is classified against the parent's trees."""
+    parent = env.backup(monkeypatch)
+    for i in range(5):
+        _write(env.src / "n" / f"new{i}", b"new %d" % i)
+    real = Archiver._finish_one
+    calls = {"n": 0}
+
+    def interrupted(self: Archiver, pd: Any) -> None:
+        real(self, pd)
+        calls["n"] += 1
+        if pd.path.endswith(b"/n"):
+            raise KeyboardInterrupt  # after the new directory's rows are written
+
+    monkeypatch.setattr(Archiver, "_finish_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        env.backup(monkeypatch)
+    env.db.commit_cache()  # what closing the state database does
+    monkeypatch.setattr(Archiver, "_finish_one", real)
+    env.parent = parent
+    snap = env.backup(monkeypatch)
+    assert snap.stats["files_new"] == 5, snap.stats
+    assert snap.stats["files_unmodified"] == 4 and snap.stats["files_changed"] == 0
+    # ... and once a backup completed, cache hits count as unchanged again.
+    snap = env.backup(monkeypatch)
+    assert snap.stats["files_unmodified"] == 9 and snap.stats["files_new"] == 0

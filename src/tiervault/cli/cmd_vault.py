@@ -20,7 +20,7 @@ from tiervault.cli.output import (
     say_warnings,
 )
 from tiervault.engine import browse
-from tiervault.engine.backup import BackupOptions
+from tiervault.engine.backupopts import BackupOptions
 from tiervault.errors import EXIT_INCOMPLETE, UsageError
 from tiervault.service import ops, tierops
 from tiervault.service.session import VaultSession

@@ -52,7 +52,7 @@ from tiervault.errors import UsageError
 from tiervault.state.config import InstallationConfig
 
 if TYPE_CHECKING:
-    from tiervault.engine.backup import BackupOptions
+    from tiervault.engine.backupopts import BackupOptions
 
 SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _SCRIPT_KEYS = {"pre_script", "post_script", "script_timeout", "on_pre_failure"}
@@ -173,7 +173,7 @@ class BackupSet:
     def backup_options(self, workers: int, tags: list[str], archive: bool = False
                        ) -> BackupOptions:
         """The engine's options for a backup of this set."""
-        from tiervault.engine.backup import BackupOptions
+        from tiervault.engine.backupopts import BackupOptions
 
         return BackupOptions(list(self.paths), list(self.excludes), tags, workers=workers,
                              one_file_system=self.one_file_system, archive=archive,

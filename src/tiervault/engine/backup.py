@@ -9,19 +9,17 @@ keeps memory flat however big the tree.
 from __future__ import annotations
 
 import errno
-import getpass
 import os
-import socket
 import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
 
+from tiervault.engine.backupopts import BackupOptions, normalise, user_name
 from tiervault.engine.excludes import Excluder, parse_tag_specs, tagged
 from tiervault.engine.metadata import kind_of, node_from_stat
 from tiervault.engine.parent import ParentTrees
@@ -61,36 +59,6 @@ _ITEM_WORDS = {"files_new": "new", "files_changed": "changed",
                "files_unmodified": "unchanged"}
 
 
-@dataclass
-class BackupOptions:
-    """What to back up and how."""
-
-    paths: list[str]
-    excludes: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    workers: int = 4
-    use_cache: bool = True
-    one_file_system: bool = False
-    archive: bool = False  # mark the snapshot as an archive (the mark goes first)
-    host: str | None = None  # the hostname recorded (default: this machine's)
-    iexcludes: list[str] = field(default_factory=list)  # case-insensitive patterns
-    exclude_if_present: list[str] = field(default_factory=list)  # NAME or NAME:HEADER
-    exclude_caches: bool = False  # directories holding a valid CACHEDIR.TAG
-    exclude_larger_than: int | None = None  # bytes
-    dry_run: bool = False  # walk, read and count; write nothing
-    stdin_filename: str | None = None  # back up standard input as /NAME instead of paths
-
-    def hostname(self) -> str:
-        """The hostname the snapshot records."""
-        return self.host or socket.gethostname()
-
-    def snapshot_paths(self) -> list[str]:
-        """The paths as the snapshot records them (absolute, nested ones dropped)."""
-        if self.stdin_filename is not None:
-            return ["/" + self.stdin_filename]
-        return [os.fsdecode(p) for p in _normalise(self.paths)]
-
-
 class Archiver:
     """Runs one backup session against an open repository."""
 
@@ -126,13 +94,21 @@ class Archiver:
         # The parent snapshot (same host and paths): the counts say new, changed or
         # unchanged against it.
         self._parent = ParentTrees(repo, parent) if parent is not None else None
+        # Cache hits count as unchanged without reading the parent's trees only if
+        # the cache rows of these paths are the parent's: an interrupted backup (or
+        # one without a snapshot) leaves them ahead of it (trial 4).
+        self._scope = "\0".join([opts.hostname(), *opts.snapshot_paths()])
+        self._cache_is_parents = parent is not None and self.db is not None and \
+            self.db.cache_snapshot(self._scope) == parent.id
+        if self.db is not None and not opts.dry_run and opts.stdin_filename is None:
+            self.db.set_cache_snapshot(self._scope, None)  # until this one completes
 
     # -- walking -----------------------------------------------------------------------
 
     def run(self) -> Snapshot:
         """Back up every path and store the snapshot; returns it."""
         started = datetime.now().astimezone()
-        paths = _normalise(self.opts.paths)
+        paths = normalise(self.opts.paths)
         try:
             root = self._build_root(paths)
             self._drain(block=True)
@@ -156,12 +132,14 @@ class Archiver:
                       "bytes_stored": wstats["bytes_stored"], "packs": wstats["packs"]})
         stats["duration_ms"] = int((time.time_ns() - self._start_ns) / 1e6)
         snap = Snapshot(
-            time=started.isoformat(), hostname=self.opts.hostname(), username=_user(),
+            time=started.isoformat(), hostname=self.opts.hostname(), username=user_name(),
             paths=paths, tree=tree_id.hex(),
             tags=sorted(set(self.opts.tags)), excludes=self.opts.excludes, stats=stats,
             complete=not self.progress.warnings)
         if not self.opts.dry_run:
             self.repo.save_snapshot(snap, archived=self.opts.archive)
+            if self.db is not None and self.opts.stdin_filename is None:
+                self.db.set_cache_snapshot(self._scope, snap.id)
         if self.db is not None:
             self.db.commit_cache()  # the data it names is stored: the cache may say so
         return snap
@@ -257,7 +235,7 @@ class Archiver:
             if c is not None and pd is not None and self._unchanged(c, st):
                 # The cache proves the content is what this installation stored last
                 # time: unchanged against a parent; new if there is none.
-                count = "files_unmodified" if self._parent is not None else "files_new"
+                count = self._cached_count(parent, name, c)
                 self.stats[count] += 1
                 self.progress.add(1, st.st_size)
                 if self.progress.wants_items:  # -v: restic's "unchanged/changed/new" lines
@@ -296,6 +274,13 @@ class Archiver:
         if st.st_nlink > 1:
             self._hardlinks.setdefault(key, read)
         return (node, read)
+
+    def _cached_count(self, dirpath: bytes, name: bytes, c: CachedFile) -> str:
+        if self._parent is None:
+            return "files_new"
+        if self._cache_is_parents:
+            return "files_unmodified"
+        return self._parent.classify(dirpath, Node(name=name, type="file", content=c.content))
 
     def _submit(self, path: bytes, st: os.stat_result) -> Future[FileResult]:
         fut = self.pool.submit(self._read_whole, path, st)
@@ -593,28 +578,6 @@ class Archiver:
         if not self.writer.has(bid):
             self.writer.save_blob(BlobType.DATA, chunk, bid)
         return bid
-
-
-def _normalise(paths: list[str]) -> list[bytes]:
-    """Absolute paths without symlink resolution; nested ones dropped. Linear in
-    the number of paths (a --files-from list may hold very many)."""
-    kept: set[bytes] = set()
-    for p in sorted({os.path.abspath(os.fsencode(p)) for p in paths}, key=len):
-        q = p
-        while q not in kept:
-            up = os.path.dirname(q)
-            if up == q:
-                kept.add(p)
-                break
-            q = up
-    return sorted(kept)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 ProgressFactory = Callable[[], Progress]

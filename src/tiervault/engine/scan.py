@@ -6,7 +6,7 @@ import os
 import stat
 import threading
 
-from tiervault.engine.backup import BackupOptions
+from tiervault.engine.backupopts import BackupOptions
 from tiervault.engine.excludes import Excluder
 from tiervault.engine.progress import Progress
 

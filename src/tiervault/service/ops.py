@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from tiervault.engine import browse
-from tiervault.engine.backup import Archiver, BackupOptions
+from tiervault.engine.backup import Archiver
+from tiervault.engine.backupopts import BackupOptions
 from tiervault.engine.check import CheckReport, check
 from tiervault.engine.dryrun import DryRunWriter
 from tiervault.engine.policy import (

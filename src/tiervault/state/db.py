@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS files (
     inode INTEGER, content BLOB, PRIMARY KEY (dir, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dirs (
     dir BLOB PRIMARY KEY, key BLOB NOT NULL, tree BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 """
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tiers (
@@ -221,11 +222,25 @@ class StateDB:
 
         self._on_cache(work, None)
 
+    def cache_snapshot(self, scope: str) -> str | None:
+        """The snapshot the cache rows of ``scope`` (host and paths) were last
+        completed with; None after an interrupted backup of that scope."""
+        row = self._on_cache(lambda db: db.execute(
+            "SELECT v FROM meta WHERE k = ?", ("snapshot " + scope,)).fetchone(), None)
+        return str(row[0]) if row is not None and row[0] else None
+
+    def set_cache_snapshot(self, scope: str, snapshot_id: str | None) -> None:
+        """Record (or, with None, forget) the snapshot a backup of ``scope`` completed."""
+        self._on_cache(lambda db: db.execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            ("snapshot " + scope, snapshot_id or "")), None)
+
     def clear_files_cache(self) -> None:
         """Forget every cached file and tree (the vault changed under us)."""
         def work(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM files")
             db.execute("DELETE FROM dirs")
+            db.execute("DELETE FROM meta")
 
         self._on_cache(work, None)
 
