@@ -97,8 +97,10 @@ class PendingDir:
 
 
 def _file_part(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
-               ctime: int, ino: int, nlink: int) -> list[object]:
-    return [0, name, mode, uid, gid, size, mtime, ctime, ino, nlink]
+               ctime: int, ino: int, nlink: int, dev: int) -> list[object]:
+    # The device only for hard links (their nodes record it, to group them): a
+    # device number that changes (a remount) then rewrites those trees.
+    return [0, name, mode, uid, gid, size, mtime, ctime, ino, nlink, dev if nlink > 1 else 0]
 
 
 def _node_part(node: Node, tree_id: bytes | None) -> list[object]:
@@ -119,7 +121,7 @@ def dir_key(pd: PendingDir, results: list[FileResult | None]) -> bytes | None:
             st = it.st
             parts.append(_file_part(it.name, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
                                     st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                                    st.st_nlink))
+                                    st.st_nlink, st.st_dev))
         elif isinstance(it, PendingDir):
             parts.append(_node_part(it.node, it.tree_id))
         elif isinstance(it, tuple):
@@ -128,7 +130,8 @@ def dir_key(pd: PendingDir, results: list[FileResult | None]) -> bytes | None:
                 return None  # read with an error, or not cached: read again next time
             parts.append(_file_part(node.name, node["mode"], node["uid"], node["gid"],
                                     res.size, node["mtime"], node["ctime"],
-                                    pd.inodes.get(node.name, -1), node.get("nlink", 1)))
+                                    pd.inodes.get(node.name, -1), node.get("nlink", 1),
+                                    node.get("dev", 0)))
         else:
             parts.append(_node_part(it, None))
     return blake3.blake3(msgpack.packb(parts, use_bin_type=True)).digest()
