@@ -150,25 +150,21 @@ class StateDB:
         """Make the files cache updates so far visible; no transaction stays open, so
         another process of the installation (a command the daemon lent its lock to)
         can write the cache."""
-        with self._cache_lock:
-            if self._cache is not None and self._cache.in_transaction:
-                try:
-                    self._cache.execute("COMMIT")
-                except sqlite3.DatabaseError as e:
-                    if not _is_damage(e):
-                        raise
-                    self._drop_cache()
+        self._end_cache("COMMIT")
 
     def rollback_cache(self) -> None:
         """Drop the files cache updates of a backup that did not complete."""
+        self._end_cache("ROLLBACK")
+
+    def _end_cache(self, sql: str) -> None:
         with self._cache_lock:
             if self._cache is not None and self._cache.in_transaction:
                 try:
-                    self._cache.execute("ROLLBACK")
+                    self._cache.execute(sql)
                 except sqlite3.DatabaseError as e:
                     if not _is_damage(e):
                         raise
-                    self._drop_cache()
+                    self._drop_cache()  # a damaged cache starts afresh
 
     def close(self) -> None:
         """Commit the files cache and close both databases."""
