@@ -31,6 +31,9 @@ from tiervault.engine.pending import (
     Unchanged,
     dir_key,
 )
+from tiervault.engine.procread import LIMIT as _PROC_LIMIT
+from tiervault.engine.procread import START_AFTER as _PROC_AFTER
+from tiervault.engine.procread import Handle, ProcReader, usable_cores
 from tiervault.engine.progress import Progress
 from tiervault.engine.readfile import can_noatime, prefixed, read_small
 from tiervault.errors import Interrupted
@@ -91,6 +94,13 @@ class Archiver:
         self._nowait = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
         self._inline_s = 0.0  # moving average of the time to read and store a small file
         self._small_seen = 0
+        # Many small files: worker processes read and seal them (both cores busy).
+        cores = usable_cores() if opts.processes is None else opts.processes
+        self._procs = ProcReader(repo, writer, min(cores, max(1, opts.workers)),
+                                 self.progress.add, self._proc_changed, self._read_whole) \
+            if cores > 1 and hasattr(writer, "save_sealed") else None
+        self._proc_small = 0  # small files met while the processes are not started
+        self._euid = os.geteuid()  # O_NOATIME is for the owner (or root)
         # The parent snapshot (same host and paths): the counts say new, changed or
         # unchanged against it.
         self._parent = ParentTrees(repo, parent) if parent is not None else None
@@ -118,6 +128,8 @@ class Archiver:
             raise
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            if self._procs is not None:
+                self._procs.close()
         return self._save(started, [os.fsdecode(p) for p in paths], root.tree_id)
 
     def _save(self, started: datetime, paths: list[str], tree_id: bytes) -> Snapshot:
@@ -241,8 +253,9 @@ class Archiver:
                 if self.progress.wants_items:  # -v: restic's "unchanged/changed/new" lines
                     self.progress.item(_ITEM_WORDS[count], os.fsdecode(path))
                 return Unchanged(name, st, c)  # its node is built only if needed
+        to_procs = kind == "file" and self._to_procs(st)
         try:
-            node = node_from_stat(name, path, st, kind)
+            node = node_from_stat(name, path, st, kind, xattrs=not to_procs)
         except OSError as e:
             self._warn(path, e)
             if kind == "file":
@@ -261,6 +274,9 @@ class Archiver:
         read: Read
         if st.st_nlink > 1 and key in self._hardlinks:
             read = self._hardlinks[key]
+        elif to_procs:
+            assert self._procs is not None
+            read = self._procs.add(path, st, self._euid == 0 or self._euid == st.st_uid)
         else:
             inline = None
             if st.st_size <= _INLINE and self._inline_now():
@@ -291,6 +307,19 @@ class Archiver:
         self._inflight_bytes += cost
         self._throttle()
         return fut
+
+    def _to_procs(self, st: os.stat_result) -> bool:
+        """Hand this file to the worker processes? Small ones, once there are many."""
+        if self._procs is None or st.st_size > _PROC_LIMIT:
+            return False
+        if self._proc_small < _PROC_AFTER:
+            self._proc_small += 1
+            return False
+        return True
+
+    def _proc_changed(self, path: bytes) -> None:
+        """A worker process saw a file change while it read it."""
+        self.progress.warn(os.fsdecode(path), "file changed while it was read")
 
     def _inline_now(self) -> bool:
         """Read this small file in the walking thread? Yes while small files read
@@ -398,7 +427,7 @@ class Archiver:
             elif isinstance(it, tuple):
                 unchanged_only = False
                 node, read = it
-                res = read.result() if isinstance(read, Future) else read
+                res = read if isinstance(read, FileResult) else read.result()
                 if res.error is None:
                     self._file_done(pd, node, read, res)
                     nodes.append(node)
@@ -429,6 +458,10 @@ class Archiver:
         pd.release()
 
     def _file_done(self, pd: PendingDir, node: Node, read: Read, res: FileResult) -> None:
+        if isinstance(read, Handle):
+            xa = read.xattrs()  # before the content: the same key order as node_from_stat's
+            if xa:
+                node["xattrs"] = xa
         node["content"] = res.content
         node["size"] = res.size
         self._count(pd.path, node)

@@ -16,6 +16,8 @@ class BackupOptions:
     excludes: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     workers: int = 4
+    #: Worker processes for small files (None: one per core; 0 or 1: none).
+    processes: int | None = None
     use_cache: bool = True
     one_file_system: bool = False
     archive: bool = False  # mark the snapshot as an archive (the mark goes first)

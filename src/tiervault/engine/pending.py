@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import blake3
 import msgpack
@@ -36,8 +36,18 @@ class FileResult:
     error: str | None = None
 
 
-#: A file's contents: read by a worker thread (a Future) or already read inline.
-Read = Future[FileResult] | FileResult
+class Waiting(Protocol):
+    """A read under way: a worker thread's Future, or a file of a worker process's batch."""
+
+    def done(self) -> bool:
+        ...
+
+    def result(self) -> FileResult:
+        ...
+
+
+#: A file's contents: being read (by a worker thread or process) or already read inline.
+Read = Waiting | FileResult
 
 
 class SubDir:
@@ -85,7 +95,7 @@ class PendingDir:
         items = self.items
         while self.checked < len(items):
             it = items[self.checked]
-            if isinstance(it, tuple) and isinstance(it[1], Future) and not it[1].done():
+            if isinstance(it, tuple) and not isinstance(it[1], FileResult) and not it[1].done():
                 return False
             self.checked += 1
         return True

@@ -61,19 +61,47 @@ class BlobWriter:
             if bid in self._pending or (bid in self.repo.index and not force):
                 return bid, False
             self._pending.add(bid)
-        sealed = self.repo.codec.encode(data, blob_aad(t, bid))
+        self._pack(t, bid, self.repo.codec.encode(data, blob_aad(t, bid)), len(data))
+        return bid, True
+
+    def save_sealed(self, t: BlobType,
+                    blobs: list[tuple[bytes, bytes | memoryview, int]]) -> int:
+        """Store blobs sealed elsewhere (worker processes), each unless known:
+        (id, sealed bytes, plain length). Returns how many were new."""
+        if self._error:
+            raise self._error
+        full = []
+        new = 0
+        index, pending = self.repo.index, self._pending
+        with self._lock:
+            for bid, sealed, raw_len in blobs:
+                if bid in pending or bid in index:
+                    continue
+                pending.add(bid)
+                new += 1
+                p = self._packers[t]
+                p.add(t, bid, sealed, raw_len)
+                self.stats["blobs_new"] += 1
+                self.stats["bytes_raw_new"] += raw_len
+                if len(p) >= self.pack_size:
+                    full.append(p)
+                    self._packers[t] = PackBuilder()
+        for p in full:
+            self._submit(p)
+        return new
+
+    def _pack(self, t: BlobType, bid: bytes, sealed: bytes, raw_len: int) -> None:
         full = None
         with self._lock:
             p = self._packers[t]
-            p.add(t, bid, sealed, len(data))
+            p.add(t, bid, sealed, raw_len)
             self.stats["blobs_new"] += 1
-            self.stats["bytes_raw_new"] += len(data)
+            self.stats["bytes_raw_new"] += raw_len
             if len(p) >= self.pack_size:
                 full = p
                 self._packers[t] = PackBuilder()
         if full is not None:
             self._submit(full)
-        return bid, True
 
     def _submit(self, pack: PackBuilder) -> None:
         self._slots.acquire()

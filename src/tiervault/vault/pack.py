@@ -7,8 +7,8 @@ The header lets ``check --repair`` rebuild a lost index from the packs alone.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from tiervault.errors import IntegrityError
 from tiervault.vault.crypto import OVERHEAD, MasterKey
@@ -33,9 +33,8 @@ def blob_aad(t: BlobType, blob_id: bytes) -> bytes:
     return bytes((int(t),)) + blob_id
 
 
-@dataclass(frozen=True, slots=True)
-class PackEntry:
-    """Where one blob sits in a pack."""
+class PackEntry(NamedTuple):
+    """Where one blob sits in a pack (a named tuple: millions are made quickly)."""
 
     type: BlobType
     id: bytes
@@ -51,7 +50,8 @@ class PackBuilder:
         self.buf = bytearray()
         self.entries: list[PackEntry] = []
 
-    def add(self, t: BlobType, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+    def add(self, t: BlobType, blob_id: bytes, sealed: bytes | memoryview,
+            raw_length: int) -> None:
         """Append one sealed blob."""
         self.entries.append(PackEntry(t, blob_id, len(self.buf), len(sealed), raw_length))
         self.buf += sealed

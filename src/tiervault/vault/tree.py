@@ -36,7 +36,8 @@ class Node(dict[str, Any]):
 def encode_tree(nodes: list[Node]) -> bytes:
     """Serialise entries (sorted by name for deterministic bytes)."""
     nodes = sorted(nodes, key=lambda n: n.name)
-    return bytes(msgpack.packb({"v": 1, "entries": [dict(n) for n in nodes]}, use_bin_type=True))
+    # msgpack packs a Node (a dict subclass) as the dict it is: no copies.
+    return bytes(msgpack.packb({"v": 1, "entries": nodes}, use_bin_type=True))
 
 
 def decode_tree(data: bytes, what: str) -> list[Node]:
