@@ -20,6 +20,7 @@ import pytest
 from tiervault.engine import backup as backup_mod
 from tiervault.engine.backup import Archiver
 from tiervault.engine.backupopts import BackupOptions
+from tiervault.engine.procread import JobPool
 from tiervault.engine.progress import Progress
 from tiervault.engine.trees import TreeReader
 from tiervault.state.db import StateDB
@@ -33,7 +34,8 @@ OLD = time.time() - 3600  # mtimes older than the cache's safety margin
 
 
 class Env:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, jobs: bool) -> None:
+        self.jobs = jobs
         self.src = tmp / "src"
         backend = LocalBackend(tmp / "vault", fsync=False)
         backend.create()
@@ -43,14 +45,21 @@ class Env:
         self.parent: Snapshot | None = None
 
     def backup(self, monkeypatch: pytest.MonkeyPatch, **opts: Any) -> Snapshot:
-        real = backup_mod.encode_tree
+        real = backup_mod.encode_entries
         self.encoded = []
 
-        def counting(nodes: list[Node]) -> bytes:
-            self.encoded.append(sorted(n.name for n in nodes))
-            return real(nodes)
+        def counting(entries: list[tuple[bytes, Any]]) -> bytes:
+            self.encoded.append(sorted(name for name, _ in entries))
+            return real(entries)
 
-        monkeypatch.setattr(backup_mod, "encode_tree", counting)
+        monkeypatch.setattr(backup_mod, "encode_entries", counting)
+        jobs: list[Any] = []
+        if self.jobs:  # every directory's files go to the worker processes
+            monkeypatch.setattr(backup_mod, "_JOBS_AFTER", 0)
+            real_add = JobPool.add
+            monkeypatch.setattr(JobPool, "add", lambda pool, job: jobs.append(job) or
+                                real_add(pool, job))
+        opts.setdefault("processes", 2 if self.jobs else 0)
         writer = self.repo.writer(pack_size=1 << 20, uploads=1)
         try:
             a = Archiver(self.repo, writer, self.db, Progress(),
@@ -58,6 +67,7 @@ class Env:
             snap = a.run()
         finally:
             writer.close()
+        assert bool(jobs) == self.jobs
         self.parent = snap
         return snap
 
@@ -82,9 +92,9 @@ def _write(p: Path, data: bytes) -> None:
     os.utime(p, (OLD, OLD))
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = Env(tmp_path)
+@pytest.fixture(params=[False, True], ids=["one-process", "worker-processes"])
+def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
+    e = Env(tmp_path, request.param)
     _write(e.src / "a" / "f1", b"one")
     _write(e.src / "a" / "f2", b"two")
     _write(e.src / "b" / "g1", b"gee")

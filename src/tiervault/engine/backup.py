@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import BinaryIO
 
 from tiervault.engine.backupopts import BackupOptions, normalise, user_name
+from tiervault.engine.dirjob import MAIN, NODE, OTHER, READ, UNCHANGED, WARN, Entry, JobSpec
 from tiervault.engine.excludes import Excluder, parse_tag_specs, tagged
 from tiervault.engine.metadata import kind_of, node_from_stat
 from tiervault.engine.parent import ParentTrees
@@ -27,13 +28,14 @@ from tiervault.engine.pending import (
     FileResult,
     PendingDir,
     Read,
+    Stored,
     SubDir,
     Unchanged,
     dir_key,
+    item_name,
 )
-from tiervault.engine.procread import LIMIT as _PROC_LIMIT
-from tiervault.engine.procread import START_AFTER as _PROC_AFTER
-from tiervault.engine.procread import Handle, ProcReader, usable_cores
+from tiervault.engine.procread import START_AFTER as _JOBS_AFTER
+from tiervault.engine.procread import JobHandle, JobPool, usable_cores
 from tiervault.engine.progress import Progress
 from tiervault.engine.readfile import can_noatime, prefixed, read_small
 from tiervault.errors import Interrupted
@@ -43,7 +45,7 @@ from tiervault.vault.chunker import Chunker
 from tiervault.vault.pack import BlobType
 from tiervault.vault.repository import Repository
 from tiervault.vault.snapshot import Snapshot
-from tiervault.vault.tree import Node, encode_tree
+from tiervault.vault.tree import Node, encode_entries, encode_tree
 
 _SMALL = 2 * 1024 * 1024  # files up to this size are read in one go
 _INLINE = 64 * 1024  # files up to this size are read by the walking thread itself...
@@ -94,13 +96,14 @@ class Archiver:
         self._nowait = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
         self._inline_s = 0.0  # moving average of the time to read and store a small file
         self._small_seen = 0
-        # Many small files: worker processes read and seal them (both cores busy).
+        # Many small files: worker processes stat, read and seal them (both cores busy).
         cores = usable_cores() if opts.processes is None else opts.processes
-        self._procs = ProcReader(repo, writer, min(cores, max(1, opts.workers)),
-                                 self.progress.add, self._proc_changed, self._read_whole) \
+        spec = JobSpec(repo.key.material, repo.codec.level, repo.config.chunker,
+                       self._max_size, os.geteuid())
+        self._jobs = JobPool(spec, writer, min(cores, max(1, opts.workers)),
+                             self.progress.add) \
             if cores > 1 and hasattr(writer, "save_sealed") else None
-        self._proc_small = 0  # small files met while the processes are not started
-        self._euid = os.geteuid()  # O_NOATIME is for the owner (or root)
+        self._seen = 0  # entries the walk met before the worker processes start
         # The parent snapshot (same host and paths): the counts say new, changed or
         # unchanged against it.
         self._parent = ParentTrees(repo, parent) if parent is not None else None
@@ -128,8 +131,8 @@ class Archiver:
             raise
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
-            if self._procs is not None:
-                self._procs.close()
+            if self._jobs is not None:
+                self._jobs.close()
         return self._save(started, [os.fsdecode(p) for p in paths], root.tree_id)
 
     def _save(self, started: datetime, paths: list[str], tree_id: bytes) -> Snapshot:
@@ -245,17 +248,10 @@ class Archiver:
             self.stats["bytes_total"] += st.st_size
             c = cached.get(name) if cached else None
             if c is not None and pd is not None and self._unchanged(c, st):
-                # The cache proves the content is what this installation stored last
-                # time: unchanged against a parent; new if there is none.
-                count = self._cached_count(parent, name, c)
-                self.stats[count] += 1
-                self.progress.add(1, st.st_size)
-                if self.progress.wants_items:  # -v: restic's "unchanged/changed/new" lines
-                    self.progress.item(_ITEM_WORDS[count], os.fsdecode(path))
+                self._count_unchanged(parent, name, st.st_size, c)
                 return Unchanged(name, st, c)  # its node is built only if needed
-        to_procs = kind == "file" and self._to_procs(st)
         try:
-            node = node_from_stat(name, path, st, kind, xattrs=not to_procs)
+            node = node_from_stat(name, path, st, kind)
         except OSError as e:
             self._warn(path, e)
             if kind == "file":
@@ -268,15 +264,17 @@ class Archiver:
             return self._walk_dir(path, node) if descend else SubDir(node)
         if kind != "file":
             return node
+        return self._file_item(pd, name, path, st, node)
+
+    def _file_item(self, pd: PendingDir | None, name: bytes, path: bytes,
+                   st: os.stat_result, node: Node) -> tuple[Node, Read]:
+        """A file to read: inline, by a worker thread, or as the hard link read already."""
         if pd is not None:
             pd.inodes[name] = st.st_ino
         key = (st.st_dev, st.st_ino)
         read: Read
         if st.st_nlink > 1 and key in self._hardlinks:
             read = self._hardlinks[key]
-        elif to_procs:
-            assert self._procs is not None
-            read = self._procs.add(path, st, self._euid == 0 or self._euid == st.st_uid)
         else:
             inline = None
             if st.st_size <= _INLINE and self._inline_now():
@@ -290,6 +288,15 @@ class Archiver:
         if st.st_nlink > 1:
             self._hardlinks.setdefault(key, read)
         return (node, read)
+
+    def _count_unchanged(self, dirpath: bytes, name: bytes, size: int, c: CachedFile) -> None:
+        """The cache proves the content is what this installation stored last time:
+        unchanged against a parent; new if there is none."""
+        count = self._cached_count(dirpath, name, c)
+        self.stats[count] += 1
+        self.progress.add(1, size)
+        if self.progress.wants_items:  # -v: restic's "unchanged/changed/new" lines
+            self.progress.item(_ITEM_WORDS[count], os.fsdecode(os.path.join(dirpath, name)))
 
     def _cached_count(self, dirpath: bytes, name: bytes, c: CachedFile) -> str:
         if self._parent is None:
@@ -308,19 +315,6 @@ class Archiver:
         self._throttle()
         return fut
 
-    def _to_procs(self, st: os.stat_result) -> bool:
-        """Hand this file to the worker processes? Small ones, once there are many."""
-        if self._procs is None or st.st_size > _PROC_LIMIT:
-            return False
-        if self._proc_small < _PROC_AFTER:
-            self._proc_small += 1
-            return False
-        return True
-
-    def _proc_changed(self, path: bytes) -> None:
-        """A worker process saw a file change while it read it."""
-        self.progress.warn(os.fsdecode(path), "file changed while it was read")
-
     def _inline_now(self) -> bool:
         """Read this small file in the walking thread? Yes while small files read
         fast (data in the page cache); no while reads wait for a cold disk or a
@@ -336,21 +330,26 @@ class Archiver:
             return None
         stack = [top]
         while stack:
-            pd, names, cached = stack[-1]
+            pd, names, dirs, later = stack[-1]
             name = next(names, None)
             if name is None:
                 stack.pop()
-                if cached:
-                    # Unchanged files keep their rows; read ones get new rows when done.
-                    kept = {it.name for it in pd.items if isinstance(it, Unchanged)}
-                    pd.cache_drop = [n for n in cached if n not in kept]
+                if later:
+                    assert self._jobs is not None
+                    pd.job = self._jobs.add((pd.path, later, None if not pd.cached else {
+                        n: (c.size, c.mtime, c.ctime, c.inode) for n, c in pd.cached.items()}))
                 self._ready.append(pd)
                 self._drain(block=False)
                 continue
             child = os.path.join(pd.path, name)
             if self.excluder.excluded(child, name):
                 continue
-            item = self._entry(pd.path, name, child, cached, pd, descend=False)
+            if name not in dirs and self._jobs is not None:
+                if self._seen >= _JOBS_AFTER:
+                    later.append(name)  # for a worker process
+                    continue
+                self._seen += 1
+            item = self._entry(pd.path, name, child, pd.cached, pd, descend=False)
             if isinstance(item, SubDir):
                 sub = self._open_dir(child, item.node)
                 if sub is not None:
@@ -361,22 +360,25 @@ class Archiver:
         return top[0]
 
     def _open_dir(self, path: bytes, node: Node
-                  ) -> tuple[PendingDir, Iterator[bytes], dict[bytes, CachedFile] | None] | None:
+                  ) -> tuple[PendingDir, Iterator[bytes], set[bytes], list[bytes]] | None:
+        """The directory, its names in order, which are directories (the walk
+        descends into them), and a list for the names left to a worker process."""
         pd = PendingDir(path, node)
         try:
             with os.scandir(path) as it:
-                names = sorted(e.name for e in it)
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
         except OSError as e:
             self._warn(path, e)
             return None
+        entries.sort()
+        names = [n for n, _ in entries]
         if self._tags and tagged(path, names, self._tags):
             return None  # --exclude-if-present / --exclude-caches: the whole directory
         self.stats["dirs"] += 1
-        cached = None
         if self.db is not None:
-            cached = self.db.cached_dir(path)
+            pd.cached = self.db.cached_dir(path)
             pd.last_tree = self.db.cached_tree(path)
-        return pd, iter(names), cached
+        return pd, iter(names), {n for n, d in entries if d}, []
 
     def _unchanged(self, c: CachedFile, st: os.stat_result) -> bool:
         if (c.size, c.mtime, c.ctime, c.inode) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
@@ -396,8 +398,74 @@ class Archiver:
 
     def _drain(self, block: bool) -> None:
         """Finish directories whose files are all done (post-order)."""
-        while self._ready and (block or self._ready[0].ready()):
+        while self._ready and (block or self._ready_now(self._ready[0])):
             self._finish_dir(self._ready.popleft())
+
+    def _ready_now(self, pd: PendingDir) -> bool:
+        if pd.job is not None:
+            if not pd.job.done():
+                return False
+            self._expand(pd, pd.job)
+        return pd.ready()
+
+    def _expand(self, pd: PendingDir, job: JobHandle) -> None:
+        """Turn what a worker process found in the directory into its items."""
+        pd.job = None
+        if not job.wait():  # the workers are gone: look at the names here
+            for name in job.job[1]:
+                path = os.path.join(pd.path, name)
+                item = self._entry(pd.path, name, path, pd.cached, pd, descend=False)
+                if isinstance(item, SubDir):
+                    self._expand_one(pd, (OTHER, name))
+                elif item is not None:
+                    pd.items.append(item)
+            pd.sort = True
+            return
+        assert job.entries is not None
+        self.stats["bytes_total"] += job.total
+        for e in job.entries:
+            self._expand_one(pd, e)
+        pd.sort = True
+
+    def _expand_one(self, pd: PendingDir, e: Entry) -> None:
+        kind = e[0]
+        if kind == READ:
+            it = Stored(*e[1:])
+            pd.items.append(it)
+            if it.changed:
+                self.progress.warn(os.fsdecode(os.path.join(pd.path, it.name)),
+                                   "file changed while it was read")
+        elif kind == UNCHANGED:
+            name, st = e[1], e[2]
+            c = pd.cached.get(name) if pd.cached else None
+            if c is not None and self._unchanged(c, st):
+                self._count_unchanged(pd.path, name, st.st_size, c)
+                pd.items.append(Unchanged(name, st, c, e[3]))
+            else:
+                self._main_file(pd, name, st)
+        elif kind == MAIN:
+            self._main_file(pd, e[1], e[2])
+        elif kind == NODE:
+            pd.items.append(e[1])
+        elif kind == WARN:
+            if e[3]:
+                self.stats["errors"] += 1
+            self.progress.warn(os.fsdecode(os.path.join(pd.path, e[1])), e[2])
+        else:  # OTHER: it became a directory after the walk listed it
+            self.stats["errors"] += 1
+            self.progress.warn(os.fsdecode(os.path.join(pd.path, e[1])),
+                               "changed into a directory during the backup, skipped")
+
+    def _main_file(self, pd: PendingDir, name: bytes, st: os.stat_result) -> None:
+        """A file a worker process left to this one (its bytes are counted already)."""
+        path = os.path.join(pd.path, name)
+        try:
+            node = node_from_stat(name, path, st, "file")
+        except OSError as e:
+            self._warn(path, e)
+            self.stats["bytes_total"] -= st.st_size
+            return
+        pd.items.append(self._file_item(pd, name, path, st, node))
 
     def _finish_dir(self, pd: PendingDir) -> None:
         """Finish ``pd`` and, first, any directory below it not finished yet
@@ -413,15 +481,27 @@ class Archiver:
             self._finish_one(d)
 
     def _finish_one(self, pd: PendingDir) -> None:
-        nodes: list[Node] = []
+        if pd.job is not None:
+            self._expand(pd, pd.job)
+        if pd.sort:  # a worker's entries came after the subdirectories: back in name order
+            pd.items.sort(key=item_name)
+        if pd.cached:
+            # Unchanged files keep their rows; read ones get new rows when done.
+            kept = {it.name for it in pd.items if isinstance(it, Unchanged)}
+            pd.cache_drop = [n for n in pd.cached if n not in kept]
+        nodes: list[tuple[bytes, Node | bytes]] = []
         results: list[FileResult | None] = []
         unchanged_only = True
         for it in pd.items:
             res = None
-            if isinstance(it, PendingDir):
+            if isinstance(it, Stored):
+                unchanged_only = False
+                self._stored_done(pd, it)
+                nodes.append((it.name, it.raw))
+            elif isinstance(it, PendingDir):
                 assert it.tree_id is not None  # _finish_dir finished it first
                 it.node["subtree"] = it.tree_id
-                nodes.append(it.node)
+                nodes.append((it.node.name, it.node))
             elif isinstance(it, Unchanged):
                 pass  # its node is built below, if the tree is not reused
             elif isinstance(it, tuple):
@@ -430,14 +510,14 @@ class Archiver:
                 res = read if isinstance(read, FileResult) else read.result()
                 if res.error is None:
                     self._file_done(pd, node, read, res)
-                    nodes.append(node)
+                    nodes.append((node.name, node))
                 else:
                     self.progress.warn(os.fsdecode(os.path.join(pd.path, node.name)), res.error)
                     self.stats["errors"] += 1
                     self.stats["bytes_total"] -= node.get("size", 0)
                     # not in the snapshot, so neither new nor changed
             else:
-                nodes.append(it)
+                nodes.append((it.name, it))
             results.append(res)
         key = dir_key(pd, results) if self.db is not None else None
         last = pd.last_tree
@@ -445,8 +525,8 @@ class Archiver:
                 and self.writer.has(last[1]):
             pd.tree_id = last[1]  # everything is as when this tree was written
         else:
-            nodes.extend(self._unchanged_nodes(pd))
-            pd.tree_id, _ = self.writer.save_blob(BlobType.TREE, encode_tree(nodes))
+            nodes.extend((n.name, n) for n in self._unchanged_nodes(pd))
+            pd.tree_id, _ = self.writer.save_blob(BlobType.TREE, encode_entries(nodes))
             if self.db is not None and not self.opts.dry_run and (key or last) is not None:
                 self.db.set_tree(pd.path, key, pd.tree_id)
         if self._parent is not None:
@@ -458,10 +538,6 @@ class Archiver:
         pd.release()
 
     def _file_done(self, pd: PendingDir, node: Node, read: Read, res: FileResult) -> None:
-        if isinstance(read, Handle):
-            xa = read.xattrs()  # before the content: the same key order as node_from_stat's
-            if xa:
-                node["xattrs"] = xa
         node["content"] = res.content
         node["size"] = res.size
         self._count(pd.path, node)
@@ -471,6 +547,18 @@ class Archiver:
             if node.get("nlink", 1) > 1:
                 self._counted.add(id(read))
         self._remember(pd, node, res)
+
+    def _stored_done(self, pd: PendingDir, it: Stored) -> None:
+        """Count a file a worker process read and stored, and cache it."""
+        key = self._parent.classify_content(pd.path, it.name, it.content) \
+            if self._parent is not None else "files_new"
+        self.stats[key] += 1
+        if self.progress.wants_items:
+            self.progress.item(_ITEM_WORDS[key], os.fsdecode(os.path.join(pd.path, it.name)))
+        self.stats["files_read"] += 1
+        self.stats["bytes_read"] += it.size
+        if not it.changed and it.mtime < self._start_ns - _CACHE_SAFETY_NS:
+            pd.cache_new[it.name] = (it.size, it.mtime, it.ctime, it.ino, b"".join(it.content))
 
     def _unchanged_nodes(self, pd: PendingDir) -> Iterator[Node]:
         """Nodes of the directory's unchanged files (the tree is written anew)."""
@@ -497,8 +585,8 @@ class Archiver:
         # change again unnoticed with the same mtime: don't cache them.
         if res.changed or node["mtime"] >= self._start_ns - _CACHE_SAFETY_NS:
             return
-        pd.cache_new[node.name] = CachedFile(res.size, node["mtime"], node["ctime"],
-                                             pd.inodes.get(node.name, -1), res.content)
+        pd.cache_new[node.name] = (res.size, node["mtime"], node["ctime"],
+                                   pd.inodes.get(node.name, -1), b"".join(res.content))
 
     def _empty_tree(self) -> bytes:
         return self.writer.save_blob(BlobType.TREE, encode_tree([]))[0]

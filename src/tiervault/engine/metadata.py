@@ -66,10 +66,8 @@ def read_xattrs(path: bytes) -> list[list[bytes]] | None:
     return out or None
 
 
-def node_from_stat(name: bytes, path: bytes, st: os.stat_result, kind: str,
-                   xattrs: bool = True) -> Node:
-    """A tree node describing ``path`` from its lstat result (without its xattrs if
-    not ``xattrs``: whoever reads the file adds them)."""
+def node_from_stat(name: bytes, path: bytes, st: os.stat_result, kind: str) -> Node:
+    """A tree node describing ``path`` from its lstat result."""
     n = Node(name=name, type=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
              mtime=st.st_mtime_ns, atime=st.st_atime_ns, ctime=st.st_ctime_ns)
     u, g = user_name(st.st_uid), group_name(st.st_gid)
@@ -88,7 +86,7 @@ def node_from_stat(name: bytes, path: bytes, st: os.stat_result, kind: str,
         n["target"] = os.readlink(path)
     elif kind in ("chardev", "blockdev"):
         n["rdev"] = st.st_rdev
-    xa = read_xattrs(path) if xattrs else None
+    xa = read_xattrs(path)
     if xa:
         n["xattrs"] = xa
     return n

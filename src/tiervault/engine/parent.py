@@ -59,8 +59,12 @@ class ParentTrees:
 
     def classify(self, dirpath: bytes, node: Node) -> str:
         """'files_new', 'files_changed' or 'files_unmodified' for a file read now."""
+        return self.classify_content(dirpath, node.name, node["content"])
+
+    def classify_content(self, dirpath: bytes, name: bytes, content: list[bytes]) -> str:
+        """``classify`` by the file's name and content ids."""
         entries = self.entries(dirpath)
-        old = entries.get(node.name) if entries is not None else None
+        old = entries.get(name) if entries is not None else None
         if old is None or old.kind != "file":
             return "files_new"
-        return "files_unmodified" if old.get("content") == node["content"] else "files_changed"
+        return "files_unmodified" if old.get("content") == content else "files_changed"

@@ -193,7 +193,7 @@ def authentic(repo: Repository, kind: FileType, names: list[str],
             if kind is FileType.SNAPSHOT:
                 repo.load_snapshot(name)
             elif kind is FileType.INDEX:
-                repo.read_index_doc(name)
+                repo.open_index_file(name)  # sealed with the key: written by us
             else:
                 parse_key_file(repo.backend.load(Handle(kind, name)),
                                f"keys/{name}")

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +40,11 @@ CREATE TABLE IF NOT EXISTS known_snapshots (id TEXT PRIMARY KEY, time TEXT, path
 CREATE TABLE IF NOT EXISTS deletions (
     type TEXT NOT NULL, name TEXT NOT NULL, time REAL, PRIMARY KEY (type, name)) WITHOUT ROWID;
 """
+
+
+#: A files cache row as a backup writes it: size, mtime, ctime, inode, content
+#: ids joined (32 bytes each).
+CacheRow = tuple[int, int, int, int, bytes]
 
 
 @dataclass
@@ -189,16 +194,17 @@ class StateDB:
             out[name] = CachedFile(size, mtime, ctime, inode, ids)
         return out
 
-    def update_dir(self, directory: bytes, entries: dict[bytes, CachedFile],
-                   drop: Iterable[bytes]) -> None:
-        """Replace cache rows of one directory (committed in batches)."""
+    def update_dir(self, directory: bytes, entries: dict[bytes, CacheRow],
+                   drop: Collection[bytes]) -> None:
+        """Replace cache rows of one directory (committed in batches): by name,
+        (size, mtime, ctime, inode, content ids joined)."""
         def work(db: sqlite3.Connection) -> None:
-            db.executemany("DELETE FROM files WHERE dir = ? AND name = ?",
-                           [(directory, n) for n in drop])
+            if drop:
+                db.executemany("DELETE FROM files WHERE dir = ? AND name = ?",
+                               [(directory, n) for n in drop])
             db.executemany(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(directory, n, c.size, c.mtime, c.ctime, c.inode, b"".join(c.content))
-                 for n, c in entries.items()])
+                [(directory, n, *row) for n, row in entries.items()])
 
         self._on_cache(work, None)
 

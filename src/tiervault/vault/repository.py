@@ -262,6 +262,11 @@ class Repository:
         """One index file's packs."""
         return self.read_index_doc(name)[0]
 
+    def open_index_file(self, name: str) -> None:
+        """Load and authenticate one index file (IntegrityError if it does not open
+        with the key), without decoding its entries."""
+        self.load_file(Handle(FileType.INDEX, name), INDEX_AAD, MAX_INDEX_SIZE)
+
     def read_index_doc(self, name: str) -> tuple[dict[bytes, list[PackEntry]], list[str]]:
         """One index file's packs and the index files it supersedes."""
         h = Handle(FileType.INDEX, name)

@@ -40,6 +40,21 @@ def encode_tree(nodes: list[Node]) -> bytes:
     return bytes(msgpack.packb({"v": 1, "entries": nodes}, use_bin_type=True))
 
 
+#: How ``encode_tree``'s bytes begin, up to the array of entries.
+_HEAD = b"\x82" + msgpack.packb("v") + msgpack.packb(1) + msgpack.packb("entries")
+
+
+def encode_entries(entries: list[tuple[bytes, Node | bytes]]) -> bytes:
+    """``encode_tree`` of (name, node) pairs where a node may come encoded already
+    (msgpack is compositional: the same bytes either way)."""
+    entries.sort(key=lambda e: e[0])
+    out = bytearray(_HEAD)
+    out += msgpack.Packer().pack_array_header(len(entries))
+    for _name, e in entries:
+        out += e if isinstance(e, bytes) else msgpack.packb(e, use_bin_type=True)
+    return bytes(out)
+
+
 def decode_tree(data: bytes, what: str) -> list[Node]:
     """Parse a tree blob; IntegrityError on anything malformed (names not yet vetted)."""
     try:
