@@ -269,3 +269,21 @@ def test_a_workers_tree_is_byte_for_byte_the_one_process_tree(
     many = env.trees(env.backup(monkeypatch, jobs=True, use_cache=False))
     assert env.stats["files_read"] > 100  # read again, by the workers
     assert one["/d0"] == many["/d0"] and one["/d1"] == many["/d1"]
+
+
+def test_cache_rows_naming_blobs_the_vault_lacks_are_read_again(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The files cache remembers a backup into another vault (or an interrupted one):
+    # the workers find the files unchanged, the main process sees their blobs are
+    # missing and reads them itself, through a narrow window of reads in flight.
+    env.backup(monkeypatch, jobs=True)
+    other = Env(tmp_path / "other")
+    other.db.close()
+    other.src, other.db = env.src, env.db
+    monkeypatch.setattr(backup_mod, "_INLINE", 0)
+    monkeypatch.setattr(backup_mod, "_INFLIGHT_FILES", 1)
+    snap = other.backup(monkeypatch, jobs=True, workers=1)
+    # All read again but the empty one; the two names of the hard link share one read.
+    assert other.stats["files_read"] == 124 and other.stats["errors"] == 0
+    ids = {n.name: n["content"] for n in TreeReader(other.repo).load(other.trees(snap)["/d1"])}
+    assert other.repo.load_blob(ids[b"f05"][0]) == b"file 1 5\n" * 6

@@ -85,6 +85,7 @@ class Archiver:
         self._inflight: deque[tuple[Future[FileResult], int]] = deque()
         self._inflight_bytes = 0
         self._ready: deque[PendingDir] = deque()
+        self._draining = False
         self._hardlinks: dict[tuple[int, int], Read] = {}
         self._counted: set[int] = set()  # ids of hard-linked reads already counted
         self._start_ns = time.time_ns()
@@ -397,9 +398,17 @@ class Archiver:
             self._inflight_bytes -= self._inflight.popleft()[1]
 
     def _drain(self, block: bool) -> None:
-        """Finish directories whose files are all done (post-order)."""
-        while self._ready and (block or self._ready_now(self._ready[0])):
-            self._finish_dir(self._ready.popleft())
+        """Finish directories whose files are all done (post-order). Not again
+        from within: finishing a directory may hand a file to the threads, whose
+        window may ask for a drain."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._ready and (block or self._ready_now(self._ready[0])):
+                self._finish_dir(self._ready.popleft())
+        finally:
+            self._draining = False
 
     def _ready_now(self, pd: PendingDir) -> bool:
         if pd.job is not None:
