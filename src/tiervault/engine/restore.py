@@ -7,7 +7,10 @@ time with O_NOFOLLOW (:mod:`tiervault.engine.fsat`): entries are created with th
 says nor another process swapping a restored directory for a symlink meanwhile
 can make us create, replace or chmod anything outside the target (a swapped
 directory is a warning for what is beneath it).
-Content is read pack by pack (one ranged read serves many blobs) in parallel.
+Content is read pack by pack (one ranged read serves many blobs) in parallel;
+reading a local vault, runs of small blobs one at a time (threads would only
+contend for the GIL). A file of one blob is created, written, given its
+metadata and renamed in one go when its blob arrives.
 
 Each file is written under a hidden temporary name beside its own
 (``.NAME.tiervault-XXXXXXXX``) and takes its name, with its metadata already set,
@@ -33,7 +36,7 @@ from tiervault.engine.fsat import DirFds
 from tiervault.engine.patterns import PathPattern
 from tiervault.engine.progress import Progress
 from tiervault.engine.restoremeta import OS_ERRORS as _OS_ERRORS
-from tiervault.engine.restoremeta import MetaSetter
+from tiervault.engine.restoremeta import MetaSetter, current_umask
 from tiervault.engine.restoremeta import strerror as _strerror
 from tiervault.engine.restoreselect import selected
 from tiervault.engine.trees import TreeReader
@@ -45,6 +48,7 @@ from tiervault.vault.tree import Node
 
 _GAP = 1024 * 1024  # read through gaps smaller than this instead of seeking
 _MAX_RUN = 4 * 1024 * 1024  # bound on one ranged read (memory per worker)
+_SMALL_BLOBS = 256 * 1024  # a run of blobs this large on average is "small" (_small_gate)
 _BLOCK = 4096  # sparse files: zero runs this large (and aligned) stay holes
 _ZEROS = bytes(_BLOCK)
 
@@ -65,6 +69,9 @@ class _File:
     tmp: bytes = b""  # where the content is written until it is complete
     ident: tuple[int, int] = (0, 0)  # the temporary's (st_dev, st_ino)
     left: int = 0  # blob writes still to come
+    #: One blob, not sparse: created, written, given its metadata and its name in
+    #: one go when its blob arrives (5 system calls instead of 14).
+    oneshot: bool = False
 
 
 @dataclass
@@ -96,7 +103,8 @@ class Restorer:
     def __init__(self, repo: Repository, snap: Snapshot, target: str, progress: Progress,
                  includes: list[str] | None = None, workers: int = 4,
                  stop: threading.Event | None = None, no_devices: bool = False,
-                 no_setuid: bool = False, max_open_dirs: int = 256) -> None:
+                 no_setuid: bool = False, max_open_dirs: int = 256,
+                 local_reads: bool = False) -> None:
         self.repo = repo
         self.snap = snap
         self.target = os.path.abspath(os.fsencode(target))
@@ -106,6 +114,12 @@ class Restorer:
             if ".." in inc.parts:
                 raise UsageError(f"path {inc.text!r} must not contain '..'")
         self.workers = workers
+        # Reading a local vault, runs of small blobs are Python work (decode, create,
+        # write, metadata) for each: threads only fight over the GIL (200k files:
+        # 11.5 s with one at a time, 15-17 s with four). They go one at a time;
+        # big blobs (hashing, decompression without the GIL) and network reads
+        # (waiting) stay parallel.
+        self._small_gate = threading.Semaphore(1) if local_reads else None
         # A walk loads each tree once: a large cache would only hold decoded trees.
         self.trees = TreeReader(repo, cache_size=4)
         self.is_root = os.geteuid() == 0
@@ -130,6 +144,7 @@ class Restorer:
         self._pending: dict[bytes, _File] = {}  # temporaries not yet complete, by tmp path
         self._tmp_suffix = b".tiervault-" + secrets.token_hex(4).encode()
         self._pool: ThreadPoolExecutor | None = None  # content readers (during run)
+        self._umask = current_umask()
 
     def entries(self) -> Iterator[tuple[tuple[bytes, ...], Node]]:
         """The snapshot's entries to restore, parents before children (see
@@ -364,6 +379,11 @@ class Restorer:
             if not self._parent_ok(f.path):
                 self._orphan(f.path)
                 continue
+            content = f.node.get("content")
+            if content and len(content) == 1 and not f.node.get("sparse"):
+                f.oneshot = True  # created when its blob arrives (_write_whole)
+                created.append(f)
+                continue
             try:
                 with at.parent(self._rel(f.path)) as (dfd, name):
                     st = at.lstat_at(dfd, name)
@@ -390,25 +410,25 @@ class Restorer:
     def _write_content(self, files: list[_File]) -> None:
         # blob -> [(file, offset)] and pack -> its needed blobs
         targets: dict[bytes, list[tuple[_File, int]]] = defaultdict(list)
+        by_pack: dict[bytes, list[PackEntry]] = defaultdict(list)
+        lookup = self.repo.index.lookup
         for f in files:
             off = 0
             sparse = bool(f.node.get("sparse"))
             for bid in f.node.get("content") or []:
-                targets[bid].append((f, off))
+                dests = targets[bid]
+                dests.append((f, off))
                 f.left += 1
-                loc = self.repo.index.lookup(bid)
+                loc = lookup(bid)
                 if loc is None:
                     self._failed.add(f.path)
                     self._warn(f.path, f"data blob {bid.hex()[:16]} is missing from the vault")
                     break
+                if len(dests) == 1:  # the first file to need it: read it once
+                    by_pack[loc[0]].append(loc[1])
                 off += loc[1].raw_length
             f.node["_sparse"] = sparse
             f.node.pop("content", None)  # ``targets`` holds what is still needed
-        by_pack: dict[bytes, list[PackEntry]] = defaultdict(list)
-        for bid in targets:
-            loc = self.repo.index.lookup(bid)
-            if loc is not None:
-                by_pack[loc[0]].append(loc[1])
         jobs = []
         for pid, entries in by_pack.items():
             entries.sort(key=lambda e: e.offset)
@@ -435,6 +455,9 @@ class Restorer:
             if dests is None:
                 return
             for f, off in dests:
+                if f.oneshot:
+                    self._write_whole(f, data)
+                    continue
                 fd = self._pwrite(f, off, data)
                 try:
                     with self._lock:
@@ -447,6 +470,14 @@ class Restorer:
                         os.close(fd)
 
         def job(pid: bytes, run: list[PackEntry]) -> None:
+            gate = self._small_gate
+            if gate is not None and sum(e.raw_length for e in run) < _SMALL_BLOBS * len(run):
+                with gate:
+                    read(pid, run)
+            else:
+                read(pid, run)
+
+        def read(pid: bytes, run: list[PackEntry]) -> None:
             try:
                 self.repo.stream_blobs_from_pack(pid, run, write)
             except Interrupted:
@@ -455,7 +486,7 @@ class Restorer:
                 if len(run) > 1 and isinstance(e, IntegrityError):
                     # One damaged blob must not cost the good ones read with it.
                     for ent in run:
-                        job(pid, [ent])
+                        read(pid, [ent])  # (the gate is held already, if it is)
                     return
                 for ent in run:
                     for f, _ in targets.get(ent.id, ()):
@@ -475,6 +506,49 @@ class Restorer:
                 fut.cancel()
             wait(futs)
             raise
+
+    def _write_whole(self, f: _File, data: bytes) -> None:
+        """A file of one blob: its temporary created with the data, the metadata set
+        on the open descriptor, then renamed to its name; warned on failure."""
+        at = self._fds()
+        node = f.node
+        # Created with its final mode when nothing would change it (no special
+        # bits, none the umask removes): one chmod less. Else 0600, chmod after chown.
+        mode = self.meta.mode(node)
+        direct = mode & ~0o777 == 0 and mode & self._umask == 0
+        try:
+            with at.parent(self._rel(f.path)) as (dfd, name):
+                tmp_name = b"." + name[:200] + self._tmp_suffix
+                fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, mode if direct else 0o600, dir_fd=dfd)
+                f.tmp = f.path[:len(f.path) - len(name)] + tmp_name
+                with self._lock:
+                    self._pending[f.tmp] = f
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    self.meta.on_fd(fd, node, f.path, chmod=not direct)
+                    try:
+                        os.rename(tmp_name, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                    except IsADirectoryError:
+                        raise OSError(errno.EISDIR, "a directory is in the way") from None
+                finally:
+                    os.close(fd)
+        except _OS_ERRORS as e:
+            self._failed.add(f.path)  # its temporary goes with the pending ones
+            self._warn(f.path, _strerror(e))
+            return
+        self.progress.add(0, len(data))
+        with self._lock:
+            self.stats["bytes"] += len(data)
+            self._pending.pop(f.tmp, None)
+            if f.source:
+                self._created.add(f.path)
+            self.stats["files"] += 1
+        self.progress.add(1)
+        if self.progress.wants_items:  # -v
+            self.progress.item("restored", os.fsdecode(f.path))
 
     def _pwrite(self, f: _File, off: int, data: bytes) -> int | None:
         """Write ``data`` at ``off`` of ``f``'s temporary; returns the still open
@@ -566,13 +640,10 @@ class Restorer:
             self._warn(path, _strerror(e))
 
 
-#: What restoring a file needs of its node (the plan holds one per file: keep it small).
-_FILE_FIELDS = ("type", "mode", "uid", "gid", "atime", "mtime", "xattrs", "size", "content",
-                "sparse")
-
-
 def _slim(node: Node) -> Node:
-    return Node({k: node[k] for k in _FILE_FIELDS if k in node})
+    # A copy (decoded trees are cached, and restoring pops "content"); all of it:
+    # one copy in C costs less than picking the fields, and a batch is bounded.
+    return Node(node)
 
 
 #: What a directory's metadata needs (kept until all beneath it is restored).

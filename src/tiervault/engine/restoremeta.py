@@ -22,6 +22,20 @@ from tiervault.vault.tree import Node
 OS_ERRORS = (OSError, ValueError, OverflowError, TypeError)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux), else by setting it back."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def strerror(e: Exception) -> str:
     """The one-line reason of an os error."""
     return getattr(e, "strerror", None) or str(e)
@@ -45,8 +59,9 @@ class MetaSetter:
     def _may_chown(self, node: Node) -> bool:
         return self.is_root or node.get("uid") == os.geteuid()
 
-    def on_fd(self, fd: int, node: Node, shown: bytes) -> None:
-        """Owner, xattrs, mode and times of the open file or directory ``fd``."""
+    def on_fd(self, fd: int, node: Node, shown: bytes, chmod: bool = True) -> None:
+        """Owner, xattrs, mode and times of the open file or directory ``fd``
+        (not the mode if not ``chmod``: it was created with it)."""
         try:
             if self._may_chown(node):
                 try:
@@ -58,7 +73,8 @@ class MetaSetter:
                     os.setxattr(fd, name, value)
                 except OS_ERRORS as e:
                     self.warn(shown, f"xattr {os.fsdecode(name)!r}: {strerror(e)}")
-            os.chmod(fd, self.mode(node))  # after chown, which drops setuid bits
+            if chmod:
+                os.chmod(fd, self.mode(node))  # after chown, which drops setuid bits
             if "mtime" in node:
                 os.utime(fd, ns=(node.get("atime", node["mtime"]), node["mtime"]))
         except OS_ERRORS as e:

@@ -25,6 +25,9 @@ from tiervault.engine.restore import Restorer
 from tiervault.engine.scan import start_scan
 from tiervault.errors import UsageError
 from tiervault.service.session import VaultSession
+from tiervault.storage.local import LocalBackend
+from tiervault.storage.urls import parse_url
+from tiervault.tiers.tierset import TierSet
 from tiervault.vault.snapshot import Snapshot, SnapshotFilter
 
 
@@ -101,6 +104,15 @@ def backup(sess: VaultSession, opts: BackupOptions, stdin: BinaryIO | None = Non
     return snap, summary
 
 
+def _reads_locally(sess: VaultSession) -> bool:
+    """Whether the restore reads a local directory (the first online tier is one)."""
+    backend = sess.repo.backend
+    if isinstance(backend, TierSet):
+        online = backend.online()
+        return bool(online) and parse_url(online[0].url).scheme == "file"
+    return isinstance(backend, LocalBackend)
+
+
 def restore(sess: VaultSession, ref: str, target: str, includes: list[str],
             which: SnapshotFilter | None = None, no_devices: bool = False,
             no_setuid: bool = False) -> dict[str, Any]:
@@ -110,7 +122,7 @@ def restore(sess: VaultSession, ref: str, target: str, includes: list[str],
     sess.progress.phase("restore")
     stats = Restorer(sess.repo, snap, target, sess.progress, includes,
                      workers=sess.inst.workers(), stop=sess.stop, no_devices=no_devices,
-                     no_setuid=no_setuid).run()
+                     no_setuid=no_setuid, local_reads=_reads_locally(sess)).run()
     return {"message_type": "summary", "snapshot_id": snap.id, "target": target,
             "files_restored": stats["files"], "dirs_restored": stats["dirs"],
             "symlinks_restored": stats["symlinks"], "bytes_restored": stats["bytes"],
