@@ -131,6 +131,7 @@ class Runner:
         # sampled sum over the whole process tree counts them all (RSS summed, so
         # pages the processes share count once per process: an overstatement).
         m.info["tree_rss_kib"] = tree.peak_rss_kib
+        m.info["tree_pss_kib"] = tree.peak_pss_kib
         m.info["tree_cpu"] = round(tree.cpu(), 2)
         m.maxrss_kib = max(m.maxrss_kib, tree.peak_rss_kib)
         m.cpu = max(m.cpu, tree.cpu())
@@ -156,6 +157,17 @@ _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class TreeSampler:
     """Samples a process tree every 100 ms: the peak of its summed RSS and each
     process's CPU time (the last sample of each, summed)."""
@@ -164,6 +176,9 @@ class TreeSampler:
         self.root = root
         self.skip_root = skip_root
         self.peak_rss_kib = 0
+        #: Proportional set size: a page shared by k processes counts 1/k in each,
+        #: so the sum over a tree counts every page once.
+        self.peak_pss_kib = 0
         self._cpu: dict[int, float] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -194,14 +209,16 @@ class TreeSampler:
             pid = todo.pop()
             tree.add(pid)
             todo.extend(children.get(pid, []))
-        rss = 0
+        rss = pss = 0
         for pid in tree:
             if (pid == self.root and self.skip_root) or pid not in stats:
                 continue
             fields = stats[pid]
             self._cpu[pid] = (int(fields[11]) + int(fields[12])) / _TICK
             rss += int(fields[21]) * _PAGE // 1024
+            pss += _pss_kib(pid)
         self.peak_rss_kib = max(self.peak_rss_kib, rss)
+        self.peak_pss_kib = max(self.peak_pss_kib, pss)
 
     def cpu(self) -> float:
         return sum(v for pid, v in self._cpu.items() if pid != self.root or not self.skip_root)

@@ -337,17 +337,20 @@ class Archiver:
                 stack.pop()
                 if later:
                     assert self._jobs is not None
-                    pd.job = self._jobs.add((pd.path, later, None if not pd.cached else {
-                        n: (c.size, c.mtime, c.ctime, c.inode) for n, c in pd.cached.items()}))
+                    pd.job = self._jobs.add((pd.path, later, None))
                 self._ready.append(pd)
                 self._drain(block=False)
                 continue
             child = os.path.join(pd.path, name)
             if self.excluder.excluded(child, name):
                 continue
-            if name not in dirs and self._jobs is not None:
+            if name not in dirs and self._jobs is not None and \
+                    (not pd.cached or name not in pd.cached):
+                # A name the files cache does not know (most likely a file to read)
+                # goes to a worker process. A known one is looked at here: likely
+                # unchanged, its lstat is all it costs (a job would cost more).
                 if self._seen >= _JOBS_AFTER:
-                    later.append(name)  # for a worker process
+                    later.append(name)
                     continue
                 self._seen += 1
             item = self._entry(pd.path, name, child, pd.cached, pd, descend=False)
