@@ -63,7 +63,7 @@ BATCH_BYTES = 256 * 1024 * 1024
 @dataclass(slots=True)
 class _File:
     path: bytes
-    node: Node
+    node: Node  # as decoded (shared with the tree cache: never changed)
     link_to: bytes | None = None  # hard link to an earlier restored file
     source: bool = False  # the first name of a hard-linked file (later names link to it)
     tmp: bytes = b""  # where the content is written until it is complete
@@ -72,6 +72,7 @@ class _File:
     #: One blob, not sparse: created, written, given its metadata and its name in
     #: one go when its blob arrives (5 system calls instead of 14).
     oneshot: bool = False
+    sparse: bool = False  # zero blocks stay holes
 
 
 @dataclass
@@ -197,11 +198,11 @@ class Restorer:
                     key = (node.get("dev"), node.get("inode"))
                     linked = node.get("nlink", 1) > 1
                     if linked and key in first_link:
-                        batch.files.append(_File(full, _slim(node), link_to=first_link[key]))  # type: ignore[index]
+                        batch.files.append(_File(full, node, link_to=first_link[key]))  # type: ignore[index]
                         continue
                     if linked:
                         first_link[key] = full  # type: ignore[index]
-                    batch.files.append(_File(full, _slim(node), source=linked))
+                    batch.files.append(_File(full, node, source=linked))
                     batch.nbytes += int(node.get("size", 0))
                 elif kind == "symlink":
                     batch.links.append((full, node))
@@ -427,8 +428,7 @@ class Restorer:
                 if len(dests) == 1:  # the first file to need it: read it once
                     by_pack[loc[0]].append(loc[1])
                 off += loc[1].raw_length
-            f.node["_sparse"] = sparse
-            f.node.pop("content", None)  # ``targets`` holds what is still needed
+            f.sparse = sparse
         jobs = []
         for pid, entries in by_pack.items():
             entries.sort(key=lambda e: e.offset)
@@ -554,7 +554,7 @@ class Restorer:
         """Write ``data`` at ``off`` of ``f``'s temporary; returns the still open
         descriptor (None for a hole or a failure, warned)."""
         # Sparse files: skip whole zero blocks (ftruncate already made them holes).
-        runs = _nonzero_runs(data, off) if f.node.get("_sparse") else [(0, len(data))]
+        runs = _nonzero_runs(data, off) if f.sparse else [(0, len(data))]
         if not runs:
             self.progress.add(0, len(data))
             # A hole counts as restored bytes: the summary gives the files' apparent
@@ -638,12 +638,6 @@ class Restorer:
                 self.meta.at(dfd, name, node, path)
         except _OS_ERRORS as e:
             self._warn(path, _strerror(e))
-
-
-def _slim(node: Node) -> Node:
-    # A copy (decoded trees are cached, and restoring pops "content"); all of it:
-    # one copy in C costs less than picking the fields, and a batch is bounded.
-    return Node(node)
 
 
 #: What a directory's metadata needs (kept until all beneath it is restored).
