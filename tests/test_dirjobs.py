@@ -282,7 +282,7 @@ def test_cache_rows_naming_blobs_the_vault_lacks_are_read_again(
     other.src, other.db = env.src, env.db
     monkeypatch.setattr(backup_mod, "_INLINE", 0)
     monkeypatch.setattr(backup_mod, "_INFLIGHT_FILES", 1)
-    snap = other.backup(monkeypatch, jobs=True, workers=1)
+    snap = other.backup(monkeypatch, jobs=True, workers=2)
     # All read again but the empty one; the two names of the hard link share one read.
     assert other.stats["files_read"] == 124 and other.stats["errors"] == 0
     ids = {n.name: n["content"] for n in TreeReader(other.repo).load(other.trees(snap)["/d1"])}

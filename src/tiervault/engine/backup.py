@@ -98,12 +98,12 @@ class Archiver:
         self._inline_s = 0.0  # moving average of the time to read and store a small file
         self._small_seen = 0
         # Many small files: worker processes stat, read and seal them (both cores busy).
-        cores = usable_cores() if opts.processes is None else opts.processes
+        procs = min(usable_cores() if opts.processes is None else opts.processes,
+                    opts.workers)
         spec = JobSpec(repo.key.material, repo.codec.level, repo.config.chunker,
                        self._max_size, os.geteuid())
-        self._jobs = JobPool(spec, writer, min(cores, max(1, opts.workers)),
-                             self.progress.add) \
-            if cores > 1 and hasattr(writer, "save_sealed") else None
+        self._jobs = JobPool(spec, writer, procs, self.progress.add) \
+            if procs > 1 and hasattr(writer, "save_sealed") else None
         self._seen = 0  # entries the walk met before the worker processes start
         # The parent snapshot (same host and paths): the counts say new, changed or
         # unchanged against it.
