@@ -21,9 +21,13 @@ import sys
 import click
 
 from tiervault.cli.app import cli
+from tiervault.cli.interrupt import Terminated
 from tiervault.cli.memory import tune_allocator
 from tiervault.cli.output import inert
 from tiervault.errors import EXIT_USAGE, TierVaultError
+
+#: SIGTERM: 128 + 15, as a shell reports a process it terminated.
+EXIT_TERMINATED = 143
 
 __all__ = ["cli", "main", "wants_json"]
 
@@ -50,8 +54,8 @@ def fail(message: str, code: int, json_mode: bool) -> None:
         sys.stderr.flush()
     else:
         text = inert(message)  # a name or a server's text in it prints as escapes
-        click.echo(f"tiervault: {text}" if code == 130 else f"tiervault: error: {text}",
-                   err=True)
+        click.echo(f"tiervault: {text}" if code in (130, EXIT_TERMINATED)
+                   else f"tiervault: error: {text}", err=True)
     sys.exit(code)
 
 
@@ -70,7 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     tune_allocator()
     try:
         cli.main(args=args, prog_name="tiervault", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, Terminated):
+            fail("terminated", EXIT_TERMINATED, json_mode)
         fail("aborted", 130, json_mode)
     except click.exceptions.Exit as e:  # --help / --version asked for an exit
         sys.exit(e.exit_code)
@@ -82,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(_usage_message(e), code, json_mode)
     except TierVaultError as e:
         fail(str(e), e.exit_code, json_mode)
+    except Terminated:
+        fail("terminated", EXIT_TERMINATED, json_mode)
     except KeyboardInterrupt:
         fail("interrupted", 130, json_mode)
     except BrokenPipeError:

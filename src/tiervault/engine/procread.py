@@ -16,6 +16,8 @@ of at most ``dirjob.LIMIT`` bytes.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import multiprocessing
 import os
 import signal
@@ -35,6 +37,7 @@ BATCH = 256
 #: pay for starting them.
 START_AFTER = 2000
 _PER_WORKER = 3  # batches in flight per worker process
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 #: A sealed blob for the writer: id, sealed bytes, plain length.
 Sealed = tuple[bytes, bytes | memoryview, int]
@@ -62,9 +65,24 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     # Ctrl-C reaches the whole process group: the main process decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Be killed when the backup process ends, however it ends (kill -9, out of
+    memory): a worker left behind would hold the command's output open, and a
+    pipeline (``tiervault backup | tee log``) would never finish (trial 5)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pool's pipes end it
+        return
+    if os.getppid() != parent:  # it ended before the prctl
+        os._exit(1)
 
 
 class JobHandle:
@@ -173,11 +191,20 @@ class JobPool:
         fut: Future[Reply]
         try:
             if self._pool is None:
-                ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["tiervault.engine.dirjob"])
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
-                                                 initializer=_init_worker)
-            fut = self._pool.submit(run_jobs, self.spec, [h.job for h in b.handles])
+                # Forked from the backup process (nothing to import again, no helper
+                # process to outlive it). The fork happens at the first submit; the
+                # objects frozen meanwhile are left out of the workers' garbage
+                # collections, so their pages stay shared instead of being copied.
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("fork"),
+                    initializer=_init_worker, initargs=(os.getpid(),))
+                gc.freeze()
+                try:
+                    fut = self._pool.submit(run_jobs, self.spec, [h.job for h in b.handles])
+                finally:
+                    gc.unfreeze()
+            else:
+                fut = self._pool.submit(run_jobs, self.spec, [h.job for h in b.handles])
         except (BrokenProcessPool, RuntimeError, OSError):
             fut = Future()
             fut.set_exception(BrokenProcessPool("the worker processes are gone"))
