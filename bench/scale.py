@@ -82,13 +82,15 @@ def one_tool(tool: bench.Tool, restore_root: Path, expect: tuple[int, int]
     for step, label in (("backup_initial", "backup-initial"),
                         ("backup_unchanged", "backup-unchanged")):
         m = tool.backup(label)
-        out[step] = {"wall": m.wall, "cpu": m.cpu, "rss_mib": m.maxrss_kib / 1024}
+        out[step] = {"wall": m.wall, "cpu": m.cpu, "rss_mib": m.maxrss_kib / 1024,
+                     "pss_mib": m.info.get("tree_pss_kib", 0) / 1024}
     target = restore_root / tool.name
     bench.rmtree(target)
     target.mkdir(parents=True)
     m = tool.restore(target)
     got = count_tree(target / tool.data.relative_to("/"))
     out["restore"] = {"wall": m.wall, "cpu": m.cpu, "rss_mib": m.maxrss_kib / 1024,
+                      "pss_mib": m.info.get("tree_pss_kib", 0) / 1024,
                       "verify": "ok" if got == expect else f"restored {got}, expected {expect}"}
     bench.rmtree(target)
     tool.cleanup()

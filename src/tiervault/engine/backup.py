@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import BinaryIO
 
@@ -124,6 +125,11 @@ class Archiver:
         started = datetime.now().astimezone()
         paths = normalise(self.opts.paths)
         try:
+            if self._jobs is not None:
+                try:
+                    self._jobs.start()  # before the walk holds buffers (JobPool.start)
+                except BrokenProcessPool:
+                    self._jobs = None  # this process does it all
             root = self._build_root(paths)
             self._drain(block=True)
             assert root.tree_id is not None
