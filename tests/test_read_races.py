@@ -56,7 +56,7 @@ def test_file_that_grew_after_stat_is_read_whole_and_flagged(
     extra = os.urandom(5000)
     with f.open("ab") as fh:
         fh.write(extra)
-    res = a._read_whole(os.fsencode(f), st)
+    res = a.reader.read_whole(os.fsencode(f), st)
     assert res.error is None
     assert res.changed
     assert res.size == size + len(extra)
@@ -71,7 +71,7 @@ def test_file_that_shrank_after_stat_is_flagged(
     f.write_bytes(os.urandom(size))
     st = os.lstat(f)
     os.truncate(f, size // 2)
-    res = a._read_whole(os.fsencode(f), st)
+    res = a.reader.read_whole(os.fsencode(f), st)
     assert res.error is None
     assert res.changed
     assert _read_back(repo, writer, res) == f.read_bytes()
@@ -82,7 +82,7 @@ def test_unchanged_file_is_not_flagged(
     a, writer, repo = archiver
     f = tmp_path / "f"
     f.write_bytes(b"hello" * 1000)
-    res = a._read_whole(os.fsencode(f), os.lstat(f))
+    res = a.reader.read_whole(os.fsencode(f), os.lstat(f))
     assert (res.error, res.changed, res.size) == (None, False, 5000)
     assert _read_back(repo, writer, res) == b"hello" * 1000
 
@@ -102,7 +102,7 @@ def test_file_replaced_after_stat_is_skipped(
         os.mkfifo(f)
     else:
         f.mkdir()
-    res = a._read_whole(os.fsencode(f), st)
+    res = a.reader.read_whole(os.fsencode(f), st)
     assert res.content == []
     assert res.error is not None and "replaced" in res.error
 
@@ -155,7 +155,7 @@ def test_small_file_not_in_the_page_cache_is_left_to_a_worker(
     """The walking thread reads a small file only if its data is cached
     (RWF_NOWAIT); an evicted one is left for a worker, which reads it whole."""
     a, writer, repo = archiver
-    if not a._nowait:
+    if not a.reader.nowait:
         pytest.skip("no preadv2(RWF_NOWAIT) on this platform")
     f = tmp_path / "f"
     data = os.urandom(40_000)
@@ -170,8 +170,8 @@ def test_small_file_not_in_the_page_cache_is_left_to_a_worker(
     finally:
         os.close(fd)
     st = os.lstat(f)
-    assert a._read_file(os.fsencode(f), st, cached_only=True) is None
-    res = a._read_whole(os.fsencode(f), st)  # what the worker does
+    assert a.reader.read_file(os.fsencode(f), st, cached_only=True) is None
+    res = a.reader.read_whole(os.fsencode(f), st)  # what the worker does
     assert (res.error, res.changed, res.size) == (None, False, len(data))
-    assert a._read_file(os.fsencode(f), st, cached_only=True) is not None  # cached now
+    assert a.reader.read_file(os.fsencode(f), st, cached_only=True) is not None  # cached now
     assert _read_back(repo, writer, res) == data

@@ -8,9 +8,7 @@ keeps memory flat however big the tree.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -23,6 +21,7 @@ from typing import BinaryIO
 from tiervault.engine.backupopts import BackupOptions, normalise, user_name
 from tiervault.engine.dirjob import MAIN, NODE, OTHER, READ, UNCHANGED, WARN, Entry, JobSpec
 from tiervault.engine.excludes import Excluder, parse_tag_specs, tagged
+from tiervault.engine.filereader import SMALL, FileReader
 from tiervault.engine.metadata import kind_of, node_from_stat
 from tiervault.engine.parent import ParentTrees
 from tiervault.engine.pending import (
@@ -38,17 +37,13 @@ from tiervault.engine.pending import (
 from tiervault.engine.procread import START_AFTER as _JOBS_AFTER
 from tiervault.engine.procread import JobHandle, JobPool, usable_cores
 from tiervault.engine.progress import Progress
-from tiervault.engine.readfile import can_noatime, prefixed, read_small
-from tiervault.errors import Interrupted
 from tiervault.state.db import CachedFile, StateDB
 from tiervault.vault.blobwriter import BlobWriter
-from tiervault.vault.chunker import Chunker
 from tiervault.vault.pack import BlobType
 from tiervault.vault.repository import Repository
 from tiervault.vault.snapshot import Snapshot
 from tiervault.vault.tree import Node, encode_entries, encode_tree
 
-_SMALL = 2 * 1024 * 1024  # files up to this size are read in one go
 _INLINE = 64 * 1024  # files up to this size are read by the walking thread itself...
 _SLOW_INLINE = 0.0005  # ...while that takes less than this (s): else the disk or network
 _RESAMPLE = 32  # is the bottleneck and the workers overlap the waits; every Nth is re-timed
@@ -82,7 +77,7 @@ class Archiver:
         #: Set to stop (SIGINT, a cancelled job): workers end at the next chunk.
         self.stop = stop if stop is not None else threading.Event()
         self.pool = ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="read")
-        self._local = threading.local()  # one chunker per worker thread
+        self.reader = FileReader(repo, writer, progress, self.stop)
         self._inflight: deque[tuple[Future[FileResult], int]] = deque()
         self._inflight_bytes = 0
         self._ready: deque[PendingDir] = deque()
@@ -95,7 +90,6 @@ class Archiver:
         self._dev: int | None = None
         # Small files are read inline only if their data is cached (Linux preadv2
         # RWF_NOWAIT); elsewhere a moving average of the time they take decides.
-        self._nowait = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")
         self._inline_s = 0.0  # moving average of the time to read and store a small file
         self._small_seen = 0
         # Many small files: worker processes stat, read and seal them (both cores busy).
@@ -172,7 +166,7 @@ class Archiver:
         now = time.time_ns()
         name = os.fsencode(filename)
         try:
-            content, size = self._chunk_stream(f)
+            content, size = self.reader.chunk_stream(f)
         except BaseException:
             self.stop.set()
             raise
@@ -289,7 +283,7 @@ class Archiver:
                 # GIL hand-over between threads is a context switch. Unless its data
                 # is not in the page cache (None): a worker then overlaps the wait.
                 t0 = time.perf_counter()
-                inline = self._read_file(path, st, cached_only=self._nowait)
+                inline = self.reader.read_file(path, st, cached_only=self.reader.nowait)
                 self._inline_s += (time.perf_counter() - t0 - self._inline_s) * 0.1
             read = inline if inline is not None else self._submit(path, st)
         if st.st_nlink > 1:
@@ -313,9 +307,9 @@ class Archiver:
         return self._parent.classify(dirpath, Node(name=name, type="file", content=c.content))
 
     def _submit(self, path: bytes, st: os.stat_result) -> Future[FileResult]:
-        fut = self.pool.submit(self._read_whole, path, st)
+        fut = self.pool.submit(self.reader.read_whole, path, st)
         # Streamed files hold the chunker's buffer (twice the largest chunk).
-        cost = st.st_size + 65536 if st.st_size <= _SMALL else \
+        cost = st.st_size + 65536 if st.st_size <= SMALL else \
             2 * self.repo.config.chunker.max_size
         self._inflight.append((fut, cost))
         self._inflight_bytes += cost
@@ -612,111 +606,6 @@ class Archiver:
     def _warn(self, path: bytes, e: OSError) -> None:
         self.stats["errors"] += 1
         self.progress.warn(os.fsdecode(path), e.strerror or str(e))
-
-    # -- reading files (worker threads) --------------------------------------------------
-
-    def _read_whole(self, path: bytes, st: os.stat_result) -> FileResult:
-        res = self._read_file(path, st)
-        assert res is not None  # only cached_only reads leave a file alone
-        return res
-
-    def _read_file(self, path: bytes, st: os.stat_result,
-                   cached_only: bool = False) -> FileResult | None:
-        """Read, chunk and store one file. With ``cached_only``, a small file whose
-        data is not all in the page cache is left alone (None) for a worker."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOATIME
-                         if can_noatime(st) else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as e:
-            return FileResult([], 0, error=e.strerror or str(e))
-        try:
-            # Small files take four system calls: open, read, fstat, close.
-            small = st.st_size <= _SMALL
-            try:
-                if small and cached_only:
-                    data: bytes | None = self._read_cached(fd, st.st_size)
-                    if data is None:
-                        return None
-                else:
-                    data = read_small(fd, st.st_size) if small else b""
-            except OSError:
-                data = None
-            fst = os.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode) or fst.st_ino != st.st_ino:
-                return FileResult([], 0, error="file was replaced during the backup, skipped")
-            if data is None:
-                data = read_small(fd, st.st_size)  # raises the read error again
-            if small and len(data) <= st.st_size:
-                content, size, after = self._store_small(data), len(data), fst
-            else:
-                # Big, or grew past what stat said: stream (the rest).
-                with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-                    content, size = self._chunk_stream(prefixed(data, f) if data else f)
-                after = os.fstat(fd)
-            changed = (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size) or \
-                size != st.st_size
-            # A streamed file counted its bytes chunk by chunk (_chunk_stream).
-            self.progress.add(1, size if small and len(data) <= st.st_size else 0)
-            if changed:
-                self.progress.warn(os.fsdecode(path), "file changed while it was read")
-            return FileResult(content, size, changed)
-        except OSError as e:
-            return FileResult([], 0, error=e.strerror or str(e))
-        finally:
-            os.close(fd)
-
-    def _read_cached(self, fd: int, expected: int) -> bytes | None:
-        """The file's bytes if the page cache holds them all (RWF_NOWAIT: no disk
-        or network wait), else None. Where the flag is not supported, reads."""
-        buf = bytearray(expected + 1)
-        try:
-            n = os.preadv(fd, [buf], 0, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return None
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-            self._nowait = False  # this file system cannot say: time the reads instead
-            return read_small(fd, expected)
-        if n < expected:
-            return None  # partly cached (or shrank): a worker reads it properly
-        return bytes(memoryview(buf)[:n])
-
-    def _chunker(self) -> Chunker:
-        chunker: Chunker | None = getattr(self._local, "chunker", None)
-        if chunker is None:
-            chunker = self._local.chunker = self.repo.chunker()
-        return chunker
-
-    def _store_small(self, data: bytes) -> list[bytes]:
-        """Chunk and store an in-memory file; one below the chunker's minimum is one chunk."""
-        if not data:
-            return []
-        if self.stop.is_set():
-            raise Interrupted("interrupted")
-        if len(data) <= self.repo.config.chunker.min_size:
-            return [self._store(data)]
-        return [self._store(c) for c in self._chunker().chunks_of(data)]
-
-    def _chunk_stream(self, f: object) -> tuple[list[bytes], int]:
-        content: list[bytes] = []
-        size = 0
-        stop = self.stop
-        for c in self._chunker().chunks(f):  # type: ignore[arg-type]
-            if stop.is_set():
-                raise Interrupted("interrupted")
-            size += len(c)
-            content.append(self._store(c))
-            # Bytes as they are stored, not only per finished file: a bar moves
-            # during a large file (and at the pace of a throttled upload).
-            self.progress.add(0, len(c))
-        return content, size
-
-    def _store(self, chunk: bytes | memoryview) -> bytes:
-        bid = self.repo.key.blob_id(chunk)
-        if not self.writer.has(bid):
-            self.writer.save_blob(BlobType.DATA, chunk, bid)
-        return bid
 
 
 ProgressFactory = Callable[[], Progress]

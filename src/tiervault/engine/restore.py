@@ -307,7 +307,12 @@ class Restorer:
         except _OS_ERRORS as e:
             self._warn(f.path, _strerror(e))
             return
+        self._restored(f)
+
+    def _restored(self, f: _File, nbytes: int = 0) -> None:
+        """``f`` has its name: count it (and ``nbytes`` written with it)."""
         with self._lock:
+            self.stats["bytes"] += nbytes
             self._pending.pop(f.tmp, None)
             if f.source:
                 self._created.add(f.path)
@@ -540,15 +545,7 @@ class Restorer:
             self._warn(f.path, _strerror(e))
             return
         self.progress.add(0, len(data))
-        with self._lock:
-            self.stats["bytes"] += len(data)
-            self._pending.pop(f.tmp, None)
-            if f.source:
-                self._created.add(f.path)
-            self.stats["files"] += 1
-        self.progress.add(1)
-        if self.progress.wants_items:  # -v
-            self.progress.item("restored", os.fsdecode(f.path))
+        self._restored(f, len(data))
 
     def _pwrite(self, f: _File, off: int, data: bytes) -> int | None:
         """Write ``data`` at ``off`` of ``f``'s temporary; returns the still open
