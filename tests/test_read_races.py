@@ -9,6 +9,7 @@ replaced by something else must be skipped with a clear message.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,10 +164,17 @@ def test_small_file_not_in_the_page_cache_is_left_to_a_worker(
     fd = os.open(f, os.O_RDONLY)
     try:
         os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict the clean pages
-        buf = bytearray(10)
-        with pytest.raises(BlockingIOError):
-            os.preadv(fd, [buf], 0, os.RWF_NOWAIT)  # the premise: not cached now
+        # The premise: its pages evicted. DONTNEED is advice (a page under writeback
+        # stays): asked a few times; where the kernel keeps them anyway, no test.
+        for _ in range(20):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            try:
+                os.preadv(fd, [bytearray(10)], 0, os.RWF_NOWAIT)
+            except BlockingIOError:
+                break  # not cached now
+            time.sleep(0.05)
+        else:
+            pytest.skip("the page cache keeps the file's pages here (POSIX_FADV_DONTNEED)")
     finally:
         os.close(fd)
     st = os.lstat(f)
