@@ -87,6 +87,11 @@ def test_patterns_for_a_directory_and_a_file_inside_it_are_both_found(tmp_path: 
     with pytest.raises(UsageError, match="is not in snapshot"):
         Restorer(repo, snap, str(tmp_path / "out2"), Progress(),
                  includes=[a, a + "/nothing"]).run()
+    # Refused with nothing restored: the target it created is gone again (trial 5).
+    with pytest.raises(UsageError, match="is not in snapshot"):
+        Restorer(repo, snap, str(tmp_path / "new" / "a" / "b"), Progress(),
+                 includes=["/nothing"]).run()
+    assert not (tmp_path / "new").exists()
 
 
 def test_an_interrupted_restore_leaves_complete_files_and_dated_directories(

@@ -145,6 +145,7 @@ class Restorer:
         self._pending: dict[bytes, _File] = {}  # temporaries not yet complete, by tmp path
         self._tmp_suffix = b".tiervault-" + secrets.token_hex(4).encode()
         self._pool: ThreadPoolExecutor | None = None  # content readers (during run)
+        self._made: list[bytes] = []  # the target and its parents this restore created
         self._umask = current_umask()
 
     def entries(self) -> Iterator[tuple[tuple[bytes, ...], Node]]:
@@ -172,12 +173,23 @@ class Restorer:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         try:
             self._run()
+        except UsageError:
+            self._unmake()  # refused (an include not in the snapshot): leave no target
+            raise
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
             self._at.close()
             self._at = None
         return self.stats
+
+    def _unmake(self) -> None:
+        """Remove the target directories this restore created, if still empty."""
+        for p in self._made:
+            try:
+                os.rmdir(p)
+            except OSError:
+                return
 
     def _run(self) -> None:
         first_link: dict[tuple[int, int], bytes] = {}
@@ -349,8 +361,13 @@ class Restorer:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
+            missing, p = [], path
+            while not os.path.lexists(p):  # deepest first
+                missing.append(p)
+                p = os.path.dirname(p)
             try:
                 os.makedirs(path, mode=0o700, exist_ok=True)
+                self._made = missing
                 self._good.add(path)
                 return True
             except OSError as e:
