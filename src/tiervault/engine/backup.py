@@ -1,9 +1,10 @@
 """Backup: walk paths, skip unchanged files, chunk and store the rest, write trees.
 
 The main thread walks and builds trees; worker threads read, chunk, hash,
-compress and encrypt file contents (the libraries release the GIL); the blob
-writer uploads packs in its own threads. A bounded window of files in flight
-keeps memory flat however big the tree.
+compress and encrypt file contents (the libraries release the GIL), and once
+many entries are met, worker processes do so for small new files
+(``engine.procread``); the blob writer uploads packs in its own threads. A
+bounded window of files in flight keeps memory flat however big the tree.
 """
 
 from __future__ import annotations

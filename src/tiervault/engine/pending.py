@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import stat
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import blake3
 import msgpack
@@ -39,18 +40,8 @@ class FileResult:
     error: str | None = None
 
 
-class Waiting(Protocol):
-    """A read under way: a worker thread's Future, or a file of a worker process's batch."""
-
-    def done(self) -> bool:
-        ...
-
-    def result(self) -> FileResult:
-        ...
-
-
-#: A file's contents: being read (by a worker thread or process) or already read inline.
-Read = Waiting | FileResult
+#: A file's contents: being read by a worker thread, or already read inline.
+Read = Future[FileResult] | FileResult
 
 
 class SubDir:
